@@ -1,0 +1,1 @@
+"""Ray Job entrypoints (`python -m jobs.<name>`): the batch application on mlplatform."""

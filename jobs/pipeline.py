@@ -1,0 +1,44 @@
+"""Ray Job entrypoint: run (or resume) one pipeline run on the cluster.
+
+    python -m jobs.pipeline --spec SPEC --run-id RUN [--step STEP ...] [--base-dir DIR]
+
+Exits 0 when the run succeeded (including "nothing new to ingest"), 1 when a step
+failed, 2 when the spec is invalid; the reason is the last line of the job's logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mlplatform.errors import PlatformError
+from mlplatform.pipeline import run_pipeline
+from mlplatform.settings import load_settings
+from mlplatform.spec_loader import load_spec
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.pipeline")
+    parser.add_argument("--spec", required=True, type=Path)
+    parser.add_argument("--run-id", default=None)
+    parser.add_argument("--step", action="append", default=None)
+    parser.add_argument("--base-dir", type=Path, default=None,
+                        help="folder the spec's relative paths resolve against")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        env = {**os.environ, "PLATFORM_HOME": str(settings.home)}
+        spec = load_spec(args.spec, env=env, base_dir=args.base_dir)
+        job_id = os.environ.get("PLATFORM_JOB_ID")
+        report = run_pipeline(spec, settings, run_id=args.run_id, only=args.step,
+                              job_id=job_id, log=lambda m: print(m, flush=True))
+    except PlatformError as exc:
+        print(f"error: {exc.message}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    return 0 if report.status == "SUCCEEDED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

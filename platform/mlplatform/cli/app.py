@@ -1,0 +1,43 @@
+"""The `platformctl` typer app: one entry point for every manual and automated step."""
+
+from __future__ import annotations
+
+import typer
+
+from mlplatform import __version__
+from mlplatform.cli import cluster_cmd, demo_cmd, jobs_cmd, runs_cmd, spec_cmd
+
+app = typer.Typer(
+    name="platformctl",
+    help="mlplatform: an automated MLOps platform on Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(cluster_cmd.app, name="cluster")
+app.add_typer(jobs_cmd.app, name="jobs")
+app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(spec_cmd.spec_app, name="spec")
+app.add_typer(spec_cmd.config_app, name="config")
+app.command("init")(spec_cmd.init)
+app.command("submit")(jobs_cmd.submit)
+app.command("demo-data")(demo_cmd.demo_data)
+app.command("demo")(demo_cmd.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"platformctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """mlplatform: validate, featurize, retrain, gate, roll out and monitor models on Ray."""
+
+
+def main() -> None:
+    app()

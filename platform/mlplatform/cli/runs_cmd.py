@@ -1,0 +1,95 @@
+"""`platformctl runs list | show | lineage`: what the metadata store recorded."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mlplatform.cli.output import (
+    JsonOpt,
+    console,
+    fmt_duration,
+    handle_errors,
+    print_json,
+    settings_for,
+)
+from mlplatform.errors import InputError
+from mlplatform.registry.metadata import MetadataStore
+
+app = typer.Typer(help="Pipeline runs, their steps and artifacts.", no_args_is_help=True)
+
+
+def _store() -> MetadataStore:
+    return MetadataStore(settings_for().metadata_url)
+
+
+@app.command("list")
+@handle_errors
+def list_(pipeline: Annotated[str, typer.Argument(help="Pipeline name.")],
+          json_: JsonOpt = False) -> None:
+    """Runs of a pipeline, newest first."""
+    store = _store()
+    runs = store.runs(pipeline)
+    if not runs and pipeline not in store.pipelines():
+        known = ", ".join(store.pipelines()) or "none yet"
+        raise InputError(f"pipeline {pipeline!r} has no runs (pipelines: {known})")
+    if json_:
+        print_json(runs)
+        return
+    table = Table("run", "status", "created", "job", "message")
+    for r in runs:
+        colour = {"SUCCEEDED": "green", "FAILED": "red"}.get(r.status, "yellow")
+        table.add_row(r.run_id, f"[{colour}]{r.status}[/]", r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                      r.properties.get("job_id", "-"), r.properties.get("message", ""))
+    console.print(table)
+
+
+@app.command("show")
+@handle_errors
+def show(run_id: Annotated[str, typer.Argument(help="Run id.")], json_: JsonOpt = False) -> None:
+    """A run's steps with durations, and the artifacts each read and wrote."""
+    detail = _store().run(run_id)
+    if detail is None:
+        raise InputError(f"run {run_id!r} not found")
+    if json_:
+        print_json(detail)
+        return
+    console.print(f"run [bold]{detail.run_id}[/] of {detail.pipeline}: [bold]{detail.status}[/]"
+                  f"  {detail.properties.get('message', '')}", highlight=False)
+    steps = Table("step", "status", "started", "duration", "host", "summary / error")
+    for e in detail.steps:
+        note = (e.error or "").strip().splitlines()[-1:] or [e.summary.get("message", "")]
+        steps.add_row(e.step, e.status, e.started_at.strftime("%H:%M:%S"),
+                      fmt_duration(e.duration_s), e.host, note[0])
+    console.print(steps)
+    if detail.artifacts:
+        arts = Table("id", "step", "dir", "kind", "hash", "uri")
+        for ev in detail.artifacts:
+            a = ev.artifact
+            arts.add_row(str(a.id), ev.step, ev.type.lower(), a.kind, (a.content_hash or "-")[:16],
+                         a.uri)
+        console.print(arts)
+
+
+@app.command("lineage")
+@handle_errors
+def lineage(artifact_id: int,
+            downstream: Annotated[bool, typer.Option(help="What was made from it.")] = False,
+            json_: JsonOpt = False) -> None:
+    """Where an artifact came from (upstream) or what was made from it (--downstream)."""
+    store = _store()
+    art = store.artifact(artifact_id)
+    if art is None:
+        raise InputError(f"artifact {artifact_id} not found")
+    nodes = store.lineage(artifact_id, "downstream" if downstream else "upstream")
+    if json_:
+        print_json({"artifact": art.model_dump(mode="json"),
+                    "lineage": [n.model_dump(mode="json") for n in nodes]})
+        return
+    console.print(f"{art.kind} {art.id}: {art.uri} ({(art.content_hash or '-')[:16]})")
+    for n in nodes:
+        console.print(f"{'  ' * n.depth}{'<-' if not downstream else '->'} [{n.via}] "
+                      f"{n.artifact.kind} {n.artifact.id}: {n.artifact.uri} "
+                      f"({(n.artifact.content_hash or '-')[:16]})", highlight=False)

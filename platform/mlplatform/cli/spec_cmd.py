@@ -1,0 +1,86 @@
+"""`platformctl init`, `platformctl spec check`, `platformctl config show`."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mlplatform.cli.output import JsonOpt, console, err_console, handle_errors, print_json
+from mlplatform.errors import InputError
+from mlplatform.settings import load_settings
+from mlplatform.spec_loader import SpecError, load_spec
+
+spec_app = typer.Typer(help="Pipeline specs.", no_args_is_help=True)
+config_app = typer.Typer(help="The platform's configuration.", no_args_is_help=True)
+
+
+def template(name: str, file: str) -> str:
+    text = resources.files("mlplatform").joinpath("templates/pipeline.yaml").read_text()
+    return text.format(name=name, file=file)
+
+
+@handle_errors
+def init(name: Annotated[str, typer.Argument(help="Pipeline name (lowercase, digits, - _).")],
+         out: Annotated[Path | None, typer.Option(help="File to write (default NAME.yaml).")] = None,
+         force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+         json_: JsonOpt = False) -> None:
+    """Write a commented example pipeline spec to start from."""
+    path = out or Path(f"{name}.yaml")
+    if path.exists() and not force:
+        raise InputError(f"{path} exists; pass --force to overwrite it")
+    text = template(name, str(path))
+    path.write_text(text)
+    try:  # the template must itself be a valid spec for this name
+        load_spec(path, env={**os.environ, "PLATFORM_HOME": str(load_settings().home)})
+    except SpecError:
+        path.unlink()
+        raise
+    if json_:
+        print_json({"written": str(path), "name": name})
+    else:
+        console.print(f"wrote {path}; check it with `platformctl spec check {path}`")
+
+
+@spec_app.command("check")
+@handle_errors
+def check(file: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
+          json_: JsonOpt = False) -> None:
+    """Validate a spec: every problem with its YAML path and line; exit 2 if any."""
+    env = {**os.environ, "PLATFORM_HOME": str(load_settings().home)}
+    try:
+        spec = load_spec(file, env=env)
+    except SpecError as exc:
+        if json_:
+            print_json({"valid": False, "file": str(file),
+                        "errors": [i.model_dump(mode="json") for i in exc.issues]})
+        else:
+            err_console.print(f"[bold red]{file}: {len(exc.issues)} problem(s)[/]")
+            for issue in exc.issues:
+                err_console.print("  " + issue.render(str(file)), highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    if json_:
+        print_json({"valid": True, "file": str(file),
+                    "spec": spec.model_dump(mode="json", by_alias=True)})
+    else:
+        console.print(f"[green]{file}: valid[/] (pipeline {spec.name!r}, source {spec.source.path})")
+
+
+@config_app.command("show")
+@handle_errors
+def show(json_: JsonOpt = False) -> None:
+    """The effective settings and where each value came from."""
+    s = load_settings()
+    values = {k: str(v) if v is not None else None
+              for k, v in s.model_dump(exclude={"sources"}).items()}
+    if json_:
+        print_json({"settings": values, "sources": s.sources})
+        return
+    table = Table("setting", "value", "from")
+    for key, value in values.items():
+        table.add_row(key, value or "-", s.sources.get(key, "default"))
+    console.print(table)

@@ -1,0 +1,199 @@
+"""Ray Jobs: submitting the pipeline to a cluster and following what it does.
+
+A thin typed layer over ray.job_submission.JobSubmissionClient that turns its
+errors (unreachable dashboard, unknown id, a job stuck PENDING after a failed
+runtime_env, ray#56102) into messages a user can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import importlib.util
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from mlplatform.cluster import auth_headers, ray_version_at, require_address
+from mlplatform.errors import InputError, PlatformError
+from mlplatform.settings import Settings, apply_ray_auth_env
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# Never upload these: .git alone often passes Ray's 100 MiB package limit.
+EXCLUDES = [".git", ".platform", ".venv", "venv", "**/__pycache__", "*.pyc", "*.egg-info",
+            ".pytest_cache", ".ruff_cache", ".hypothesis", "build", "dist", "mlruns",
+            "benchmarks/results"]
+
+
+class JobInfo(BaseModel):
+    job_id: str
+    status: str
+    entrypoint: str
+    message: str | None = None
+    error_type: str | None = None
+    start_time: dt.datetime | None = None
+    end_time: dt.datetime | None = None
+    driver_exit_code: int | None = None
+    metadata: dict[str, str] = {}
+
+    @property
+    def duration_s(self) -> float | None:
+        if not self.start_time:
+            return None
+        end = self.end_time or dt.datetime.now(dt.UTC)
+        return (end - self.start_time).total_seconds()
+
+
+def _ms(value: int | None) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(value / 1000, dt.UTC) if value else None
+
+
+def _info(job_id: str, raw: Any) -> JobInfo:
+    return JobInfo(
+        job_id=raw.submission_id or job_id, status=str(raw.status.value if hasattr(
+            raw.status, "value") else raw.status), entrypoint=raw.entrypoint,
+        message=raw.message, error_type=getattr(raw, "error_type", None),
+        start_time=_ms(raw.start_time), end_time=_ms(raw.end_time),
+        driver_exit_code=getattr(raw, "driver_exit_code", None), metadata=raw.metadata or {})
+
+
+def package_dir(name: str) -> Path:
+    """The folder of an importable package, found without importing it."""
+    found = importlib.util.find_spec(name)
+    if found is None or not found.submodule_search_locations:
+        raise PlatformError(f"package {name!r} is not installed next to mlplatform")
+    return Path(list(found.submodule_search_locations)[0])
+
+
+class JobsClient:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.address = require_address(settings)
+        apply_ray_auth_env(settings)
+        ray_version_at(settings)  # fails fast (5 s) and clearly when unreachable
+        from ray.job_submission import JobSubmissionClient
+
+        self._client = JobSubmissionClient(self.address, headers=auth_headers(settings))
+
+    def _call(self, job_id: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except RuntimeError as exc:
+            if "404" in str(exc) or "does not exist" in str(exc):
+                raise InputError(f"job {job_id!r} not found on {self.address}") from None
+            raise PlatformError(f"job {job_id}: {exc}") from None
+
+    def submit(self, entrypoint: str, runtime_env: dict[str, Any], submission_id: str,
+               metadata: dict[str, str]) -> str:
+        # Ray logs every packaging detail at INFO/WARNING on the client; the user sees
+        # the job id and, on failure, our message.
+        ray_logger = logging.getLogger("ray")
+        level = ray_logger.level
+        ray_logger.setLevel(logging.ERROR)
+        try:
+            return self._client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                           submission_id=submission_id, metadata=metadata)
+        except (RuntimeError, ValueError) as exc:
+            msg = str(exc).strip().splitlines()[-1][:500]
+            raise PlatformError(f"submitting the job failed: {msg}",
+                                hint="the working directory upload is limited to 100 MiB; "
+                                     "run from a smaller folder or exclude files") from None
+        finally:
+            ray_logger.setLevel(level)
+
+    def list(self) -> list[JobInfo]:
+        jobs = [_info(j.submission_id or j.job_id or "?", j) for j in self._client.list_jobs()]
+        return sorted(jobs, key=lambda j: j.start_time or dt.datetime.min.replace(tzinfo=dt.UTC),
+                      reverse=True)
+
+    def status(self, job_id: str) -> JobInfo:
+        return _info(job_id, self._call(job_id, lambda: self._client.get_job_info(job_id)))
+
+    def logs(self, job_id: str) -> str:
+        return str(self._call(job_id, lambda: self._client.get_job_logs(job_id)))
+
+    def stop(self, job_id: str) -> bool:
+        return bool(self._call(job_id, lambda: self._client.stop_job(job_id)))
+
+    def follow(self, job_id: str, write: Callable[[str], None] = sys.stdout.write) -> JobInfo:
+        """Stream the job's logs until it ends, then return its final state."""
+        self.status(job_id)
+
+        async def tail() -> None:
+            async for chunk in self._client.tail_job_logs(job_id):
+                write(chunk)
+
+        asyncio.run(tail())
+        return self.wait(job_id, timeout_s=60)
+
+    def wait(self, job_id: str, timeout_s: float = 3600, pending_timeout_s: float = 300,
+             on_tick: Callable[[JobInfo], None] | None = None) -> JobInfo:
+        """Poll until the job ends; a job PENDING too long is stopped and reported."""
+        start = time.monotonic()
+        while True:
+            info = self.status(job_id)
+            if on_tick:
+                on_tick(info)
+            if info.status in TERMINAL:
+                return info
+            waited = time.monotonic() - start
+            if info.status == "PENDING" and waited > pending_timeout_s:
+                self.stop(job_id)
+                raise PlatformError(
+                    f"job {job_id} stayed PENDING for {pending_timeout_s:.0f}s and was stopped: "
+                    "its runtime environment probably failed to set up",
+                    hint=f"see `platformctl jobs logs {job_id}`")
+            if waited > timeout_s:
+                raise PlatformError(f"job {job_id} still {info.status} after {timeout_s:.0f}s")
+            time.sleep(0.5)
+
+
+class Submission(BaseModel):
+    job_id: str
+    run_id: str
+    entrypoint: str
+    dashboard_url: str
+
+
+def submit_pipeline(settings: Settings, spec_file: Path, *, run_id: str, pipeline: str,
+                    steps: list[str] | None = None, working_dir: Path | None = None) -> Submission:
+    """Submit `python -m jobs.pipeline` for a spec as a Ray Job running the local code.
+
+    The working directory and the local `mlplatform` and `jobs` packages travel in the
+    runtime_env, so the cluster runs exactly the code on this machine. The spec's
+    relative paths resolve against its folder here (`--base-dir`), as `spec check` did.
+    """
+    client = JobsClient(settings)
+    working_dir = (working_dir or Path.cwd()).resolve()
+    spec_file = spec_file.resolve()
+    try:
+        spec_arg = str(spec_file.relative_to(working_dir))
+    except ValueError:
+        raise InputError(
+            f"spec {spec_file} is outside the working directory {working_dir}: the job "
+            "reads the uploaded copy; run platformctl from a folder that contains it"
+        ) from None
+    entrypoint = (f"python -m jobs.pipeline --spec {spec_arg} --base-dir {spec_file.parent} "
+                  f"--run-id {run_id}")
+    for s in steps or []:
+        entrypoint += f" --step {s}"
+    excludes = list(EXCLUDES)
+    try:
+        excludes.append(str(settings.home.relative_to(working_dir)))
+    except ValueError:
+        pass
+    job_id = f"{run_id}-{int(time.time()) % 100000:05d}"
+    runtime_env = {
+        "working_dir": str(working_dir),
+        "py_modules": [str(package_dir("mlplatform")), str(package_dir("jobs"))],
+        "excludes": excludes,
+        "env_vars": {**settings.job_env(), "PLATFORM_JOB_ID": job_id},
+    }
+    client.submit(entrypoint, runtime_env, job_id, {"pipeline": pipeline, "run_id": run_id})
+    return Submission(job_id=job_id, run_id=run_id, entrypoint=entrypoint,
+                      dashboard_url=client.address)

@@ -1,0 +1,440 @@
+"""The platform's metadata store: what MLflow lacks (MLMD-style lineage).
+
+Contexts (a pipeline, a pipeline run), executions (one step of a run), artifacts
+(data snapshots, source files, models...) and events (execution <-> artifact,
+input or output). SQLite with WAL on one machine, PostgreSQL on a cluster: the
+same SQLAlchemy code.
+
+Creating and migrating the schema is serialised across processes: several job
+drivers or CLI calls may open a fresh database at the same moment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+    text,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+SCHEMA_VERSION = 1
+
+ExecStatus = Literal["RUNNING", "COMPLETE", "FAILED", "SKIPPED"]
+RunStatus = Literal["RUNNING", "SUCCEEDED", "FAILED"]
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class ContextRow(Base):
+    __tablename__ = "context"
+    __table_args__ = (UniqueConstraint("type", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))  # pipeline | pipeline_run
+    name: Mapped[str] = mapped_column(String(255))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("context.id"), index=True)
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ExecutionRow(Base):
+    __tablename__ = "execution"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    context_id: Mapped[int] = mapped_column(ForeignKey("context.id"), index=True)
+    step: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    host: Mapped[str] = mapped_column(String(255), default=socket.gethostname)
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class ArtifactRow(Base):
+    __tablename__ = "artifact"
+    __table_args__ = (Index("ix_artifact_kind_hash", "kind", "content_hash"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uri: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str | None] = mapped_column(String(128))
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class EventRow(Base):
+    __tablename__ = "event"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    execution_id: Mapped[int] = mapped_column(ForeignKey("execution.id"), index=True)
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifact.id"), index=True)
+    type: Mapped[str] = mapped_column(String(8))  # INPUT | OUTPUT
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SchemaVersionRow(Base):
+    __tablename__ = "schema_version"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+# Ordered migrations from version N-1 to N; each runs inside the locked transaction.
+MIGRATIONS: dict[int, list[str]] = {}
+
+
+# --- what callers get back ------------------------------------------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Artifact(_Out):
+    id: int
+    uri: str
+    kind: str
+    content_hash: str | None
+    properties: dict[str, Any]
+    created_at: dt.datetime
+
+
+class Execution(_Out):
+    id: int
+    step: str
+    status: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    duration_s: float | None
+    host: str
+    parameters: dict[str, Any]
+    summary: dict[str, Any]
+    error: str | None
+
+
+class ArtifactEvent(BaseModel):
+    type: Literal["INPUT", "OUTPUT"]
+    step: str
+    artifact: Artifact
+
+
+class Run(BaseModel):
+    run_id: str
+    pipeline: str
+    status: str
+    created_at: dt.datetime
+    properties: dict[str, Any]
+
+
+class RunDetail(Run):
+    steps: list[Execution]
+    artifacts: list[ArtifactEvent]
+
+
+class LineageNode(BaseModel):
+    artifact: Artifact
+    via: str  # "run/step": the execution that links it to the previous node
+    depth: int
+
+
+# --- the store -------------------------------------------------------------------
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # pysqlite would otherwise defer BEGIN and make reads-then-writes racy; an
+    # IMMEDIATE transaction takes the write lock up front (SQLAlchemy's recipe).
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class MetadataStore:
+    """The facade over the metadata tables. One per process; cheap to create."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            db_path = url.split("///", 1)[-1]
+            if db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                url, connect_args={"timeout": 30, "isolation_level": None}
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Create or upgrade the schema, one process at a time."""
+        with self.engine.begin() as conn:
+            if not self.is_sqlite and conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7261530331)"))
+            # On SQLite, BEGIN IMMEDIATE (above) already holds the write lock.
+            Base.metadata.create_all(conn, checkfirst=True)
+            row = conn.execute(select(SchemaVersionRow.version)).scalar_one_or_none()
+            current = 0 if row is None else row
+            if row is None:
+                conn.execute(SchemaVersionRow.__table__.insert().values(id=1, version=SCHEMA_VERSION))
+                current = SCHEMA_VERSION
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(version, []):
+                    conn.execute(text(statement))
+                conn.execute(SchemaVersionRow.__table__.update().values(version=version))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as s:
+            yield s
+
+    # -- contexts -------------------------------------------------------------------
+
+    def _context(self, s: Session, type_: str, name: str, parent_id: int | None = None,
+                 create: bool = True) -> ContextRow | None:
+        row = s.scalar(select(ContextRow).where(ContextRow.type == type_, ContextRow.name == name))
+        if row is None and create:
+            row = ContextRow(type=type_, name=name, parent_id=parent_id, properties={})
+            s.add(row)
+            s.flush()
+        return row
+
+    def start_run(self, pipeline: str, run_id: str, properties: dict[str, Any]) -> Run:
+        """Create the run (or reopen it, to resume) and mark it RUNNING."""
+        with self.session() as s:
+            pipe = self._context(s, "pipeline", pipeline)
+            assert pipe is not None
+            run = self._context(s, "pipeline_run", run_id, parent_id=pipe.id)
+            assert run is not None
+            if run.parent_id != pipe.id:
+                raise ValueError(f"run {run_id!r} belongs to another pipeline")
+            props = dict(run.properties or {})
+            attempts = int(props.get("attempts", 0)) + 1
+            props.update(properties, status="RUNNING", attempts=attempts,
+                         started_at=utcnow().isoformat(), ended_at=None, message="")
+            run.properties = props
+            return self._run_out(run, pipeline)
+
+    def finish_run(self, run_id: str, status: RunStatus, message: str = "") -> None:
+        with self.session() as s:
+            run = self._context(s, "pipeline_run", run_id, create=False)
+            if run is None:
+                raise KeyError(run_id)
+            run.properties = {**run.properties, "status": status, "message": message,
+                              "ended_at": utcnow().isoformat()}
+
+    def update_run(self, run_id: str, **properties: Any) -> None:
+        with self.session() as s:
+            run = self._context(s, "pipeline_run", run_id, create=False)
+            if run is None:
+                raise KeyError(run_id)
+            run.properties = {**run.properties, **properties}
+
+    @staticmethod
+    def _run_out(row: ContextRow, pipeline: str) -> Run:
+        return Run(run_id=row.name, pipeline=pipeline, status=row.properties.get("status", "?"),
+                   created_at=row.created_at, properties=row.properties)
+
+    def runs(self, pipeline: str) -> list[Run]:
+        """Runs of a pipeline, newest first."""
+        with self.session() as s:
+            pipe = self._context(s, "pipeline", pipeline, create=False)
+            if pipe is None:
+                return []
+            rows = s.scalars(
+                select(ContextRow)
+                .where(ContextRow.parent_id == pipe.id, ContextRow.type == "pipeline_run")
+                .order_by(ContextRow.created_at.desc(), ContextRow.id.desc())
+            ).all()
+            return [self._run_out(r, pipeline) for r in rows]
+
+    def pipelines(self) -> list[str]:
+        with self.session() as s:
+            return list(s.scalars(select(ContextRow.name).where(ContextRow.type == "pipeline")))
+
+    def run(self, run_id: str) -> RunDetail | None:
+        """A run with its steps (in order, with durations) and the artifacts they touched."""
+        with self.session() as s:
+            row = self._context(s, "pipeline_run", run_id, create=False)
+            if row is None:
+                return None
+            pipe = s.get(ContextRow, row.parent_id)
+            execs = s.scalars(
+                select(ExecutionRow).where(ExecutionRow.context_id == row.id)
+                .order_by(ExecutionRow.id)
+            ).all()
+            events = s.execute(
+                select(EventRow.type, ExecutionRow.step, ArtifactRow)
+                .join(ExecutionRow, EventRow.execution_id == ExecutionRow.id)
+                .join(ArtifactRow, EventRow.artifact_id == ArtifactRow.id)
+                .where(ExecutionRow.context_id == row.id)
+                .order_by(EventRow.id)
+            ).all()
+            base = self._run_out(row, pipe.name if pipe else "?")
+            return RunDetail(
+                **base.model_dump(),
+                steps=[Execution.model_validate(e) for e in execs],
+                artifacts=[
+                    ArtifactEvent(type=t, step=step, artifact=Artifact.model_validate(a))
+                    for t, step, a in events
+                ],
+            )
+
+    # -- executions -----------------------------------------------------------------
+
+    def start_execution(self, run_id: str, step: str, parameters: dict[str, Any]) -> int:
+        with self.session() as s:
+            run = self._context(s, "pipeline_run", run_id, create=False)
+            if run is None:
+                raise KeyError(run_id)
+            row = ExecutionRow(context_id=run.id, step=step, status="RUNNING",
+                               parameters=parameters, summary={}, started_at=utcnow())
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def finish_execution(self, execution_id: int, status: ExecStatus, *,
+                         summary: dict[str, Any] | None = None, error: str | None = None) -> None:
+        with self.session() as s:
+            row = s.get(ExecutionRow, execution_id)
+            if row is None:
+                raise KeyError(execution_id)
+            row.status = status
+            row.ended_at = utcnow()
+            row.duration_s = (row.ended_at - row.started_at).total_seconds()
+            row.summary = summary or {}
+            row.error = error
+
+    def completed_steps(self, run_id: str) -> dict[str, Execution]:
+        """The last COMPLETE execution of each step of a run: what a resume skips."""
+        with self.session() as s:
+            run = self._context(s, "pipeline_run", run_id, create=False)
+            if run is None:
+                return {}
+            rows = s.scalars(
+                select(ExecutionRow)
+                .where(ExecutionRow.context_id == run.id, ExecutionRow.status == "COMPLETE")
+                .order_by(ExecutionRow.id)
+            ).all()
+            return {r.step: Execution.model_validate(r) for r in rows}
+
+    # -- artifacts and events -------------------------------------------------------
+
+    def put_artifact(self, uri: str, kind: str, content_hash: str | None,
+                     properties: dict[str, Any] | None = None) -> Artifact:
+        """Register an artifact; the same (kind, uri, hash) is one artifact, not a copy."""
+        with self.session() as s:
+            row = s.scalar(
+                select(ArtifactRow).where(ArtifactRow.kind == kind, ArtifactRow.uri == uri,
+                                          ArtifactRow.content_hash == content_hash)
+            )
+            if row is None:
+                row = ArtifactRow(uri=uri, kind=kind, content_hash=content_hash,
+                                  properties=properties or {})
+                s.add(row)
+                s.flush()
+            return Artifact.model_validate(row)
+
+    def link(self, execution_id: int, artifact_id: int, type_: Literal["INPUT", "OUTPUT"]) -> None:
+        with self.session() as s:
+            s.add(EventRow(execution_id=execution_id, artifact_id=artifact_id, type=type_))
+
+    def artifact(self, artifact_id: int) -> Artifact | None:
+        with self.session() as s:
+            row = s.get(ArtifactRow, artifact_id)
+            return Artifact.model_validate(row) if row else None
+
+    def artifacts_of_run(self, run_id: str, step: str, type_: str = "OUTPUT") -> list[Artifact]:
+        detail = self.run(run_id)
+        if detail is None:
+            return []
+        return [e.artifact for e in detail.artifacts if e.step == step and e.type == type_]
+
+    def consumed_hashes(self, pipeline: str, step: str, kind: str) -> set[str]:
+        """Hashes of `kind` artifacts that completed executions of `step` took as input.
+
+        This is how ingest knows which source files a pipeline has already seen.
+        """
+        pipe = ContextRow.__table__.alias("pipe")
+        with self.session() as s:
+            rows = s.scalars(
+                select(ArtifactRow.content_hash)
+                .join(EventRow, EventRow.artifact_id == ArtifactRow.id)
+                .join(ExecutionRow, EventRow.execution_id == ExecutionRow.id)
+                .join(ContextRow, ExecutionRow.context_id == ContextRow.id)
+                .join(pipe, ContextRow.parent_id == pipe.c.id)
+                .where(pipe.c.name == pipeline, pipe.c.type == "pipeline",
+                       ExecutionRow.step == step, ExecutionRow.status == "COMPLETE",
+                       EventRow.type == "INPUT", ArtifactRow.kind == kind)
+            ).all()
+            return {h for h in rows if h}
+
+    def lineage(self, artifact_id: int, direction: Literal["upstream", "downstream"] = "upstream",
+                max_depth: int = 20) -> list[LineageNode]:
+        """Artifacts an artifact was made from (upstream) or that were made from it.
+
+        Walks artifact -> producing execution -> its inputs (or the reverse),
+        breadth first, so each artifact appears once, at its shortest depth.
+        """
+        start_from, step_to = ("OUTPUT", "INPUT") if direction == "upstream" else ("INPUT", "OUTPUT")
+        seen: set[int] = {artifact_id}
+        frontier = [artifact_id]
+        out: list[LineageNode] = []
+        with self.session() as s:
+            for depth in range(1, max_depth + 1):
+                if not frontier:
+                    break
+                exec_ids = s.scalars(
+                    select(EventRow.execution_id).where(
+                        EventRow.artifact_id.in_(frontier), EventRow.type == start_from)
+                ).all()
+                if not exec_ids:
+                    break
+                rows = s.execute(
+                    select(ArtifactRow, ExecutionRow.step, ContextRow.name)
+                    .join(EventRow, EventRow.artifact_id == ArtifactRow.id)
+                    .join(ExecutionRow, EventRow.execution_id == ExecutionRow.id)
+                    .join(ContextRow, ExecutionRow.context_id == ContextRow.id)
+                    .where(EventRow.execution_id.in_(exec_ids), EventRow.type == step_to)
+                ).all()
+                frontier = []
+                for art, step, run_name in rows:
+                    if art.id in seen:
+                        continue
+                    seen.add(art.id)
+                    frontier.append(art.id)
+                    out.append(LineageNode(artifact=Artifact.model_validate(art),
+                                           via=f"{run_name}/{step}", depth=depth))
+        return out

@@ -1,0 +1,187 @@
+"""Where things live: PLATFORM_HOME, the Ray address, store URIs.
+
+Values come, in order of precedence, from environment variables, an optional
+`platform.yaml` (in the working directory, or the file named by PLATFORM_CONFIG)
+and defaults derived from PLATFORM_HOME. Every value remembers where it came from
+so that `platformctl config show` can explain the effective configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlplatform.errors import InputError
+
+AuthMode = Literal["token", "disabled"]
+
+# Environment variable(s) read for each setting, first match wins.
+ENV_VARS: dict[str, tuple[str, ...]] = {
+    "home": ("PLATFORM_HOME",),
+    "ray_address": ("PLATFORM_RAY_ADDRESS",),
+    "metadata_url": ("PLATFORM_METADATA_URL",),
+    "mlflow_tracking_uri": ("PLATFORM_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+    "storage_uri": ("PLATFORM_STORAGE_URI",),
+    "ray_auth_mode": ("RAY_AUTH_MODE",),
+}
+
+
+class ConfigFile(BaseModel):
+    """The optional platform.yaml: same keys as the settings, all optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    home: str | None = None
+    ray_address: str | None = None
+    metadata_url: str | None = None
+    mlflow_tracking_uri: str | None = None
+    storage_uri: str | None = None
+    ray_auth_mode: AuthMode | None = None
+
+
+class Settings(BaseModel):
+    """The effective configuration of this process."""
+
+    home: Path
+    ray_address: str | None = Field(
+        None, description="Ray dashboard / Jobs API address (http://host:8265)."
+    )
+    metadata_url: str
+    mlflow_tracking_uri: str
+    storage_uri: str
+    ray_auth_mode: AuthMode
+    auth_token_path: Path
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def cluster_state_path(self) -> Path:
+        return self.home / "cluster.json"
+
+    def job_env(self) -> dict[str, str]:
+        """Environment a job on the cluster needs to see the same stores."""
+        return {
+            "PLATFORM_HOME": str(self.home),
+            "PLATFORM_METADATA_URL": self.metadata_url,
+            "PLATFORM_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+            "PLATFORM_STORAGE_URI": self.storage_uri,
+        }
+
+
+def _config_file(env: dict[str, str]) -> tuple[ConfigFile, str | None]:
+    path = Path(env.get("PLATFORM_CONFIG", "platform.yaml"))
+    if not path.exists():
+        if "PLATFORM_CONFIG" in env:
+            raise InputError(f"PLATFORM_CONFIG={path}: file not found")
+        return ConfigFile(), None
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        return ConfigFile.model_validate(data), str(path)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors()
+        )
+        raise InputError(f"{path}: {problems}") from None
+
+
+def _local_cluster_address(home: Path) -> str | None:
+    state = home / "cluster.json"
+    if not state.exists():
+        return None
+    try:
+        return json.loads(state.read_text()).get("dashboard_url")
+    except (OSError, ValueError):
+        return None
+
+
+def load_settings(env: dict[str, str] | None = None, *, address: str | None = None) -> Settings:
+    """Resolve the settings from the environment, platform.yaml and defaults.
+
+    `address` is an explicit `--address` flag, which beats everything else.
+    """
+    env = dict(os.environ if env is None else env)
+    cfg, cfg_path = _config_file(env)
+    sources: dict[str, str] = {}
+
+    def pick(key: str) -> str | None:
+        for var in ENV_VARS[key]:
+            if env.get(var):
+                sources[key] = f"env {var}"
+                return env[var]
+        value = getattr(cfg, key)
+        if value is not None:
+            sources[key] = f"file {cfg_path}"
+            return value
+        return None
+
+    home_raw = pick("home")
+    if home_raw is None:
+        home_raw, sources["home"] = ".platform", "default"
+    home = Path(home_raw).expanduser().resolve()
+
+    def with_default(key: str, default: str) -> str:
+        value = pick(key)
+        if value is None:
+            sources[key] = "default (from home)"
+            return default
+        return value
+
+    ray_address: str | None
+    if address:
+        ray_address, sources["ray_address"] = address, "flag --address"
+    else:
+        ray_address = pick("ray_address")
+        if ray_address is None:
+            ray_address = _local_cluster_address(home)
+            if ray_address:
+                sources["ray_address"] = f"local cluster ({home / 'cluster.json'})"
+            elif env.get("RAY_ADDRESS"):
+                ray_address, sources["ray_address"] = env["RAY_ADDRESS"], "env RAY_ADDRESS"
+            else:
+                sources["ray_address"] = "unset (no local cluster is up)"
+    if ray_address and "://" not in ray_address:
+        ray_address = f"http://{ray_address}"
+
+    auth_raw = pick("ray_auth_mode")
+    if auth_raw is None:
+        # Our own local cluster always runs with token auth; for any other cluster
+        # the user says so, since Ray would otherwise guess from ~/.ray.
+        local = _local_cluster_address(home)
+        auth_raw = "token" if local and local == ray_address else "disabled"
+        sources["ray_auth_mode"] = "default: token for the local cluster, else disabled"
+    if auth_raw not in ("token", "disabled"):
+        raise InputError(f"RAY_AUTH_MODE={auth_raw!r}: expected 'token' or 'disabled'")
+
+    token_path = Path(env.get("RAY_AUTH_TOKEN_PATH") or home / "ray" / "auth_token")
+    sources["auth_token_path"] = (
+        "env RAY_AUTH_TOKEN_PATH" if env.get("RAY_AUTH_TOKEN_PATH") else "default (from home)"
+    )
+    return Settings(
+        home=home,
+        ray_address=ray_address,
+        metadata_url=with_default("metadata_url", f"sqlite:///{home / 'metadata.db'}"),
+        mlflow_tracking_uri=with_default("mlflow_tracking_uri", f"sqlite:///{home / 'mlflow.db'}"),
+        storage_uri=with_default("storage_uri", str(home / "storage")),
+        ray_auth_mode=auth_raw,  # type: ignore[arg-type]
+        auth_token_path=token_path,
+        sources=sources,
+    )
+
+
+def apply_ray_auth_env(settings: Settings) -> None:
+    """Set RAY_AUTH_MODE (and the token path) explicitly in this process.
+
+    Ray 2.60 turns token auth on by itself when ~/.ray/auth_token exists and the
+    variable is unset; being explicit keeps behaviour independent of that file.
+    Must run before this process first talks to a cluster.
+    """
+    os.environ["RAY_AUTH_MODE"] = settings.ray_auth_mode
+    if settings.ray_auth_mode == "token" and not os.environ.get("RAY_AUTH_TOKEN"):
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(settings.auth_token_path)

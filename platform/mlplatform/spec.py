@@ -1,0 +1,321 @@
+"""Pydantic models of every file a user writes: the pipeline spec and its schema.
+
+Every section is typed now, with defaults, even where a later part of the platform
+implements the behaviour, so that a spec written today keeps validating tomorrow.
+All models forbid unknown keys: a typo is an error with its YAML path, not a
+silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_DURATION = re.compile(r"^\d+(s|m|h|d|w)$")
+_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(value: str) -> int:
+    """'90s', '15m', '1h', '7d', '2w' -> seconds."""
+    return int(value[:-1]) * _SECONDS[value[-1]]
+
+
+def _check_duration(value: str | None) -> str | None:
+    if value is not None and not _DURATION.match(value):
+        raise ValueError(f"expected a duration such as 30s, 15m, 1h, 7d, got {value!r}")
+    return value
+
+
+def _check_import_path(value: str | None) -> str | None:
+    if value is not None and not _IMPORT_PATH.match(value):
+        raise ValueError(f"expected an import path such as package.module.Name, got {value!r}")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+ImportPath = Annotated[str, AfterValidator(_check_import_path)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --- source -------------------------------------------------------------------
+
+
+class SourceSpec(Strict):
+    """Where fresh batches land: a directory (or one file) of CSV or Parquet files."""
+
+    path: str = Field(description="Local path or pyarrow filesystem URI (s3://, gs://, file://).")
+    format: Literal["csv", "parquet"] = "parquet"
+    entity_column: str
+    timestamp_column: str
+    label_column: str | None = None
+
+
+# --- schema -------------------------------------------------------------------
+
+ColumnType = Literal["int", "float", "bool", "string", "category", "timestamp"]
+
+
+class ColumnSchema(Strict):
+    name: str
+    type: ColumnType
+    required: bool = True
+    max_null_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    min: float | None = None
+    max: float | None = None
+    domain: list[str] | None = None
+    max_unseen_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    regex: str | None = None
+    unique: bool = False
+    serving: bool = Field(True, description="False for columns absent at serving time (the label).")
+
+    @model_validator(mode="after")
+    def _range(self) -> ColumnSchema:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
+        return self
+
+
+class SchemaSpec(Strict):
+    columns: list[ColumnSchema] = Field(default_factory=list)
+    strict: bool = Field(True, description="Extra columns are a schema break.")
+    min_rows: int | None = Field(None, ge=0)
+    max_rows: int | None = Field(None, ge=0)
+
+
+# --- validation ---------------------------------------------------------------
+
+DriftMethod = Literal["auto", "psi", "ks", "chisquare", "jensenshannon", "wasserstein", "linf"]
+
+
+class FeatureDrift(Strict):
+    method: DriftMethod = "auto"
+    threshold: float | None = Field(None, gt=0)
+
+
+class DriftSpec(Strict):
+    enabled: bool = True
+    reference: Literal["training", "previous_batch"] = "training"
+    method: DriftMethod = Field(
+        "auto",
+        description="auto: KS / chi-square (p < 0.05) up to 1,000 reference rows, "
+        "Wasserstein / Jensen-Shannon (>= 0.1) above, as Evidently does.",
+    )
+    threshold: float | None = Field(None, gt=0)
+    psi_threshold: float = Field(0.2, gt=0)
+    dataset_drift_share: float = Field(0.5, gt=0, le=1)
+    features: dict[str, FeatureDrift] = Field(default_factory=dict)
+    trigger_retraining: bool = True
+
+
+class ValidationSpec(Strict):
+    on_schema_break: Literal["stop", "warn"] = "stop"
+    max_invalid_fraction: float = Field(0.05, ge=0.0, le=1.0)
+    quarantine: bool = True
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+
+
+# --- features -----------------------------------------------------------------
+
+AggFunction = Literal["count", "sum", "mean", "min", "max", "last"]
+
+
+class AggregationSpec(Strict):
+    column: str
+    functions: list[AggFunction] = Field(min_length=1)
+    windows: list[Duration] = Field(min_length=1)
+
+
+class FeatureViewSpec(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    entity: str | None = Field(None, description="Entity column; defaults to source.entity_column.")
+    timestamp_column: str | None = None
+    created_timestamp_column: str | None = None
+    ttl: Duration = "30d"
+    transformation: ImportPath | None = Field(
+        None, description="Import path of a function pandas.DataFrame -> pandas.DataFrame."
+    )
+    features: list[str] = Field(default_factory=list)
+    aggregations: list[AggregationSpec] = Field(default_factory=list)
+
+
+class FeatureServiceSpec(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    features: list[str] = Field(min_length=1, description="'view:feature' or 'view:*'.")
+
+
+class FeaturesSpec(Strict):
+    views: list[FeatureViewSpec] = Field(default_factory=list)
+    services: list[FeatureServiceSpec] = Field(default_factory=list)
+
+
+# --- model --------------------------------------------------------------------
+
+
+class ParamDistribution(Strict):
+    """One dimension of a search space, named like Ray Tune's sampling functions."""
+
+    type: Literal["uniform", "loguniform", "randint", "qrandint", "choice", "grid"]
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ParamDistribution:
+        if self.type in ("choice", "grid"):
+            if not self.values:
+                raise ValueError(f"type {self.type!r} needs a non-empty 'values' list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"type {self.type!r} needs 'low' and 'high'")
+            if self.low >= self.high:
+                raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ValueError(f"loguniform needs low > 0, got {self.low}")
+        return self
+
+
+class SearchSpec(Strict):
+    space: dict[str, ParamDistribution] = Field(default_factory=dict)
+    num_samples: int = Field(8, ge=1)
+    algorithm: Literal["random", "optuna", "grid"] = "random"
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    time_budget_s: float | None = Field(None, gt=0)
+    max_failures: int = Field(1, ge=0)
+
+
+class ModelSpec(Strict):
+    task: Literal["classification", "regression"] = "classification"
+    estimator: ImportPath = "sklearn.ensemble.HistGradientBoostingClassifier"
+    params: dict[str, Any] = Field(default_factory=dict)
+    search: SearchSpec | None = None
+    metric: str = "roc_auc"
+    metric_mode: Literal["max", "min"] = "max"
+    feature_service: str | None = None
+    seed: int = 0
+
+
+# --- evaluation ---------------------------------------------------------------
+
+
+class ThresholdSpec(Strict):
+    """TFX-style: a value bound plus a change bound against the champion."""
+
+    metric: str
+    min_value: float | None = None
+    max_value: float | None = None
+    min_absolute_change: float | None = None
+    min_relative_change: float | None = None
+    greater_is_better: bool = True
+
+
+class EvaluationSpec(Strict):
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    split: Literal["time", "random"] = "time"
+    thresholds: list[ThresholdSpec] = Field(default_factory=list)
+    slices: list[str] = Field(default_factory=list, description="Columns to slice metrics by.")
+    require_better_than_champion: bool = True
+
+
+# --- deploy -------------------------------------------------------------------
+
+
+class GuardrailSpec(Strict):
+    min_success_rate: float = Field(0.99, ge=0, le=1)
+    max_p99_latency_ms: float = Field(500.0, gt=0)
+    failure_threshold: int = Field(2, ge=1, description="Failed checks before rollback.")
+
+
+class DeploySpec(Strict):
+    mode: Literal["auto", "manual"] = "auto"
+    strategy: Literal["canary", "ab", "direct", "shadow"] = "canary"
+    canary_steps: list[int] = Field(default_factory=lambda: [10, 25, 50, 100])
+    interval: Duration = "60s"
+    guardrails: GuardrailSpec = Field(default_factory=GuardrailSpec)
+    ab_alpha: float = Field(0.05, gt=0, lt=1)
+    ab_min_samples: int = Field(200, ge=1)
+    replicas: int = Field(1, ge=1)
+    route_prefix: str | None = None
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _steps(cls, value: list[int]) -> list[int]:
+        if any(not 0 < s <= 100 for s in value):
+            raise ValueError(f"canary steps are percentages in (0, 100], got {value}")
+        if value != sorted(value):
+            raise ValueError(f"canary steps must increase, got {value}")
+        return value
+
+
+# --- triggers -----------------------------------------------------------------
+
+
+class QualityTrigger(Strict):
+    metric: str = "roc_auc"
+    min_value: float
+    window: Duration = "1d"
+
+
+class TriggersSpec(Strict):
+    on_new_data: bool = True
+    on_drift: bool = True
+    schedule: str | None = Field(None, description="Cron expression, e.g. '0 3 * * *'.")
+    on_quality_drop: QualityTrigger | None = None
+    min_interval: Duration = "1h"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != 5:
+            raise ValueError(f"expected a 5-field cron expression, got {value!r}")
+        return value
+
+
+# --- the pipeline ---------------------------------------------------------------
+
+
+class PipelineSpec(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    description: str = ""
+    source: SourceSpec
+    schema_: str | SchemaSpec | None = Field(
+        None, alias="schema", description="Path to a schema YAML, or the schema inline."
+    )
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    features: FeaturesSpec = Field(default_factory=FeaturesSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    deploy: DeploySpec = Field(default_factory=DeploySpec)
+    triggers: TriggersSpec = Field(default_factory=TriggersSpec)
+
+    @model_validator(mode="after")
+    def _references(self) -> PipelineSpec:
+        views = {v.name for v in self.features.views}
+        for service in self.features.services:
+            for ref in service.features:
+                view = ref.split(":", 1)[0]
+                if ":" not in ref or view not in views:
+                    raise ValueError(
+                        f"feature service {service.name!r}: {ref!r} does not name a feature view "
+                        f"('view:feature'); views are {sorted(views)}"
+                    )
+        services = {s.name for s in self.features.services}
+        if self.model.feature_service and self.model.feature_service not in services:
+            raise ValueError(
+                f"model.feature_service {self.model.feature_service!r} is not one of "
+                f"features.services {sorted(services)}"
+            )
+        return self

@@ -1,0 +1,75 @@
+"""Shared fixtures: one real local Ray cluster per test session, started the way users
+start it (`cluster.up`), on free ports, under a throwaway PLATFORM_HOME.
+
+The environment is fixed at import time, before anything imports Ray: Ray 2.60 would
+otherwise decide token auth from whatever ~/.ray holds on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="mlp-test-home-"))
+os.environ["PLATFORM_HOME"] = str(SESSION_HOME)
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN_PATH"] = str(SESSION_HOME / "ray" / "auth_token")
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ.pop("RAY_ADDRESS", None)
+os.environ.pop("PLATFORM_RAY_ADDRESS", None)
+os.environ.pop("RAY_AUTH_TOKEN", None)
+os.environ.setdefault("COLUMNS", "200")
+
+
+def platformctl(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+                cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run the real console script as a user would, in a subprocess."""
+    exe = Path(sys.executable).parent / "platformctl"
+    return subprocess.run([str(exe), *args], cwd=cwd, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def session_home() -> Iterator[Path]:
+    yield SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(session_home: Path) -> Iterator[dict[str, str]]:
+    """The session's local Ray head: num_cpus=2, a small object store, free ports."""
+    from mlplatform import cluster
+    from mlplatform.settings import load_settings
+
+    settings = load_settings()
+    result = cluster.up(settings, num_cpus=2, port=cluster.free_port(),
+                        dashboard_port=cluster.free_port(), object_store_mb=300)
+    try:
+        yield {"dashboard_url": result.state.dashboard_url,
+               "gcs_address": result.state.gcs_address, "temp_dir": result.state.temp_dir}
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.down(load_settings())
+
+
+@pytest.fixture(scope="session")
+def ray_connected(ray_cluster: dict[str, str]) -> dict[str, str]:
+    """This test process connected to the session cluster as a Ray driver."""
+    from mlplatform.cluster import ensure_ray
+
+    ensure_ray()
+    return ray_cluster
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)

@@ -1,0 +1,138 @@
+"""platformctl end to end, as real subprocesses against the session's real cluster."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from mlplatform.data.synthetic import DemoDataConfig, write_demo_data
+from tests.conftest import ROOT, platformctl
+
+pytestmark = pytest.mark.ray
+DEMO = "jobs/examples/demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_data(ray_cluster, session_home: Path) -> Path:  # noqa: ANN001
+    out = session_home / "demo" / "data"
+    write_demo_data(out, DemoDataConfig(days=2, rows_per_day=300, seed=11))
+    return out
+
+
+def test_cluster_up_is_idempotent_and_status_reports_it(ray_cluster) -> None:  # noqa: ANN001
+    again = platformctl("cluster", "up", "--json")
+    assert again.returncode == 0, again.stderr
+    data = json.loads(again.stdout)
+    assert data["started"] is False
+    assert data["state"]["dashboard_url"] == ray_cluster["dashboard_url"]
+    st = platformctl("cluster", "status", "--json")
+    assert st.returncode == 0, st.stderr
+    status = json.loads(st.stdout)
+    assert status["local"] is True and status["dashboard_url"] == ray_cluster["dashboard_url"]
+    assert sum(n["cpus"] for n in status["nodes"]) == 2
+    assert isinstance(status["serve_applications"], dict)
+
+
+def test_dashboard_requires_the_token(ray_cluster) -> None:  # noqa: ANN001
+    resp = requests.get(ray_cluster["dashboard_url"] + "/api/jobs/", timeout=10)
+    assert resp.status_code == 401
+
+
+def test_submit_wait_then_nothing_new(ray_cluster, demo_data: Path, session_home: Path) -> None:  # noqa: ANN001
+    first = platformctl("submit", DEMO, "--wait", "--json")
+    assert first.returncode == 0, first.stdout + first.stderr
+    sub = json.loads(first.stdout)
+    assert sub["job"]["status"] == "SUCCEEDED"
+
+    # The dashboard's own job API lists the job.
+    token = (session_home / "ray" / "auth_token").read_text().strip()
+    jobs = requests.get(ray_cluster["dashboard_url"] + "/api/jobs/",
+                        headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+    assert sub["job_id"] in [j["submission_id"] for j in jobs]
+
+    shown = platformctl("runs", "show", sub["run_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    run = json.loads(shown.stdout)
+    assert run["status"] == "SUCCEEDED"
+    assert [(s["step"], s["status"]) for s in run["steps"]] == [("ingest", "COMPLETE")]
+    assert run["steps"][0]["duration_s"] > 0
+    assert run["properties"]["job_id"] == sub["job_id"]
+    snaps = [e["artifact"] for e in run["artifacts"] if e["type"] == "OUTPUT"]
+    assert len(snaps) == 1 and len(snaps[0]["content_hash"]) == 64
+    assert snaps[0]["properties"]["rows"] == 600
+    table = platformctl("runs", "show", sub["run_id"])
+    assert "ingest" in table.stdout and snaps[0]["content_hash"][:16] in table.stdout
+
+    again = platformctl("submit", DEMO, "--wait", "--json")
+    assert again.returncode == 0, again.stderr
+    job2 = json.loads(again.stdout)
+    logs = platformctl("jobs", "logs", job2["job_id"])
+    assert "nothing new to ingest" in logs.stdout
+    runs = json.loads(platformctl("runs", "list", "demo", "--json").stdout)
+    assert runs[0]["run_id"] == job2["run_id"]
+    assert "nothing new to ingest" in runs[0]["properties"]["message"]
+
+
+def test_failing_job_is_reported(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    spec = ROOT / "tests" / "e2e" / "missing_source.yaml"
+    result = platformctl("submit", str(spec.relative_to(ROOT)), "--wait")
+    assert result.returncode != 0
+    assert "FAILED" in result.stdout
+    job_id = next(line.split()[2] for line in result.stdout.splitlines()
+                  if line.startswith("submitted job"))
+    status = json.loads(platformctl("jobs", "status", job_id, "--json").stdout)
+    assert status["status"] == "FAILED"
+    human = platformctl("jobs", "status", job_id)
+    assert "source.path" in human.stdout and "no such file or folder" in human.stdout
+    logs = platformctl("jobs", "logs", job_id)
+    assert "source.path" in logs.stdout and "FAILED" in logs.stdout
+    listed = json.loads(platformctl("jobs", "list", "--json").stdout)
+    assert job_id in [j["job_id"] for j in listed]
+
+
+def test_bad_spec_is_refused_before_submitting(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    bad = ROOT / "tests" / "e2e" / "bad_spec.yaml"
+    result = platformctl("submit", str(bad.relative_to(ROOT)), "--wait")
+    assert result.returncode == 2
+    assert "model.search.num_samples" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_job_and_unreachable_cluster(ray_cluster) -> None:  # noqa: ANN001
+    result = platformctl("jobs", "status", "no-such-job")
+    assert result.returncode == 2 and "not found" in result.stderr
+    from mlplatform.cluster import free_port
+
+    t0 = time.monotonic()
+    result = platformctl("jobs", "list", "--address", f"http://127.0.0.1:{free_port()}",
+                         timeout=30)
+    assert time.monotonic() - t0 < 10
+    assert result.returncode != 0 and "cannot reach the Ray cluster" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_against_the_running_cluster(ray_cluster) -> None:  # noqa: ANN001
+    result = platformctl("demo", "--days", "3", "--rows-per-day", "200", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "already running" in result.stdout
+    assert "Where to look" in result.stdout and ray_cluster["dashboard_url"] in result.stdout
+    assert "[ingest] complete" in result.stdout  # the job's logs were followed
+
+
+def test_down_stops_only_its_own_cluster(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    from mlplatform.cluster import cluster_processes, free_port
+
+    other = {"PLATFORM_HOME": str(tmp_path / "other"),
+             "RAY_AUTH_TOKEN_PATH": str(tmp_path / "other" / "ray" / "auth_token")}
+    up = platformctl("cluster", "up", "--num-cpus", "1", "--port", str(free_port()),
+                     "--dashboard-port", str(free_port()), "--object-store-mb", "100", "--json",
+                     env=other)
+    assert up.returncode == 0, up.stderr
+    temp_dir = json.loads(up.stdout)["state"]["temp_dir"]
+    assert cluster_processes(temp_dir)
+    down = platformctl("cluster", "down", "--json", env=other)
+    assert down.returncode == 0 and json.loads(down.stdout)["stopped_processes"] > 0
+    assert cluster_processes(temp_dir) == []
+    assert cluster_processes(ray_cluster["temp_dir"])  # the session's cluster still runs
+    assert platformctl("cluster", "status", "--json").returncode == 0

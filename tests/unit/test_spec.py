@@ -1,0 +1,132 @@
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlplatform.cli.app import app
+from mlplatform.errors import InputError
+from mlplatform.spec import PipelineSpec, SchemaSpec
+from mlplatform.spec_loader import SpecError, load_spec
+from tests.conftest import ROOT
+
+BAD = """\
+name: Bad Name
+source:
+  path: x
+  format: xls
+  entity_column: id
+model:
+  estimator: notapath
+  search:
+    num_samples: 0
+    space:
+      lr: {type: loguniform, low: 0, high: 1}
+  colour: blue
+deploy:
+  interval: 5x
+"""
+
+
+def test_demo_spec_is_valid() -> None:
+    spec = load_spec(ROOT / "jobs" / "examples" / "demo.yaml", env={"PLATFORM_HOME": "/h"})
+    assert spec.name == "demo"
+    assert spec.source.path == "/h/demo/data"
+    assert spec.model.search is not None and spec.model.search.num_samples == 4
+
+
+def test_every_error_has_path_and_line(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD)
+    with pytest.raises(SpecError) as info:
+        load_spec(f, env={})
+    got = {(i.path, i.line) for i in info.value.issues}
+    assert ("name", 1) in got
+    assert ("source.format", 4) in got
+    assert ("source.timestamp_column", 2) in got  # missing: points at its parent
+    assert ("model.estimator", 7) in got
+    assert ("model.search.num_samples", 9) in got
+    assert ("model.search.space.lr", 11) in got
+    assert ("model.colour", 12) in got
+    assert ("deploy.interval", 14) in got
+    assert len(info.value.issues) == 8
+    assert any(i.value == "xls" for i in info.value.issues)
+
+
+def test_spec_check_cli_exits_2_without_traceback(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD)
+    result = CliRunner().invoke(app, ["spec", "check", str(f)])
+    assert result.exit_code == 2
+    assert "model.search.num_samples" in result.output
+    assert f"{f}:9" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["spec", "check", str(f), "--json"])
+    data = json.loads(result.stdout)
+    assert data["valid"] is False
+    assert {"path": "model.colour", "line": 12} in [
+        {"path": e["path"], "line": e["line"]} for e in data["errors"]]
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["spec", "check", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2 and "not found" in result.output
+    f = tmp_path / "broken.yaml"
+    f.write_text("name: x\nsource: [unclosed\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(f)
+    assert info.value.issues[0].line is not None
+    assert "YAML" in info.value.issues[0].message
+
+
+def test_env_expansion_and_relative_paths(tmp_path: Path) -> None:
+    (tmp_path / "schema.yaml").write_text(
+        "columns:\n  - {name: age, type: float, min: 0, max: 120}\nstrict: false\n")
+    f = tmp_path / "p.yaml"
+    f.write_text("name: p\nsource:\n  path: ${DATA_DIR:-data}/x\n  entity_column: id\n"
+                 "  timestamp_column: ts\nschema: schema.yaml\n")
+    spec = load_spec(f, env={})
+    assert spec.source.path == str(tmp_path / "data" / "x")
+    assert isinstance(spec.schema_, SchemaSpec) and spec.schema_.columns[0].max == 120
+    spec = load_spec(f, env={"DATA_DIR": "s3://bucket"})
+    assert spec.source.path == "s3://bucket/x"
+    f.write_text("name: p\nsource:\n  path: ${NOPE}\n  entity_column: id\n  timestamp_column: ts\n")
+    with pytest.raises(SpecError, match=r"\$\{NOPE\} is not set") as info:
+        load_spec(f, env={})
+    assert info.value.issues[0].path == "source.path" and info.value.issues[0].line == 3
+
+
+def test_schema_file_problems_name_the_schema_file(tmp_path: Path) -> None:
+    (tmp_path / "schema.yaml").write_text("columns:\n  - {name: age, type: decimal}\n")
+    f = tmp_path / "p.yaml"
+    f.write_text("name: p\nsource: {path: d, entity_column: id, timestamp_column: ts}\n"
+                 "schema: schema.yaml\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(f, env={})
+    assert info.value.file.endswith("schema.yaml")
+    assert info.value.issues[0].path == "columns[0].type"
+    f.write_text("name: p\nsource: {path: d, entity_column: id, timestamp_column: ts}\n"
+                 "schema: missing.yaml\n")
+    with pytest.raises(InputError, match="schema file not found"):
+        load_spec(f, env={})
+
+
+def test_cross_references_are_checked() -> None:
+    base = {"name": "p", "source": {"path": "d", "entity_column": "id", "timestamp_column": "t"}}
+    with pytest.raises(ValueError, match="does not name a feature view"):
+        PipelineSpec.model_validate({**base, "features": {"services": [
+            {"name": "s", "features": ["nope:*"]}]}})
+    with pytest.raises(ValueError, match="canary steps must increase"):
+        PipelineSpec.model_validate({**base, "deploy": {"canary_steps": [50, 10]}})
+
+
+def test_init_writes_a_valid_commented_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(app, ["init", "churn"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "churn.yaml").read_text()
+    assert text.count("#") > 10 and "name: churn" in text
+    assert runner.invoke(app, ["spec", "check", "churn.yaml"]).exit_code == 0
+    again = runner.invoke(app, ["init", "churn"])
+    assert again.exit_code == 2 and "--force" in again.output
