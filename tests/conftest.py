@@ -29,12 +29,13 @@ os.environ.pop("RAY_AUTH_TOKEN", None)
 os.environ.setdefault("COLUMNS", "200")
 
 
-def platformctl(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
-                cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def platformctl(*args: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = (),
+                timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """Run the real console script as a user would, in a subprocess."""
     exe = Path(sys.executable).parent / "platformctl"
-    return subprocess.run([str(exe), *args], cwd=cwd, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+    full = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
+    return subprocess.run([str(exe), *args], cwd=cwd, env=full, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 @pytest.fixture(scope="session")

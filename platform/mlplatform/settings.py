@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mlplatform.errors import InputError
 
 AuthMode = Literal["token", "disabled"]
+_APPLIED_MARK = "_PLATFORM_APPLIED_RAY_AUTH_MODE"
 
 # Environment variable(s) read for each setting, first match wins.
 ENV_VARS: dict[str, tuple[str, ...]] = {
@@ -149,6 +150,10 @@ def load_settings(env: dict[str, str] | None = None, *, address: str | None = No
     if ray_address and "://" not in ray_address:
         ray_address = f"http://{ray_address}"
 
+    if env.get("RAY_AUTH_MODE") and env.get("RAY_AUTH_MODE") == env.get(_APPLIED_MARK):
+        # The value is one this process set itself (apply_ray_auth_env), not the user's:
+        # resolve it again, since the cluster may have changed (e.g. `cluster up` ran).
+        env.pop("RAY_AUTH_MODE")
     auth_raw = pick("ray_auth_mode")
     if auth_raw is None:
         # Our own local cluster always runs with token auth; for any other cluster
@@ -183,5 +188,6 @@ def apply_ray_auth_env(settings: Settings) -> None:
     Must run before this process first talks to a cluster.
     """
     os.environ["RAY_AUTH_MODE"] = settings.ray_auth_mode
+    os.environ[_APPLIED_MARK] = settings.ray_auth_mode
     if settings.ray_auth_mode == "token" and not os.environ.get("RAY_AUTH_TOKEN"):
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(settings.auth_token_path)

@@ -123,15 +123,18 @@ def test_demo_against_the_running_cluster(ray_cluster) -> None:  # noqa: ANN001
 def test_down_stops_only_its_own_cluster(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     from mlplatform.cluster import cluster_processes, free_port
 
-    other = {"PLATFORM_HOME": str(tmp_path / "other"),
-             "RAY_AUTH_TOKEN_PATH": str(tmp_path / "other" / "ray" / "auth_token")}
+    # As a new user would: no RAY_AUTH_* in the environment at all.
+    other = {"PLATFORM_HOME": str(tmp_path / "other")}
+    unset = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
     up = platformctl("cluster", "up", "--num-cpus", "1", "--port", str(free_port()),
                      "--dashboard-port", str(free_port()), "--object-store-mb", "100", "--json",
-                     env=other)
+                     env=other, unset=unset)
     assert up.returncode == 0, up.stderr
     temp_dir = json.loads(up.stdout)["state"]["temp_dir"]
     assert cluster_processes(temp_dir)
-    down = platformctl("cluster", "down", "--json", env=other)
+    listed = platformctl("jobs", "list", "--json", env=other, unset=unset)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
+    down = platformctl("cluster", "down", "--json", env=other, unset=unset)
     assert down.returncode == 0 and json.loads(down.stdout)["stopped_processes"] > 0
     assert cluster_processes(temp_dir) == []
     assert cluster_processes(ray_cluster["temp_dir"])  # the session's cluster still runs

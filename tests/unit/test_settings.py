@@ -72,3 +72,22 @@ def test_config_show_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert data["settings"]["home"] == str(tmp_path / "home")
     assert data["settings"]["storage_uri"] == "s3://b/p"
     assert data["sources"]["storage_uri"] == "env PLATFORM_STORAGE_URI"
+
+
+def test_auth_mode_set_by_this_process_is_re_resolved(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`demo` resolves settings before and after `cluster up` in one process."""
+    from mlplatform.settings import apply_ray_auth_env
+
+    home = tmp_path / "h"
+    home.mkdir()
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("PLATFORM_HOME", str(home))
+    before = load_settings()
+    assert before.ray_auth_mode == "disabled"
+    apply_ray_auth_env(before)
+    (home / "cluster.json").write_text(json.dumps({"dashboard_url": "http://127.0.0.1:9999"}))
+    assert load_settings().ray_auth_mode == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's own choice still wins
+    monkeypatch.delenv("_PLATFORM_APPLIED_RAY_AUTH_MODE")
+    assert load_settings().ray_auth_mode == "disabled"
