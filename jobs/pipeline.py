@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "PLATFORM_HOME": str(settings.home)}
         spec = load_spec(args.spec, env=env, base_dir=args.base_dir)
         job_id = os.environ.get("PLATFORM_JOB_ID")
+        spec_file = (args.base_dir or args.spec.parent).resolve() / args.spec.name
         report = run_pipeline(spec, settings, run_id=args.run_id, only=args.step,
-                              job_id=job_id, log=lambda m: print(m, flush=True))
+                              job_id=job_id, log=lambda m: print(m, flush=True),
+                              properties={"spec_file": str(spec_file)})
     except PlatformError as exc:
         print(f"error: {exc.message}", file=sys.stderr, flush=True)
         return exc.exit_code

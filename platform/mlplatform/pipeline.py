@@ -30,7 +30,7 @@ PIPELINE_ORDER: tuple[str, ...] = (
     "ingest", "validate", "featurize", "training_set", "train", "evaluate", "register", "rollout",
 )
 # Modules that register the built-in steps (imported lazily: they pull in Ray).
-BUILTIN_STEP_MODULES: tuple[str, ...] = ("mlplatform.data.ingest",)
+BUILTIN_STEP_MODULES: tuple[str, ...] = ("mlplatform.data.ingest", "mlplatform.data.validate_step")
 
 
 class ArtifactOut(BaseModel):
@@ -48,6 +48,9 @@ class StepResult(BaseModel):
     summary: dict[str, Any] = Field(default_factory=dict)
     message: str = ""
     stop_run: bool = Field(False, description="End the run successfully here (e.g. no new data).")
+    fail: str | None = Field(
+        None, description="Fail the step with this message, but keep what it wrote (a quarantine, "
+                          "a report) recorded as its outputs.")
 
 
 class StepContext:
@@ -121,7 +124,8 @@ def spec_hash(spec: PipelineSpec) -> str:
 
 def run_pipeline(spec: PipelineSpec, settings: Settings, *, run_id: str | None = None,
                  only: list[str] | None = None, job_id: str | None = None,
-                 log: Callable[[str], None] = print) -> RunReport:
+                 log: Callable[[str], None] = print,
+                 properties: dict[str, Any] | None = None) -> RunReport:
     """Run (or resume) one pipeline run; never raises for a step's failure."""
     available = registered_steps()
     if only:
@@ -131,7 +135,7 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, *, run_id: str | None =
     steps = [s for s in available if not only or s in only]
     store = MetadataStore(settings.metadata_url)
     run_id = run_id or new_run_id(spec.name)
-    props: dict[str, Any] = {"spec_hash": spec_hash(spec), "steps": steps}
+    props: dict[str, Any] = {**(properties or {}), "spec_hash": spec_hash(spec), "steps": steps}
     if job_id:
         props["job_id"] = job_id
     try:
@@ -198,8 +202,12 @@ def _run_step(name: str, spec: PipelineSpec, settings: Settings, store: Metadata
         a = store.put_artifact(art.uri, art.kind, art.content_hash, art.properties)
         store.link(exec_id, a.id, "OUTPUT")
     summary = {**result.summary, "message": result.message, "stop_run": result.stop_run}
-    store.finish_execution(exec_id, "COMPLETE", summary=summary)
     elapsed = time.perf_counter() - t0
+    if result.fail:
+        store.finish_execution(exec_id, "FAILED", summary=summary, error=result.fail)
+        log(f"[{name}] FAILED: {result.fail}")
+        return StepReport(step=name, status="FAILED", duration_s=elapsed, message=result.fail)
+    store.finish_execution(exec_id, "COMPLETE", summary=summary)
     log(f"[{name}] complete in {elapsed:.2f}s{': ' + result.message if result.message else ''}")
     return StepReport(step=name, status="COMPLETE", duration_s=elapsed, message=result.message,
                       stop_run=result.stop_run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from mlplatform import __version__
-from mlplatform.cli import cluster_cmd, demo_cmd, jobs_cmd, runs_cmd, spec_cmd
+from mlplatform.cli import cluster_cmd, data_cmd, demo_cmd, jobs_cmd, runs_cmd, spec_cmd
 
 app = typer.Typer(
     name="platformctl",
@@ -19,7 +19,10 @@ app.add_typer(jobs_cmd.app, name="jobs")
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(spec_cmd.spec_app, name="spec")
 app.add_typer(spec_cmd.config_app, name="config")
+app.add_typer(data_cmd.schema_app, name="schema")
+app.add_typer(data_cmd.alerts_app, name="alerts")
 app.command("init")(spec_cmd.init)
+app.command("validate")(data_cmd.validate)
 app.command("submit")(jobs_cmd.submit)
 app.command("demo-data")(demo_cmd.demo_data)
 app.command("demo")(demo_cmd.demo)

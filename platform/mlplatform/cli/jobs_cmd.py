@@ -76,12 +76,12 @@ def submit(
         print_json({**sub.model_dump(mode="json"),
                     "job": info.model_dump(mode="json") if info else None})
     elif info is not None:
-        _print_outcome(info)
+        print_outcome(info)
     if info is not None and info.status != "SUCCEEDED":
         raise typer.Exit(1)
 
 
-def _print_outcome(info: JobInfo) -> None:
+def print_outcome(info: JobInfo) -> None:
     colour = "green" if info.status == "SUCCEEDED" else "red"
     console.print(f"job {info.job_id} [bold {colour}]{info.status}[/] "
                   f"in {fmt_duration(info.duration_s)}")

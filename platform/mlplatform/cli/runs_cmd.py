@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from mlplatform.cli.output import (
+    AddressOpt,
     JsonOpt,
     console,
     fmt_duration,
@@ -93,3 +95,32 @@ def lineage(artifact_id: int,
         console.print(f"{'  ' * n.depth}{'<-' if not downstream else '->'} [{n.via}] "
                       f"{n.artifact.kind} {n.artifact.id}: {n.artifact.uri} "
                       f"({(n.artifact.content_hash or '-')[:16]})", highlight=False)
+
+
+@app.command("retry")
+@handle_errors
+def retry(run_id: Annotated[str, typer.Argument(help="A FAILED run.")],
+          wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to end.")] = False,
+          follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream the job's logs.")] = False,
+          address: AddressOpt = None, json_: JsonOpt = False) -> None:
+    """Re-run a failed run after fixing its data or schema: it resumes at the failed step,
+    with the spec file as it is now."""
+    from mlplatform.cli.jobs_cmd import print_outcome, submit_and_watch
+
+    settings = settings_for(address)
+    detail = MetadataStore(settings.metadata_url).run(run_id)
+    if detail is None:
+        raise InputError(f"run {run_id!r} not found")
+    if detail.status == "SUCCEEDED":
+        raise InputError(f"run {run_id} SUCCEEDED: nothing to retry")
+    spec_file = detail.properties.get("spec_file")
+    if not spec_file or not Path(spec_file).is_file():
+        raise InputError(f"run {run_id}: its spec file {spec_file!r} is not here any more")
+    sub, info = submit_and_watch(settings, Path(spec_file), steps=None, run_id=run_id, wait=wait,
+                                 follow=follow, json_=json_, working_dir=Path(spec_file).parent)
+    if json_:
+        print_json({**sub.model_dump(mode="json"), "job": info.model_dump(mode="json") if info else None})
+    elif info is not None:
+        print_outcome(info)
+    if info is not None and info.status != "SUCCEEDED":
+        raise typer.Exit(1)

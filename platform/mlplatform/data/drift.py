@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, ConfigDict, computed_field
 from scipy import stats
 from scipy.spatial import distance
 
@@ -43,6 +43,8 @@ STD_EPS = 0.001  # Evidently's floor for the reference std in the normed Wassers
 class FeatureDriftResult(BaseModel):
     """One feature's verdict, with everything needed to explain it in a report."""
 
+    # NaN (no verdict) is written as "NaN" so a report read back from JSON still validates.
+    model_config = ConfigDict(ser_json_inf_nan="strings")
     feature: str
     kind: Kind
     method: str
@@ -193,10 +195,11 @@ def resolve_method(name: str, kind: Kind, method: str, reference_rows: int) -> s
 
 
 def _verdict(name: str, kind: Kind, method: str, threshold: float | None, psi_threshold: float,
-             stat: float, p: float | None, sizes: tuple[int, int], note: str = "") -> FeatureDriftResult:
+             stat: float, p: float | None, sizes: tuple[int, int], note: str = "",
+             empty: bool = False) -> FeatureDriftResult:
     if threshold is None:
         threshold = psi_threshold if method == "psi" else DEFAULT_THRESHOLDS[method]
-    if note:
+    if empty:
         drifted = False
     elif method in P_VALUE_METHODS:
         drifted = p is not None and p < threshold
@@ -221,7 +224,7 @@ def numeric_drift(name: str, ref: np.ndarray, cur: np.ndarray, *, method: str = 
         side = "reference" if not len(ref) else "current"
         empty = f"no non-null values in the {side} batch: no drift verdict"
         return _verdict(name, "numeric", method, threshold, psi_threshold, float("nan"), None, sizes,
-                        "; ".join(filter(None, [empty, note])))
+                        "; ".join(filter(None, [empty, note])), empty=True)
     p: float | None = None
     if method == "ks":
         stat, p = ks(ref, cur)
@@ -231,8 +234,7 @@ def numeric_drift(name: str, ref: np.ndarray, cur: np.ndarray, *, method: str = 
         stat = psi_numeric(ref, cur)
     else:
         stat = jensen_shannon_numeric(ref, cur)
-    result = _verdict(name, "numeric", method, threshold, psi_threshold, stat, p, sizes)
-    return result.model_copy(update={"note": note}) if note else result
+    return _verdict(name, "numeric", method, threshold, psi_threshold, stat, p, sizes, note)
 
 
 def categorical_drift(name: str, ref_counts: dict[str, int], cur_counts: dict[str, int], *,
@@ -247,7 +249,7 @@ def categorical_drift(name: str, ref_counts: dict[str, int], cur_counts: dict[st
     if not sizes[0] or not sizes[1]:
         side = "reference" if not sizes[0] else "current"
         return _verdict(name, "categorical", method, threshold, psi_threshold, float("nan"), None, sizes,
-                        f"no non-null values in the {side} batch: no drift verdict")
+                        f"no non-null values in the {side} batch: no drift verdict", empty=True)
     p: float | None = None
     if method == "chisquare":
         stat, p = chi_square(ref_counts, cur_counts)

@@ -40,6 +40,23 @@ def _check_readable(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
         raise InputError(f"batch file {path}: cannot be read as {fmt}: {exc}") from None
 
 
+def batch_files(path: str, fmt: str, field: str = "source.path") -> tuple[pafs.FileSystem, list[str]]:
+    """The readable, non-empty batch files at `path`; a clear error for anything else."""
+    fs, root = storage.resolve(path)
+    try:
+        files = storage.list_files(fs, root, SUFFIXES[fmt])
+    except FileNotFoundError:
+        raise InputError(f"{field} {path!r}: no such file or folder") from None
+    if not files:
+        raise InputError(f"{field} {path!r}: no .{fmt} files")
+    for f in files:
+        _check_readable(fs, f.path, fmt)
+    paths = [f.path for f in files]
+    if fmt == "parquet" and pads.dataset(paths, format="parquet", filesystem=fs).count_rows() == 0:
+        raise InputError(f"{field} {path!r}: the batch has no rows")
+    return fs, paths
+
+
 def snapshot_hash(file_hashes: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(file_hashes)).encode()).hexdigest()
 

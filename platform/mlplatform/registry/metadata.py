@@ -97,6 +97,19 @@ class EventRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class AlertRow(Base):
+    __tablename__ = "alert"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    pipeline: Mapped[str] = mapped_column(String(255), index=True)
+    run_id: Mapped[str | None] = mapped_column(String(255))
+    step: Mapped[str | None] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))  # info | warning | critical
+    kind: Mapped[str] = mapped_column(String(64))  # schema_break | invalid_rows | drift | ...
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
 class SchemaVersionRow(Base):
     __tablename__ = "schema_version"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -153,6 +166,18 @@ class Run(BaseModel):
 class RunDetail(Run):
     steps: list[Execution]
     artifacts: list[ArtifactEvent]
+
+
+class Alert(_Out):
+    id: int
+    created_at: dt.datetime
+    pipeline: str
+    run_id: str | None
+    step: str | None
+    severity: str
+    kind: str
+    message: str
+    details: dict[str, Any]
 
 
 class LineageNode(BaseModel):
@@ -400,6 +425,47 @@ class MetadataStore:
                        EventRow.type == "INPUT", ArtifactRow.kind == kind)
             ).all()
             return {h for h in rows if h}
+
+    def latest_output(self, pipeline: str, step: str, kind: str,
+                      exclude_run: str | None = None) -> Artifact | None:
+        """The newest `kind` artifact written by a COMPLETE `step` of the pipeline."""
+        pipe = ContextRow.__table__.alias("pipe")
+        with self.session() as s:
+            query = (
+                select(ArtifactRow)
+                .join(EventRow, EventRow.artifact_id == ArtifactRow.id)
+                .join(ExecutionRow, EventRow.execution_id == ExecutionRow.id)
+                .join(ContextRow, ExecutionRow.context_id == ContextRow.id)
+                .join(pipe, ContextRow.parent_id == pipe.c.id)
+                .where(pipe.c.name == pipeline, pipe.c.type == "pipeline", ExecutionRow.step == step,
+                       ExecutionRow.status == "COMPLETE", EventRow.type == "OUTPUT",
+                       ArtifactRow.kind == kind)
+                .order_by(ExecutionRow.id.desc(), EventRow.id.desc())
+                .limit(1)
+            )
+            if exclude_run:
+                query = query.where(ContextRow.name != exclude_run)
+            row = s.scalar(query)
+            return Artifact.model_validate(row) if row else None
+
+    # -- alerts -------------------------------------------------------------------------
+
+    def add_alert(self, pipeline: str, severity: str, kind: str, message: str, *,
+                  run_id: str | None = None, step: str | None = None,
+                  details: dict[str, Any] | None = None) -> Alert:
+        with self.session() as s:
+            row = AlertRow(pipeline=pipeline, severity=severity, kind=kind, message=message,
+                           run_id=run_id, step=step, details=details or {}, created_at=utcnow())
+            s.add(row)
+            s.flush()
+            return Alert.model_validate(row)
+
+    def alerts(self, pipeline: str | None = None, limit: int = 100) -> list[Alert]:
+        with self.session() as s:
+            query = select(AlertRow).order_by(AlertRow.id.desc()).limit(limit)
+            if pipeline:
+                query = query.where(AlertRow.pipeline == pipeline)
+            return [Alert.model_validate(r) for r in s.scalars(query)]
 
     def lineage(self, artifact_id: int, direction: Literal["upstream", "downstream"] = "upstream",
                 max_depth: int = 20) -> list[LineageNode]:

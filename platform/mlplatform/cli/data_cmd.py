@@ -1,0 +1,183 @@
+"""`platformctl validate`, `platformctl schema infer`, `platformctl alerts list`: data
+validation by hand, with the same code the pipeline's `validate` step runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mlplatform import storage
+from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, settings_for
+from mlplatform.errors import InputError
+from mlplatform.registry.metadata import MetadataStore
+from mlplatform.spec import SchemaSpec
+from mlplatform.spec_loader import load_spec, validate_document
+
+schema_app = typer.Typer(help="Data schemas.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Alerts the platform raised.", no_args_is_help=True)
+
+
+def _read_table(path: str, fmt: str, field: str):  # noqa: ANN202
+    import pyarrow.dataset as pads
+
+    from mlplatform.data.ingest import batch_files
+
+    fs, paths = batch_files(path, fmt, field)
+    try:
+        return pads.dataset(paths, format=fmt, filesystem=fs).to_table()
+    except Exception as exc:  # pyarrow: files whose schemas do not unify, bad values
+        raise InputError(f"{field} {path}: cannot be read as one {fmt} table: {exc}") from None
+
+
+@schema_app.command("infer")
+@handle_errors
+def infer(data: Annotated[str, typer.Argument(help="Reference batch: a file or folder (or URI).")],
+          out: Annotated[Path, typer.Option(help="YAML file to write.")] = Path("schema.yaml"),
+          format: Annotated[str, typer.Option(help="parquet or csv.")] = "parquet",
+          entity: Annotated[str | None, typer.Option(help="Entity key column.")] = None,
+          timestamp: Annotated[str | None, typer.Option(help="Event timestamp column.")] = None,
+          label: Annotated[str | None, typer.Option(help="Label column (absent at serving).")] = None,
+          force: Annotated[bool, typer.Option(help="Overwrite OUT.")] = False,
+          json_: JsonOpt = False) -> None:
+    """Infer a schema from a reference batch and write it as commented YAML to review."""
+    from mlplatform.data.schema import infer_schema, schema_yaml
+
+    if format not in ("parquet", "csv"):
+        raise InputError(f"--format {format!r}: expected parquet or csv")
+    if out.exists() and not force:
+        raise InputError(f"{out} exists; pass --force to overwrite it")
+    table = _read_table(data, format, "DATA")
+    for flag, name in (("--entity", entity), ("--timestamp", timestamp), ("--label", label)):
+        if name and name not in table.column_names:
+            raise InputError(f"{flag} {name!r}: no such column (columns: {', '.join(table.column_names)})")
+    schema, notes = infer_schema(table, entity=entity, timestamp=timestamp, label=label)
+    out.write_text(schema_yaml(schema, notes, source=data))
+    if json_:
+        print_json({"written": str(out), "schema": schema.model_dump(mode="json")})
+    else:
+        console.print(f"wrote {out}: {len(schema.columns)} columns from {table.num_rows} rows; review it")
+
+
+@handle_errors
+def validate(
+    spec: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
+    batch: Annotated[str, typer.Option(help="The batch to check: a file or folder (or URI).")],
+    reference: Annotated[str | None, typer.Option(help="Reference batch for drift (default: "
+                         "the pipeline's last validated batch).")] = None,
+    schema: Annotated[Path | None, typer.Option(help="Schema YAML (default: the spec's, else "
+                      "the pipeline's inferred one).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for validation.json/.html.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Validate one batch by hand: a table per column, JSON and an HTML report.
+    Exits 1 when the pipeline would reject the batch."""
+    from mlplatform.cluster import ensure_ray
+    from mlplatform.data.ingest import batch_files
+    from mlplatform.data.report import column_rows, write_reports
+    from mlplatform.data.schema import infer_schema
+    from mlplatform.data.stats import DatasetStats
+    from mlplatform.data.validate_step import SCHEMA_KIND, STATS_KIND, verdict
+    from mlplatform.data.validation import validate_dataset
+
+    settings = settings_for()
+    pipeline = load_spec(spec, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
+    fmt, src = pipeline.source.format, pipeline.source
+    store = MetadataStore(settings.metadata_url)
+    the_schema: SchemaSpec
+    if schema is not None:
+        if not schema.is_file():
+            raise InputError(f"--schema {schema}: file not found")
+        loaded = validate_document(schema.read_text(), str(schema), SchemaSpec, dict(os.environ))
+        the_schema = loaded  # type: ignore[assignment]
+    elif isinstance(pipeline.schema_, SchemaSpec):
+        the_schema = pipeline.schema_
+    elif (art := store.latest_output(pipeline.name, "validate", SCHEMA_KIND)) is not None:
+        fs, path = storage.resolve(art.uri)
+        import yaml
+
+        with fs.open_input_stream(path) as f:
+            the_schema = SchemaSpec.model_validate(yaml.safe_load(f.read()))
+    else:
+        basis = reference or batch
+        the_schema, _ = infer_schema(_read_table(basis, fmt, "--reference" if reference else "--batch"),
+                                     entity=src.entity_column, timestamp=src.timestamp_column,
+                                     label=src.label_column)
+        if not json_:
+            console.print(f"[yellow]no schema yet: inferred one from {basis}[/]")
+    fs, paths = batch_files(batch, fmt, "--batch")
+    ensure_ray()
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    exclude = tuple(c for c in (src.entity_column, src.timestamp_column, src.label_column) if c)
+
+    def read(fs_, paths_):  # noqa: ANN001, ANN202
+        return (ray.data.read_parquet(paths_, filesystem=fs_) if fmt == "parquet"
+                else ray.data.read_csv(paths_, filesystem=fs_))
+
+    ref_stats: DatasetStats | None = None
+    if reference is not None:
+        rfs, rpaths = batch_files(reference, fmt, "--reference")
+        ref_stats = validate_dataset(read(rfs, rpaths), the_schema).stats
+    elif (art := store.latest_output(pipeline.name, "validate", STATS_KIND)) is not None:
+        sfs, spath = storage.resolve(art.uri)
+        ref_stats = DatasetStats.load(sfs, spath)
+    try:
+        result = validate_dataset(read(fs, paths), the_schema, reference=ref_stats,
+                                  drift_spec=pipeline.validation.drift, exclude_from_drift=exclude,
+                                  row_id_column=src.entity_column)
+    except InputError:
+        raise
+    except Exception as exc:  # Ray wraps reader errors: name the batch
+        raise InputError(f"--batch {batch}: cannot be validated: {str(exc).splitlines()[-1]}") from None
+    folder = out or settings.home / "reports" / f"manual-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    rfs, rpath = storage.resolve(str(folder))
+    write_reports(result, the_schema, ref_stats, rfs, rpath, title=f"{pipeline.name}: {batch}")
+    reasons = verdict(result, pipeline)
+    if json_:
+        from mlplatform.data.report import report_json
+
+        print_json({**report_json(result, the_schema), "passed": not reasons, "reasons": reasons,
+                    "html": f"{rpath}/validation.html"})
+    else:
+        table = Table("column", "type", "nulls", "checks", "failures", "drift", "verdict")
+        colour = {"ok": "green", "drift": "yellow", "quarantined rows": "yellow", "FAIL": "red"}
+        for r in column_rows(result, the_schema):
+            drift = "" if r.drift_statistic is None else f"{r.drift_method} {r.drift_statistic:.3g}"
+            table.add_row(r.column, r.type, "" if r.null_fraction is None else f"{r.null_fraction:.1%}",
+                          ", ".join(r.checks), "; ".join(r.failures), drift,
+                          f"[{colour.get(r.verdict, 'white')}]{r.verdict}[/]")
+        console.print(table)
+        console.print(f"{result.rows_in} rows: {result.rows_valid} valid, {result.rows_quarantined} "
+                      f"would be quarantined ({result.invalid_fraction:.1%})")
+        console.print(f"report: {rpath}/validation.html (and validation.json)")
+        for reason in reasons:
+            console.print(f"[red]rejected:[/] {reason}", highlight=False)
+        if not reasons:
+            console.print("[green]the batch passes[/]")
+    if reasons:
+        raise typer.Exit(1)
+
+
+@alerts_app.command("list")
+@handle_errors
+def alerts(pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline.")] = None,
+           limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+           json_: JsonOpt = False) -> None:
+    """Alerts: schema breaks, rejected batches, drift."""
+    found = MetadataStore(settings_for().metadata_url).alerts(pipeline, limit)
+    if json_:
+        print_json(found)
+        return
+    table = Table("id", "when", "pipeline", "severity", "kind", "run", "message")
+    for a in found:
+        colour = {"critical": "red", "warning": "yellow"}.get(a.severity, "white")
+        table.add_row(str(a.id), a.created_at.strftime("%Y-%m-%d %H:%M:%S"), a.pipeline,
+                      f"[{colour}]{a.severity}[/]", a.kind, a.run_id or "", a.message[:300])
+    console.print(table)
+

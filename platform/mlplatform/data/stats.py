@@ -1,0 +1,193 @@
+"""Dataset statistics: exact moments and counts, sample-based quantiles.
+
+Statistics are computed in the same pass as validation: each block returns a small
+partial (count, mean, M2, min, max, histogram counts, category counts, a uniform
+sample) and the driver merges them (Chan et al.'s parallel variance). Counts,
+nulls, mean, std, min, max, category frequencies and histograms over fixed bins are
+exact; quantiles and the numeric drift tests use the uniform sample (all values when
+the batch is smaller than the sample size), which keeps the driver's memory bounded
+by the sample size, not by the data size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pydantic import BaseModel, PrivateAttr
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+HIST_BINS = 20
+TOP_K = 20
+MAX_CATEGORIES = 1000  # a "category" with more distinct values than this is tracked as top values only
+
+
+class Histogram(BaseModel):
+    edges: list[float]
+    counts: list[int]
+    exact: bool  # False when binned from the sample (no reference fixed the bins)
+
+
+class NumericStats(BaseModel):
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    quantiles: dict[str, float]
+    histogram: Histogram | None
+
+
+class CategoricalStats(BaseModel):
+    distinct: int
+    top: list[tuple[str, int]]
+    counts: dict[str, int]
+
+
+class ColumnStats(BaseModel):
+    name: str
+    type: str
+    count: int
+    nulls: int
+    numeric: NumericStats | None = None
+    categorical: CategoricalStats | None = None
+    time_range: tuple[str, str] | None = None
+
+    @property
+    def null_fraction(self) -> float:
+        total = self.count + self.nulls
+        return self.nulls / total if total else 0.0
+
+
+class DatasetStats(BaseModel):
+    rows: int
+    columns: dict[str, ColumnStats]
+    sample_size: int
+    _samples: dict[str, np.ndarray] = PrivateAttr(default_factory=dict)
+
+    @property
+    def samples(self) -> dict[str, np.ndarray]:
+        """Uniform samples of non-null numeric values, per column (not in the JSON)."""
+        return self._samples
+
+    def categorical_counts(self) -> dict[str, dict[str, int]]:
+        return {n: c.categorical.counts for n, c in self.columns.items() if c.categorical}
+
+    def hist_edges(self) -> dict[str, np.ndarray]:
+        return {n: np.asarray(c.numeric.histogram.edges) for n, c in self.columns.items()
+                if c.numeric and c.numeric.histogram}
+
+    def save(self, fs: pafs.FileSystem, folder: str) -> None:
+        fs.create_dir(folder, recursive=True)
+        with fs.open_output_stream(f"{folder}/stats.json") as out:
+            out.write(self.model_dump_json(indent=1).encode())
+        names = [n for n, v in self._samples.items() for _ in range(len(v))]
+        values = np.concatenate(list(self._samples.values())) if self._samples else np.array([])
+        pq.write_table(pa.table({"column": pa.array(names, pa.string()),
+                                 "value": pa.array(values, pa.float64())}),
+                       f"{folder}/sample.parquet", filesystem=fs)
+
+    @classmethod
+    def load(cls, fs: pafs.FileSystem, folder: str) -> DatasetStats:
+        with fs.open_input_stream(f"{folder}/stats.json") as src:
+            stats = cls.model_validate(json.loads(src.read()))
+        table = pq.read_table(f"{folder}/sample.parquet", filesystem=fs)
+        col, val = table.column("column").to_numpy(zero_copy_only=False), table.column("value").to_numpy()
+        for name in np.unique(col):
+            stats._samples[str(name)] = val[col == name]
+        return stats
+
+
+# --- per-block partials and their merge -------------------------------------------------
+
+
+@dataclass
+class ColumnPartial:
+    type: str
+    count: int = 0
+    nulls: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    min: Any = None
+    max: Any = None
+    hist: np.ndarray | None = None
+    edges: np.ndarray | None = None
+    cats: Counter | None = None
+    sample: list[np.ndarray] = field(default_factory=list)
+
+    def merge(self, other: ColumnPartial) -> None:
+        n = self.count + other.count
+        if other.count and self.type in ("int", "float"):
+            delta = other.mean - self.mean
+            self.mean += delta * other.count / n
+            self.m2 += other.m2 + delta * delta * self.count * other.count / n
+        self.count = n
+        self.nulls += other.nulls
+        if other.min is not None:
+            self.min = other.min if self.min is None else min(self.min, other.min)
+            self.max = other.max if self.max is None else max(self.max, other.max)
+        if other.hist is not None:
+            self.hist = other.hist.copy() if self.hist is None else self.hist + other.hist
+            self.edges = other.edges
+        if other.cats is not None:
+            self.cats = Counter(other.cats) if self.cats is None else self.cats + other.cats
+        self.sample.extend(other.sample)
+
+
+def numeric_partial(values: np.ndarray, type_: str, nulls: int, edges: np.ndarray | None,
+                    sample_mask: np.ndarray | None) -> ColumnPartial:
+    """Moments, extremes, fixed-bin counts and a sample of one block's non-null values."""
+    part = ColumnPartial(type=type_, count=int(values.size), nulls=nulls)
+    if values.size:
+        part.mean = float(values.mean())
+        part.m2 = float(((values - part.mean) ** 2).sum())
+        part.min, part.max = float(values.min()), float(values.max())
+        if edges is not None:
+            # Bins 0..B-1 inside the edges; values outside land in the first / last bin.
+            idx = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+            part.hist = np.bincount(idx, minlength=len(edges) - 1)
+            part.edges = edges
+        part.sample = [values if sample_mask is None else values[sample_mask[: values.size]]]
+    return part
+
+
+def finalize(partials: dict[str, ColumnPartial], rows: int, sample_size: int) -> DatasetStats:
+    columns: dict[str, ColumnStats] = {}
+    samples: dict[str, np.ndarray] = {}
+    for name, p in partials.items():
+        cs = ColumnStats(name=name, type=p.type, count=p.count, nulls=p.nulls)
+        if p.type in ("int", "float"):
+            sample = np.concatenate(p.sample) if p.sample else np.array([], dtype=float)
+            samples[name] = sample
+            hist = None
+            if p.hist is not None and p.edges is not None:
+                hist = Histogram(edges=list(map(float, p.edges)), counts=[int(c) for c in p.hist],
+                                 exact=True)
+            elif sample.size and p.min is not None:
+                edges = np.linspace(p.min, p.max if p.max > p.min else p.min + 1, HIST_BINS + 1)
+                counts, _ = np.histogram(sample, bins=edges)
+                scale = p.count / max(sample.size, 1)
+                hist = Histogram(edges=list(map(float, edges)),
+                                 counts=[int(round(c * scale)) for c in counts], exact=False)
+            cs.numeric = NumericStats(
+                mean=p.mean if p.count else None,
+                std=float(np.sqrt(p.m2 / (p.count - 1))) if p.count > 1 else None,
+                min=p.min, max=p.max,
+                quantiles={f"p{int(q * 100):02d}": float(np.quantile(sample, q))
+                           for q in QUANTILES} if sample.size else {},
+                histogram=hist)
+        elif p.cats is not None:
+            cs.categorical = CategoricalStats(
+                distinct=len(p.cats), top=[(str(k), int(v)) for k, v in p.cats.most_common(TOP_K)],
+                counts={str(k): int(v) for k, v in p.cats.most_common(MAX_CATEGORIES)})
+        elif p.type == "timestamp" and p.min is not None:
+            cs.time_range = (str(p.min), str(p.max))
+        columns[name] = cs
+    stats = DatasetStats(rows=rows, columns=columns, sample_size=sample_size)
+    stats._samples = samples
+    return stats

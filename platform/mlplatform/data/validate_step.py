@@ -1,0 +1,191 @@
+"""The `validate` step: the policy around validation.
+
+A schema break or too many invalid rows stops the run here: the step fails with a
+message naming the columns and checks, an alert is recorded, the batch stays in
+quarantine, and nothing downstream (so nothing that could replace the production
+model) runs. Drift never stops a run: it is recorded, alerted, and marked as a
+retraining trigger.
+
+The drift reference is the statistics of the last batch that passed validation
+(`reference: previous_batch`); `reference: training` will mean the champion model's
+training data once models are registered, and falls back to the previous batch until
+then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow.fs as pafs
+import yaml
+
+from mlplatform import storage
+from mlplatform.cluster import ensure_ray
+from mlplatform.data.ingest import SNAPSHOT_KIND
+from mlplatform.data.report import write_reports
+from mlplatform.data.schema import infer_schema, schema_yaml
+from mlplatform.data.stats import DatasetStats
+from mlplatform.data.validation import ValidationResult, validate_dataset
+from mlplatform.errors import InputError
+from mlplatform.pipeline import ArtifactOut, StepContext, StepResult, step
+from mlplatform.spec import PipelineSpec, SchemaSpec
+
+SCHEMA_KIND = "schema"
+STATS_KIND = "statistics"
+VALIDATED_KIND = "validated_snapshot"
+QUARANTINE_KIND = "quarantine"
+REPORT_KIND = "validation_report"
+
+
+def verdict(result: ValidationResult, spec: PipelineSpec) -> list[str]:
+    """Why the batch must not go on (empty: it may)."""
+    policy = spec.validation
+    reasons = []
+    breaks = result.schema_breaks
+    if breaks and policy.on_schema_break == "stop":
+        reasons.append("schema break: " + "; ".join(
+            f"{f.column}: {f.check} ({f.message})" for f in breaks))
+    for f in result.failures:
+        if f.level == "dataset":
+            reasons.append(f"{f.column or 'dataset'}: {f.check}: {f.message}")
+    if result.invalid_fraction > policy.max_invalid_fraction:
+        worst = sorted((f for f in result.failures if f.level == "row"), key=lambda f: -f.failing)
+        detail = ", ".join(f"{f.column} {f.check} ({f.failing})" for f in worst[:5])
+        reasons.append(f"{result.invalid_fraction:.1%} of rows invalid, above "
+                       f"{policy.max_invalid_fraction:.1%} (validation.max_invalid_fraction): {detail}")
+    return reasons
+
+
+def _uri(settings_uri: str, *parts: str) -> str:
+    return storage.join(settings_uri, *parts)
+
+
+def resolve_schema(ctx: StepContext,
+                   table_for_inference: object | None) -> tuple[SchemaSpec, ArtifactOut | None]:
+    """The spec's schema; else the one this pipeline inferred before; else infer it now."""
+    if isinstance(ctx.spec.schema_, SchemaSpec):
+        return ctx.spec.schema_, None
+    previous = ctx.store.latest_output(ctx.spec.name, "validate", SCHEMA_KIND)
+    if previous is not None:
+        fs, path = storage.resolve(previous.uri)
+        with fs.open_input_stream(path) as src:
+            return SchemaSpec.model_validate(yaml.safe_load(src.read())), None
+    if table_for_inference is None:
+        raise InputError("no schema: the spec names none and none was inferred before")
+    src = ctx.spec.source
+    schema, notes = infer_schema(table_for_inference, entity=src.entity_column,  # type: ignore[arg-type]
+                                 timestamp=src.timestamp_column, label=src.label_column)
+    text = schema_yaml(schema, notes, source=f"run {ctx.run_id}")
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    uri = _uri(ctx.settings.storage_uri, "schemas", ctx.spec.name, f"schema-{digest[:16]}.yaml")
+    fs, path = storage.resolve(uri)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+    ctx.log(f"no schema in the spec: inferred one from this batch -> {uri} (review it)")
+    return schema, ArtifactOut(uri=uri, kind=SCHEMA_KIND, content_hash=digest,
+                               properties={"inferred": True, "columns": len(schema.columns)})
+
+
+def load_reference(ctx: StepContext) -> tuple[DatasetStats | None, str]:
+    art = ctx.store.latest_output(ctx.spec.name, "validate", STATS_KIND, exclude_run=ctx.run_id)
+    if art is None:
+        return None, "none (first validated batch)"
+    fs, path = storage.resolve(art.uri)
+    return DatasetStats.load(fs, path), f"previous batch ({art.properties.get('snapshot', '?')})"
+
+
+@step("validate")
+def validate(ctx: StepContext) -> StepResult:
+    snaps = ctx.upstream("ingest", SNAPSHOT_KIND)
+    if not snaps:
+        raise InputError("validate needs this run's ingest snapshot: run the whole pipeline, "
+                         "or `platformctl runs retry RUN` for a run whose ingest completed")
+    snap = snaps[0]
+    snap_id = (snap.content_hash or "unknown")[:16]
+    ensure_ray()
+    import pyarrow.dataset as pads
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    fs, snap_path = storage.resolve(snap.uri)
+    first = None
+    if not isinstance(ctx.spec.schema_, SchemaSpec):
+        first = pads.dataset(snap_path, format="parquet", filesystem=fs).head(50_000)
+    schema, schema_out = resolve_schema(ctx, first)
+    reference, ref_label = load_reference(ctx)
+    src = ctx.spec.source
+    base = ctx.settings.storage_uri
+    valid_uri = _uri(base, "validated", ctx.spec.name, snap_id)
+    valid_tmp = f"{valid_uri}.tmp-{ctx.run_id}"
+    quarantine_uri = _uri(base, "quarantine", ctx.spec.name, ctx.run_id)
+    out_fs, valid_path = storage.resolve(valid_uri)
+    for stale in (valid_tmp, quarantine_uri):  # a retried step starts clean
+        sfs, spath = storage.resolve(stale)
+        if storage.exists(sfs, spath):
+            sfs.delete_dir(spath)
+    ds = ray.data.read_parquet(snap_path, filesystem=fs)
+    result = validate_dataset(
+        ds, schema, reference=reference, valid_out=valid_tmp, quarantine_out=quarantine_uri,
+        drift_spec=ctx.spec.validation.drift, row_id_column=src.entity_column,
+        exclude_from_drift=tuple(c for c in (src.entity_column, src.timestamp_column, src.label_column) if c),
+        expected_rows=snap.properties.get("rows"))
+    assert result.rows_in == result.rows_valid + result.rows_quarantined
+    ctx.log(f"{result.rows_in} rows: {result.rows_valid} valid, {result.rows_quarantined} quarantined; "
+            f"{len(result.failures)} failing check(s); drift reference: {ref_label}")
+    stats_uri = _uri(base, "stats", ctx.spec.name, snap_id)
+    sfs, spath = storage.resolve(stats_uri)
+    result.stats.save(sfs, spath)
+    report_uri = _uri(base, "reports", ctx.spec.name, ctx.run_id)
+    rfs, rpath = storage.resolve(report_uri)
+    write_reports(result, schema, reference, rfs, rpath, title=f"{ctx.spec.name} / {ctx.run_id}")
+    outputs = [a for a in [schema_out] if a] + [
+        ArtifactOut(uri=stats_uri, kind=STATS_KIND, content_hash=snap.content_hash,
+                    properties={"snapshot": snap_id, "rows": result.rows_in}),
+        ArtifactOut(uri=report_uri, kind=REPORT_KIND,
+                    properties={"html": f"{report_uri}/validation.html",
+                                "json": f"{report_uri}/validation.json"}),
+    ]
+    if result.rows_quarantined:
+        outputs.append(ArtifactOut(uri=quarantine_uri, kind=QUARANTINE_KIND,
+                                   properties={"rows": result.rows_quarantined}))
+    drift = result.drift
+    summary = {"rows_in": result.rows_in, "rows_valid": result.rows_valid,
+               "rows_quarantined": result.rows_quarantined, "failures": len(result.failures),
+               "drift_reference": ref_label,
+               "drifted_features": drift.drifted_features if drift else [],
+               "dataset_drift": bool(drift and drift.dataset_drift),
+               "retrain_trigger": bool(drift and drift.n_drifted and
+                                       ctx.spec.validation.drift.trigger_retraining),
+               "report": f"{report_uri}/validation.html"}
+    if drift and drift.n_drifted:
+        ctx.store.add_alert(ctx.spec.name, "critical" if drift.dataset_drift else "warning", "drift",
+                            f"drift on {', '.join(drift.drifted_features)} against {ref_label}",
+                            run_id=ctx.run_id, step="validate",
+                            details={"dataset_drift": drift.dataset_drift,
+                                     "drifted_share": drift.drifted_share})
+        ctx.log(f"drift on {drift.n_drifted}/{drift.n_features} feature(s): "
+                f"{', '.join(drift.drifted_features)}")
+    reasons = verdict(result, ctx.spec)
+    if reasons:
+        message = f"batch {snap_id} rejected; quarantined under {quarantine_uri}: " + " | ".join(reasons)
+        kind = "schema_break" if result.schema_breaks else "invalid_data"
+        ctx.store.add_alert(ctx.spec.name, "critical", kind, message, run_id=ctx.run_id, step="validate",
+                            details={"failures": [f.model_dump(mode="json") for f in result.failures]})
+        _drop(out_fs, storage.resolve(valid_tmp)[1])
+        return StepResult(inputs=[], outputs=outputs, summary=summary, fail=message)
+    if storage.exists(out_fs, storage.resolve(valid_tmp)[1]):
+        if storage.exists(out_fs, valid_path):
+            out_fs.delete_dir(valid_path)
+        out_fs.move(storage.resolve(valid_tmp)[1], valid_path)
+    outputs.append(ArtifactOut(uri=valid_uri, kind=VALIDATED_KIND, content_hash=snap.content_hash,
+                               properties={"rows": result.rows_valid, "snapshot": snap_id}))
+    msg = f"{result.rows_valid}/{result.rows_in} rows valid"
+    if drift is not None:
+        msg += f", drift on {drift.n_drifted}/{drift.n_features} feature(s)"
+    return StepResult(outputs=outputs, summary=summary, message=msg)
+
+
+def _drop(fs: pafs.FileSystem, path: str) -> None:
+    if storage.exists(fs, path):
+        fs.delete_dir(path)

@@ -1,0 +1,328 @@
+"""Lazy validation of a Ray Dataset against a schema, with quarantine.
+
+One streaming pass with `map_batches`: every block is checked with pyarrow.compute
+(all checks run, as pandera's lazy mode does), its valid rows and its quarantined rows
+(with the reason) are written by the task itself, and the block returns only a small
+partial of failure counts and statistics. The driver never holds data rows, so memory
+is set by the block size, not by the data size, and rows in = valid + quarantined.
+
+Check levels:
+- schema: a required column missing, an extra column in strict mode, a wrong type;
+- dataset: null fraction, unseen-category share (when some is allowed), uniqueness,
+  row-count bounds: they hold or fail for the batch as a whole;
+- row: numeric range, categorical domain (when no unseen share is allowed), regex;
+  failing rows are quarantined.
+"""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from mlplatform import storage
+from mlplatform.data.drift import DriftReport, detect_drift
+from mlplatform.data.schema import arrow_kind, type_matches
+from mlplatform.data.stats import ColumnPartial, DatasetStats, finalize, numeric_partial
+from mlplatform.spec import ColumnSchema, DriftSpec, SchemaSpec
+
+MAX_SAMPLES = 5
+REASON = "_reason"
+
+
+class CheckFailure(BaseModel):
+    column: str | None
+    check: str
+    level: Literal["schema", "dataset", "row"]
+    failing: int
+    fraction: float
+    samples: list[Any] = []
+    row_ids: list[Any] = []
+    message: str
+
+
+class ValidationResult(BaseModel):
+    rows_in: int
+    rows_valid: int
+    rows_quarantined: int
+    failures: list[CheckFailure]
+    stats: DatasetStats
+    drift: DriftReport | None = None
+
+    @property
+    def invalid_fraction(self) -> float:
+        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
+
+    @property
+    def schema_breaks(self) -> list[CheckFailure]:
+        return [f for f in self.failures if f.level == "schema"]
+
+
+# --- per-block work (runs in Ray tasks) ------------------------------------------------------
+
+
+@dataclass
+class _Acc:
+    count: int = 0
+    samples: list[Any] = field(default_factory=list)
+    row_ids: list[Any] = field(default_factory=list)
+    detail: str = ""
+
+
+@dataclass
+class BlockPartial:
+    rows: int = 0
+    valid: int = 0
+    quarantined: int = 0
+    columns: dict[str, ColumnPartial] = field(default_factory=dict)
+    failures: dict[tuple[str | None, str, str], _Acc] = field(default_factory=dict)
+    hashes: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class CheckPlan:
+    schema: SchemaSpec
+    edges: dict[str, np.ndarray]
+    sample_rate: float
+    seed: int
+    row_id_column: str | None
+    valid_out: str | None
+    quarantine_out: str | None
+
+
+def _fail(part: BlockPartial, column: str | None, check: str, level: str, count: int,
+          samples: list[Any] = (), row_ids: list[Any] = (), detail: str = "") -> None:  # type: ignore[assignment]
+    acc = part.failures.setdefault((column, check, level), _Acc(detail=detail))
+    acc.count += count
+    acc.samples.extend(list(samples)[: MAX_SAMPLES - len(acc.samples)])
+    acc.row_ids.extend(list(row_ids)[: MAX_SAMPLES - len(acc.row_ids)])
+
+
+def _as_py(values: pa.Array | np.ndarray, mask: np.ndarray) -> list[Any]:
+    idx = np.flatnonzero(mask)[:MAX_SAMPLES]
+    if isinstance(values, np.ndarray):
+        return [v.item() if hasattr(v, "item") else v for v in values[idx]]
+    return values.take(pa.array(idx)).to_pylist()
+
+
+def _row_check(part: BlockPartial, tbl: pa.Table, plan: CheckPlan, col: ColumnSchema,
+               check: str, mask: np.ndarray, values: Any, checks: list[tuple[np.ndarray, str]]) -> None:
+    n_bad = int(mask.sum())
+    if not n_bad:
+        return
+    ids = _as_py(tbl.column(plan.row_id_column), mask) if plan.row_id_column in tbl.column_names else []
+    _fail(part, col.name, check, "row", n_bad, _as_py(values, mask), ids)
+    checks.append((mask, f"{col.name}: {check}"))
+
+
+def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table, pa.Table, BlockPartial]:
+    """Check one block; returns (valid rows, quarantined rows with _reason, partial)."""
+    n = tbl.num_rows
+    part = BlockPartial(rows=n)
+    schema = plan.schema
+    present = set(tbl.column_names)
+    expected = {c.name for c in schema.columns}
+    for extra in sorted(present - expected) if schema.strict else []:
+        _fail(part, extra, "unexpected column", "schema", n,
+              detail=f"column {extra!r} is not in the schema (strict)")
+    rng = np.random.default_rng([plan.seed, n, zlib.crc32(repr(tbl.slice(0, 2).to_pylist()).encode())])
+    sample_mask = rng.random(n) < plan.sample_rate if plan.sample_rate < 1 else None
+    row_checks: list[tuple[np.ndarray, str]] = []
+    for col in schema.columns:
+        if col.name not in present:
+            if col.required:
+                _fail(part, col.name, "missing column", "schema", n,
+                      detail=f"required column {col.name!r} is missing")
+            continue
+        arr = tbl.column(col.name)
+        if not type_matches(col.type, arr.type):
+            _fail(part, col.name, "type", "schema", n, samples=arr.slice(0, 3).to_pylist(),
+                  detail=f"expected {col.type}, got {arr.type} ({arrow_kind(arr.type)})")
+            continue
+        nulls = arr.null_count
+        if col.type in ("int", "float"):
+            values = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            nonnull = ~np.isnan(values) if nulls else None
+            kept = values[nonnull] if nonnull is not None else values
+            smask = sample_mask[nonnull] if (sample_mask is not None and nonnull is not None) else sample_mask
+            part.columns[col.name] = numeric_partial(kept, col.type, nulls, plan.edges.get(col.name), smask)
+            with np.errstate(invalid="ignore"):
+                if col.min is not None:
+                    _row_check(part, tbl, plan, col, f"min {col.min:g}", values < col.min, values,
+                               row_checks)
+                if col.max is not None:
+                    _row_check(part, tbl, plan, col, f"max {col.max:g}", values > col.max, values,
+                               row_checks)
+        elif col.type in ("category", "bool", "string"):
+            flat = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+            if pa.types.is_dictionary(flat.type):
+                flat = flat.cast(flat.type.value_type)
+            cp = ColumnPartial(type=col.type, count=n - nulls, nulls=nulls)
+            if col.type != "string" or col.domain is not None:
+                vc = pc.value_counts(flat)
+                cp.cats = Counter(dict(zip((str(v) for v in vc.field("values").to_pylist()),
+                                           vc.field("counts").to_pylist(), strict=True)))
+                cp.cats.pop("None", None)
+            part.columns[col.name] = cp
+            if col.domain is not None:
+                unseen = pc.and_(pc.invert(pc.is_in(flat.cast(pa.string()), value_set=pa.array(col.domain))),
+                                 pc.is_valid(flat)).to_numpy(zero_copy_only=False)
+                if col.max_unseen_fraction == 0:
+                    _row_check(part, tbl, plan, col, "domain", unseen, flat, row_checks)
+                elif unseen.any():
+                    _fail(part, col.name, "unseen share", "dataset", int(unseen.sum()),
+                          _as_py(flat, unseen))
+            if col.regex is not None and col.type == "string":
+                ok = pc.match_substring_regex(flat, pattern=f"^(?:{col.regex})$")
+                bad = pc.and_(pc.invert(ok), pc.is_valid(flat)).to_numpy(zero_copy_only=False)
+                _row_check(part, tbl, plan, col, "regex", bad, flat, row_checks)
+        else:  # timestamp
+            cp = ColumnPartial(type=col.type, count=n - nulls, nulls=nulls)
+            if n - nulls:
+                mm = pc.min_max(arr)
+                cp.min, cp.max = mm["min"].as_py(), mm["max"].as_py()
+            part.columns[col.name] = cp
+        if col.unique:
+            vals = arr.drop_null().to_pandas()
+            part.hashes[col.name] = pd.util.hash_array(vals.to_numpy())
+    bad = np.zeros(n, dtype=bool)
+    for mask, _ in row_checks:
+        bad |= mask
+    part.quarantined = int(bad.sum())
+    part.valid = n - part.quarantined
+    if part.quarantined:
+        reasons = np.full(part.quarantined, "", dtype=object)
+        for mask, label in row_checks:
+            sub = mask[bad]
+            reasons[sub] = reasons[sub] + np.where(reasons[sub] == "", "", "; ") + label
+        quarantined = tbl.filter(pa.array(bad)).append_column(REASON, pa.array(reasons, pa.string()))
+        valid = tbl.filter(pa.array(~bad))
+    else:
+        quarantined, valid = tbl.slice(0, 0).append_column(REASON, pa.array([], pa.string())), tbl
+    return valid, quarantined, part
+
+
+def _write(table: pa.Table, folder: str | None) -> None:
+    if folder is None or table.num_rows == 0:
+        return
+    fs, root = storage.resolve(folder)
+    fs.create_dir(root, recursive=True)
+    pq.write_table(table, f"{root}/part-{uuid.uuid4().hex}.parquet", filesystem=fs)
+
+
+def _block_task(plan: CheckPlan):  # noqa: ANN202
+    def run(batch: pa.Table) -> pa.Table:
+        valid, quarantined, part = check_block(batch, plan)
+        _write(valid, plan.valid_out)
+        _write(quarantined, plan.quarantine_out)
+        return pa.table({"partial": pa.array([pickle.dumps(part)], pa.binary())})
+
+    return run
+
+
+# --- the driver: merge partials into a report ------------------------------------------------
+
+
+def _merge(partials: list[BlockPartial]) -> BlockPartial:
+    total = BlockPartial()
+    for p in partials:
+        total.rows += p.rows
+        total.valid += p.valid
+        total.quarantined += p.quarantined
+        for name, cp in p.columns.items():
+            if name in total.columns:
+                total.columns[name].merge(cp)
+            else:
+                total.columns[name] = cp
+        for key, acc in p.failures.items():
+            _fail(total, key[0], key[1], key[2], acc.count, acc.samples, acc.row_ids, acc.detail)
+        for name, h in p.hashes.items():
+            total.hashes[name] = np.concatenate([total.hashes[name], h]) if name in total.hashes else h
+    return total
+
+
+def _dataset_checks(total: BlockPartial, schema: SchemaSpec) -> list[CheckFailure]:
+    rows = max(total.rows, 1)
+    out: list[CheckFailure] = []
+    for (column, check, level), acc in total.failures.items():
+        if level == "schema":
+            out.append(CheckFailure(column=column, check=check, level="schema", failing=acc.count,
+                                    fraction=acc.count / rows, samples=acc.samples, message=acc.detail))
+        elif level == "row":
+            out.append(CheckFailure(column=column, check=check, level="row", failing=acc.count,
+                                    fraction=acc.count / rows, samples=acc.samples, row_ids=acc.row_ids,
+                                    message=f"{acc.count} row(s) of {column!r} fail {check}"))
+    for col in schema.columns:
+        cp = total.columns.get(col.name)
+        if cp is None:
+            continue
+        null_frac = cp.nulls / rows
+        if null_frac > col.max_null_fraction:
+            out.append(CheckFailure(
+                column=col.name, check="max_null_fraction", level="dataset", failing=cp.nulls,
+                fraction=null_frac,
+                message=f"{null_frac:.1%} of {col.name!r} is null, above {col.max_null_fraction:.1%}"))
+        acc = total.failures.get((col.name, "unseen share", "dataset"))
+        if acc is not None and acc.count / rows > col.max_unseen_fraction:
+            out.append(CheckFailure(
+                column=col.name, check="domain", level="dataset", failing=acc.count,
+                fraction=acc.count / rows, samples=acc.samples,
+                message=f"{acc.count / rows:.1%} of {col.name!r} is outside its domain, above "
+                        f"{col.max_unseen_fraction:.1%}"))
+        if col.unique and col.name in total.hashes:
+            h = total.hashes[col.name]
+            dupes = int(h.size - np.unique(h).size)
+            if dupes:
+                out.append(CheckFailure(column=col.name, check="unique", level="dataset", failing=dupes,
+                                        fraction=dupes / rows,
+                                        message=f"{dupes} duplicate value(s) in {col.name!r}"))
+    if schema.min_rows is not None and total.rows < schema.min_rows:
+        out.append(CheckFailure(column=None, check="min_rows", level="dataset", failing=total.rows,
+                                fraction=1.0, message=f"{total.rows} rows, fewer than {schema.min_rows}"))
+    if schema.max_rows is not None and total.rows > schema.max_rows:
+        out.append(CheckFailure(column=None, check="max_rows", level="dataset", failing=total.rows,
+                                fraction=1.0, message=f"{total.rows} rows, more than {schema.max_rows}"))
+    return out
+
+
+def validate_dataset(ds: Any, schema: SchemaSpec, *, reference: DatasetStats | None = None,
+                     valid_out: str | None = None, quarantine_out: str | None = None,
+                     drift_spec: DriftSpec | None = None, exclude_from_drift: tuple[str, ...] = (),
+                     row_id_column: str | None = None, sample_size: int = 20_000,
+                     expected_rows: int | None = None, seed: int = 0) -> ValidationResult:
+    """Validate a Ray Dataset in one streaming pass; drift against `reference` if given."""
+    rows = expected_rows if expected_rows is not None else ds.count()
+    plan = CheckPlan(schema=schema, edges=reference.hist_edges() if reference else {},
+                     sample_rate=min(1.0, sample_size / max(rows, 1)), seed=seed,
+                     row_id_column=row_id_column, valid_out=valid_out, quarantine_out=quarantine_out)
+    out = ds.map_batches(_block_task(plan), batch_format="pyarrow", batch_size=None,
+                         zero_copy_batch=True)
+    partials = [pickle.loads(b) for batch in out.iter_batches(batch_format="pyarrow", batch_size=None)
+                for b in batch.column("partial").to_pylist()]
+    total = _merge(partials)
+    stats = finalize(total.columns, total.rows, sample_size)
+    result = ValidationResult(rows_in=total.rows, rows_valid=total.valid,
+                              rows_quarantined=total.quarantined,
+                              failures=_dataset_checks(total, schema), stats=stats)
+    if reference is not None and drift_spec is not None and drift_spec.enabled:
+        result.drift = drift_between(reference, stats, drift_spec, exclude_from_drift)
+    return result
+
+
+def drift_between(reference: DatasetStats, current: DatasetStats, spec: DriftSpec,
+                  exclude: tuple[str, ...] = ()) -> DriftReport:
+    ref_num = {k: v for k, v in reference.samples.items() if k not in exclude}
+    cur_num = {k: v for k, v in current.samples.items() if k not in exclude}
+    ref_cat = {k: v for k, v in reference.categorical_counts().items() if k not in exclude}
+    cur_cat = {k: v for k, v in current.categorical_counts().items() if k not in exclude}
+    return detect_drift(ref_num, cur_num, ref_cat, cur_cat, reference_rows=reference.rows, spec=spec)
