@@ -164,12 +164,21 @@ def _ensure_token(settings: Settings) -> None:
     path.chmod(0o600)
 
 
-def cluster_processes(temp_dir: str) -> list[psutil.Process]:
-    """Every process of the cluster whose Ray temp dir is `temp_dir`, with descendants."""
+def cluster_processes(temp_dir: str, gcs_port: int | None = None) -> list[psutil.Process]:
+    """Every process of the cluster whose Ray temp dir is `temp_dir`, with descendants.
+
+    The Ray client server names only the GCS address on its command line, so
+    processes pointing at `--address=<host>:<gcs_port>` count too.
+    """
     found: dict[int, psutil.Process] = {}
+    address_arg = f":{gcs_port}" if gcs_port else None
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if any(temp_dir in part for part in proc.info["cmdline"] or []):
+            cmdline = proc.info["cmdline"] or []
+            ours = any(temp_dir in part for part in cmdline) or bool(
+                address_arg and any(p.startswith("--address=") and p.endswith(address_arg)
+                                    for p in cmdline))
+            if ours:
                 found[proc.pid] = proc
                 for child in proc.children(recursive=True):
                     found[child.pid] = child
@@ -208,7 +217,7 @@ def up(settings: Settings, *, num_cpus: int | None = None, port: int = 6379,
             return UpResult(started=False, state=state,
                             message=f"the local cluster is already running at {state.dashboard_url}")
         except ClusterUnreachable:
-            _terminate(cluster_processes(state.temp_dir))  # a stale head: clear it out
+            _terminate(cluster_processes(state.temp_dir, _port(state)))  # a stale head: clear it out
             settings.cluster_state_path.unlink(missing_ok=True)
     for name, p in (("--port", port), ("--dashboard-port", dashboard_port)):
         if not _port_free(p):
@@ -236,7 +245,7 @@ def up(settings: Settings, *, num_cpus: int | None = None, port: int = 6379,
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        _terminate(cluster_processes(temp_dir))
+        _terminate(cluster_processes(temp_dir, port))
         raise PlatformError(f"`ray start` failed (exit {proc.returncode}):\n{tail}")
     dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     local = settings.model_copy(update={"ray_address": dashboard_url, "ray_auth_mode": "token"})
@@ -247,7 +256,7 @@ def up(settings: Settings, *, num_cpus: int | None = None, port: int = 6379,
             break
         except (ClusterUnreachable, requests.HTTPError):
             if time.monotonic() > deadline:
-                _terminate(cluster_processes(temp_dir))
+                _terminate(cluster_processes(temp_dir, port))
                 raise PlatformError(f"the Ray dashboard did not come up at {dashboard_url} "
                                     f"within {wait_s:.0f}s; logs under {temp_dir}") from None
             time.sleep(0.5)
@@ -259,12 +268,16 @@ def up(settings: Settings, *, num_cpus: int | None = None, port: int = 6379,
                     message=f"started a local Ray {version} cluster: dashboard {dashboard_url}")
 
 
+def _port(state: ClusterState) -> int:
+    return int(state.gcs_address.rsplit(":", 1)[1])
+
+
 def down(settings: Settings) -> int:
     """Stop the cluster `up` started from this PLATFORM_HOME; returns processes stopped."""
     state = read_state(settings)
     if state is None:
         return 0
-    n = _terminate(cluster_processes(state.temp_dir))
+    n = _terminate(cluster_processes(state.temp_dir, _port(state)))
     settings.cluster_state_path.unlink(missing_ok=True)
     return n
 

@@ -90,11 +90,9 @@ class JobsClient:
 
     def submit(self, entrypoint: str, runtime_env: dict[str, Any], submission_id: str,
                metadata: dict[str, str]) -> str:
-        # Ray logs every packaging detail at INFO/WARNING on the client; the user sees
-        # the job id and, on failure, our message.
-        ray_logger = logging.getLogger("ray")
-        level = ray_logger.level
-        ray_logger.setLevel(logging.ERROR)
+        # Ray logs every packaging detail at INFO/WARNING on the client (its loggers set
+        # their own levels); the user sees the job id and, on failure, our message.
+        logging.disable(logging.WARNING)
         try:
             return self._client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
                                            submission_id=submission_id, metadata=metadata)
@@ -104,7 +102,7 @@ class JobsClient:
                                 hint="the working directory upload is limited to 100 MiB; "
                                      "run from a smaller folder or exclude files") from None
         finally:
-            ray_logger.setLevel(level)
+            logging.disable(logging.NOTSET)
 
     def list(self) -> list[JobInfo]:
         jobs = [_info(j.submission_id or j.job_id or "?", j) for j in self._client.list_jobs()]

@@ -56,10 +56,12 @@ def test_submit_wait_then_nothing_new(ray_cluster, demo_data: Path, session_home
     assert shown.returncode == 0, shown.stderr
     run = json.loads(shown.stdout)
     assert run["status"] == "SUCCEEDED"
-    assert [(s["step"], s["status"]) for s in run["steps"]] == [("ingest", "COMPLETE")]
+    assert [(s["step"], s["status"]) for s in run["steps"]] == [("ingest", "COMPLETE"),
+                                                                ("validate", "COMPLETE")]
     assert run["steps"][0]["duration_s"] > 0
     assert run["properties"]["job_id"] == sub["job_id"]
-    snaps = [e["artifact"] for e in run["artifacts"] if e["type"] == "OUTPUT"]
+    snaps = [e["artifact"] for e in run["artifacts"]
+             if e["type"] == "OUTPUT" and e["artifact"]["kind"] == "dataset_snapshot"]
     assert len(snaps) == 1 and len(snaps[0]["content_hash"]) == 64
     assert snaps[0]["properties"]["rows"] == 600
     table = platformctl("runs", "show", sub["run_id"])
@@ -112,12 +114,13 @@ def test_unknown_job_and_unreachable_cluster(ray_cluster) -> None:  # noqa: ANN0
     assert "Traceback" not in result.stderr
 
 
-def test_demo_against_the_running_cluster(ray_cluster) -> None:  # noqa: ANN001
-    result = platformctl("demo", "--days", "3", "--rows-per-day", "200", timeout=600)
+def test_demo_against_the_running_cluster(ray_cluster, session_home: Path) -> None:  # noqa: ANN001
+    result = platformctl("demo", "--days", "2", "--rows-per-day", "300", "--drift-day", "0",
+                         timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "already running" in result.stdout
     assert "Where to look" in result.stdout and ray_cluster["dashboard_url"] in result.stdout
-    assert "[ingest] complete" in result.stdout  # the job's logs were followed
+    assert "validation.html" in result.stdout
 
 
 def test_down_stops_only_its_own_cluster(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
@@ -130,12 +133,13 @@ def test_down_stops_only_its_own_cluster(ray_cluster, tmp_path: Path) -> None:  
                      "--dashboard-port", str(free_port()), "--object-store-mb", "100", "--json",
                      env=other, unset=unset)
     assert up.returncode == 0, up.stderr
-    temp_dir = json.loads(up.stdout)["state"]["temp_dir"]
-    assert cluster_processes(temp_dir)
+    state = json.loads(up.stdout)["state"]
+    temp_dir, port = state["temp_dir"], int(state["gcs_address"].rsplit(":", 1)[1])
+    assert cluster_processes(temp_dir, port)
     listed = platformctl("jobs", "list", "--json", env=other, unset=unset)
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
     down = platformctl("cluster", "down", "--json", env=other, unset=unset)
     assert down.returncode == 0 and json.loads(down.stdout)["stopped_processes"] > 0
-    assert cluster_processes(temp_dir) == []
+    assert cluster_processes(temp_dir, port) == []
     assert cluster_processes(ray_cluster["temp_dir"])  # the session's cluster still runs
     assert platformctl("cluster", "status", "--json").returncode == 0

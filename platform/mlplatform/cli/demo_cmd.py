@@ -5,26 +5,21 @@ from __future__ import annotations
 import datetime as dt
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from mlplatform import cluster
 from mlplatform.cli.jobs_cmd import submit_and_watch
-from mlplatform.cli.output import (
-    JsonOpt,
-    console,
-    fmt_duration,
-    handle_errors,
-    print_json,
-    settings_for,
-)
-from mlplatform.data.synthetic import DayFile, DemoDataConfig, write_demo_data
+from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, settings_for
+from mlplatform.data.synthetic import DayFile, DemoDataConfig, _entities, write_day, write_demo_data
 from mlplatform.errors import InputError, PlatformError
 from mlplatform.jobs_client import package_dir
-from mlplatform.registry.metadata import MetadataStore
+from mlplatform.registry.metadata import MetadataStore, RunDetail
+from mlplatform.settings import load_settings
 
 
 def _config(**kwargs: object) -> DemoDataConfig:
@@ -34,13 +29,6 @@ def _config(**kwargs: object) -> DemoDataConfig:
         e = exc.errors()[0]
         flag = "--" + str(e["loc"][0]).replace("_", "-")
         raise InputError(f"{flag} {e.get('input')!r}: {e['msg']}") from None
-
-
-def write_with_progress(out: Path, cfg: DemoDataConfig, quiet: bool) -> list[DayFile]:
-    with Progress(TextColumn("demo data"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=quiet, transient=True) as bar:
-        task = bar.add_task("days", total=cfg.days)
-        return write_demo_data(out, cfg, on_day=lambda _: bar.advance(task))
 
 
 @handle_errors
@@ -64,7 +52,10 @@ def demo_data(
         raise InputError(f"--start {start!r}: expected a date YYYY-MM-DD") from None
     cfg = _config(days=days, rows_per_day=rows_per_day, seed=seed, drift_day=drift_day,
                   break_day=break_day, entities=entities, start=start_date)
-    files = write_with_progress(out, cfg, quiet=json_)
+    with Progress(TextColumn("demo data"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=json_, transient=True) as bar:
+        task = bar.add_task("days", total=cfg.days)
+        files = write_demo_data(out, cfg, on_day=lambda _: bar.advance(task))
     if json_:
         print_json(files)
         return
@@ -73,52 +64,107 @@ def demo_data(
         console.print(f"day {f.day:>3} {f.date} {f.rows:>8} rows  {f.path} {tags}", highlight=False)
 
 
+class DayOutcome(BaseModel):
+    day: int
+    file: str
+    drifted_data: bool
+    broken_data: bool
+    job_id: str
+    job_status: str
+    run_id: str
+    run_status: str
+    message: str
+    ingested_rows: int | None = None
+    valid_rows: int | None = None
+    quarantined_rows: int | None = None
+    drifted_features: list[str] = []
+    report: str | None = None
+    expected: bool
+
+
+def _outcome(f: DayFile, job_id: str, job_status: str, detail: RunDetail | None) -> DayOutcome:
+    steps: dict[str, Any] = {s.step: s.summary for s in detail.steps} if detail else {}
+    ingest, validate = steps.get("ingest", {}), steps.get("validate", {})
+    ok = job_status == "SUCCEEDED"
+    failed_at_validate = bool(detail and detail.steps and detail.steps[-1].step == "validate"
+                              and detail.steps[-1].status == "FAILED")
+    return DayOutcome(
+        day=f.day, file=f.path, drifted_data=f.drifted, broken_data=f.broken, job_id=job_id,
+        job_status=job_status, run_id=detail.run_id if detail else "-",
+        run_status=detail.status if detail else "-",
+        message=(detail.properties.get("message", "") if detail else ""),
+        ingested_rows=ingest.get("rows"), valid_rows=validate.get("rows_valid"),
+        quarantined_rows=validate.get("rows_quarantined"),
+        drifted_features=validate.get("drifted_features", []), report=validate.get("report"),
+        expected=ok if not f.broken else failed_at_validate)
+
+
 @handle_errors
 def demo(
-    days: Annotated[int, typer.Option(help="Days of demo data.")] = 7,
+    days: Annotated[int, typer.Option(help="Days of data, one pipeline run each.")] = 5,
     rows_per_day: Annotated[int, typer.Option(help="Events per day.")] = 2000,
+    drift_day: Annotated[int | None, typer.Option(help="Day from which the data drifts "
+                         "(0: never).")] = 4,
+    break_day: Annotated[int | None, typer.Option(help="Day whose batch breaks the schema.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed of the data.")] = 7,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream each job's logs.")] = False,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs for the local cluster.")] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Bring up the local cluster, write demo data, run the demo pipeline as a Ray Job."""
-    settings = settings_for()
+    """Bring up the local cluster and replay a stream of daily batches: each day's file
+    lands, and the demo pipeline (jobs/examples/demo.yaml) runs on it as a Ray Job."""
+    cfg = _config(days=days, rows_per_day=rows_per_day, seed=seed,
+                  drift_day=drift_day or None, break_day=break_day)
     say = (lambda *_: None) if json_ else console.print
-    say("[bold]1/4[/] local Ray cluster")
+    say("[bold]1/3[/] local Ray cluster")
     with console.status("starting Ray (about 15 s)...") if not json_ else nullcontext():
-        started = cluster.up(settings, num_cpus=num_cpus)
+        started = cluster.up(load_settings(), num_cpus=num_cpus)
     say(f"    {started.message}")
     settings = settings_for()
     data_dir = settings.home / "demo" / "data"
-    say(f"[bold]2/4[/] demo data -> {data_dir}")
-    files = write_with_progress(data_dir, _config(days=days, rows_per_day=rows_per_day),
-                                quiet=json_)
-    say(f"    {len(files)} day(s), {sum(f.rows for f in files)} events")
     spec = package_dir("jobs") / "examples" / "demo.yaml"
-    say(f"[bold]3/4[/] submitting {spec} as a Ray Job (logs follow)")
-    sub, info = submit_and_watch(settings, spec, steps=None, run_id=None, wait=json_,
-                                 follow=not json_, json_=json_, working_dir=spec.parent)
-    assert info is not None
-    detail = MetadataStore(settings.metadata_url).run(sub.run_id)
+    store = MetadataStore(settings.metadata_url)
+    say(f"[bold]2/3[/] {cfg.days} day(s) of events -> {data_dir}; one run of {spec.name} per day")
+    base = _entities(cfg)
+    outcomes: list[DayOutcome] = []
+    for day in range(1, cfg.days + 1):
+        f = write_day(data_dir, cfg, day, base)
+        sub, info = submit_and_watch(settings, spec, steps=None, run_id=None, wait=not follow,
+                                     follow=follow, json_=True, working_dir=spec.parent,
+                                     quiet=True)
+        assert info is not None
+        o = _outcome(f, sub.job_id, info.status, store.run(sub.run_id))
+        outcomes.append(o)
+        tags = "".join(t for t, on in ((" [drifted data]", f.drifted), (" [broken data]", f.broken)) if on)
+        colour = "green" if o.job_status == "SUCCEEDED" else ("yellow" if o.expected else "red")
+        detail = (f"ingested {o.ingested_rows}, valid {o.valid_rows}, quarantined {o.quarantined_rows}"
+                  if o.valid_rows is not None else o.message[:160])
+        drift = f"; drift: {', '.join(o.drifted_features)}" if o.drifted_features else ""
+        say(f"    day {day} {f.date}{tags}: [{colour}]{o.run_status}[/] {detail}{drift}", highlight=False)
+        if f.broken and o.expected:
+            say(f"      as expected, validation stopped the run: {o.message[:300]}", highlight=False)
+    say("[bold]3/3[/] summary")
     if json_:
-        print_json({"cluster": started.state.model_dump(mode="json"), "job_id": sub.job_id,
-                    "job_status": info.status, "run": detail.model_dump(mode="json")
-                    if detail else None})
+        print_json({"cluster": started.state.model_dump(mode="json"),
+                    "days": [o.model_dump(mode="json") for o in outcomes]})
     else:
-        say(f"[bold]4/4[/] job {sub.job_id}: [bold]{info.status}[/]")
-        if detail:
-            say(f"    run {detail.run_id}: {detail.status} - {detail.properties.get('message', '')}")
-            for e in detail.steps:
-                say(f"    step {e.step:<12} {e.status:<9} {fmt_duration(e.duration_s)}")
-            for ev in detail.artifacts:
-                if ev.type == "OUTPUT":
-                    say(f"    {ev.artifact.kind} {ev.artifact.uri} "
-                        f"(sha256 {ev.artifact.content_hash[:16] if ev.artifact.content_hash else '-'})")
-        say("\nWhere to look:")
-        say(f"  Ray dashboard      {started.state.dashboard_url}  (token: {settings.auth_token_path})")
-        say(f"  this run           platformctl runs show {sub.run_id}")
-        say(f"  the job's logs     platformctl jobs logs {sub.job_id}")
-        say("  all runs           platformctl runs list demo")
-        say("  stop the cluster   platformctl cluster down")
-    if info.status != "SUCCEEDED":
-        raise PlatformError(f"the demo job ended {info.status}; see `platformctl jobs logs "
-                            f"{sub.job_id}`")
+        table = Table("day", "run", "status", "ingested", "valid", "quarantined", "drifted features")
+        for o in outcomes:
+            table.add_row(str(o.day), o.run_id, o.run_status, str(o.ingested_rows or "-"),
+                          str(o.valid_rows if o.valid_rows is not None else "-"),
+                          str(o.quarantined_rows if o.quarantined_rows is not None else "-"),
+                          ", ".join(o.drifted_features))
+        console.print(table)
+        last = outcomes[-1]
+        say("Where to look:")
+        say(f"  Ray dashboard        {started.state.dashboard_url}  (token: {settings.auth_token_path})")
+        say(f"  the last run         platformctl runs show {last.run_id}")
+        if last.report:
+            say(f"  its validation       {last.report}")
+        say("  alerts               platformctl alerts list demo")
+        say("  all runs             platformctl runs list demo")
+        say("  stop the cluster     platformctl cluster down")
+    unexpected = [o for o in outcomes if not o.expected]
+    if unexpected:
+        raise PlatformError(f"day {unexpected[0].day} ended {unexpected[0].job_status}: "
+                            f"see `platformctl jobs logs {unexpected[0].job_id}`")

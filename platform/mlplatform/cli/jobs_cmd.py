@@ -32,7 +32,8 @@ app = typer.Typer(help="Ray Jobs on the cluster.", no_args_is_help=True)
 
 def submit_and_watch(settings: Settings, spec_file: Path, *, steps: list[str] | None,
                      run_id: str | None, wait: bool, follow: bool, json_: bool,
-                     working_dir: Path | None = None) -> tuple[Submission, JobInfo | None]:
+                     working_dir: Path | None = None,
+                     quiet: bool = False) -> tuple[Submission, JobInfo | None]:
     """Validate the spec here, submit it, and optionally wait for or follow the job."""
     spec = load_spec(spec_file, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
     run_id = run_id or new_run_id(spec.name)
@@ -44,11 +45,11 @@ def submit_and_watch(settings: Settings, spec_file: Path, *, steps: list[str] | 
     info: JobInfo | None = None
     if follow or wait:
         client = JobsClient(settings)
-        if follow and not json_:
+        if follow and (not json_ or quiet):
             info = client.follow(sub.job_id, write=lambda s: (sys.stdout.write(s),
                                                                 sys.stdout.flush()))
         else:
-            with console.status(f"job {sub.job_id} running...") if not json_ else nullcontext():
+            with console.status(f"job {sub.job_id} running...") if not json_ or quiet else nullcontext():
                 info = client.wait(sub.job_id)
     return sub, info
 

@@ -127,23 +127,29 @@ def _break(df: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     return df
 
 
-def write_demo_data(out: str | Path, cfg: DemoDataConfig,
-                    on_day: Callable[[DayFile], None] | None = None) -> list[DayFile]:
-    """One Parquet file per day, named by date, written atomically."""
+def write_day(out: str | Path, cfg: DemoDataConfig, day: int,
+              base: pd.DataFrame | None = None) -> DayFile:
+    """Day `day` as one Parquet file named by its date, written atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    df = generate_day(cfg, day, base)
+    date = cfg.start + dt.timedelta(days=day - 1)
+    path = out / f"events_{date.isoformat()}.parquet"
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    tmp.replace(path)
+    return DayFile(day=day, date=date, path=str(path), rows=len(df),
+                   drifted=cfg.drift_day is not None and day >= cfg.drift_day,
+                   broken=cfg.break_day == day)
+
+
+def write_demo_data(out: str | Path, cfg: DemoDataConfig,
+                    on_day: Callable[[DayFile], None] | None = None) -> list[DayFile]:
+    """One Parquet file per day."""
     base = _entities(cfg)
     files = []
     for day in range(1, cfg.days + 1):
-        df = generate_day(cfg, day, base)
-        date = cfg.start + dt.timedelta(days=day - 1)
-        path = out / f"events_{date.isoformat()}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-        tmp.replace(path)
-        files.append(DayFile(day=day, date=date, path=str(path), rows=len(df),
-                             drifted=cfg.drift_day is not None and day >= cfg.drift_day,
-                             broken=cfg.break_day == day))
+        files.append(write_day(out, cfg, day, base))
         if on_day:
             on_day(files[-1])
     return files

@@ -1,0 +1,132 @@
+"""Validation end to end: the pipeline on the cluster stops a broken batch, quarantines
+it and alerts; a fixed batch passes; `runs retry` resumes after a schema fix; and the
+manual commands (`validate`, `schema infer`) work on their own."""
+
+import json
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+import yaml
+
+from mlplatform.data.synthetic import DemoDataConfig, write_day
+from mlplatform.spec import SchemaSpec
+from tests.conftest import platformctl
+
+pytestmark = pytest.mark.ray
+
+SPEC = """\
+name: {name}
+source:
+  path: {data}
+  entity_column: customer_id
+  timestamp_column: event_ts
+  label_column: churned
+{extra}"""
+
+
+def _spec(tmp_path: Path, name: str, extra: str = "") -> Path:
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(SPEC.format(name=name, data=tmp_path / "data", extra=extra))
+    return f
+
+
+def _submit(spec: Path) -> tuple[int, dict]:
+    r = platformctl("submit", str(spec), "--working-dir", str(spec.parent), "--wait", "--json")
+    return r.returncode, json.loads(r.stdout)
+
+
+def test_broken_batch_stops_at_validate_and_a_fixed_one_passes(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = DemoDataConfig(rows_per_day=800, seed=3, break_day=2)
+    spec = _spec(tmp_path, "quality")
+    write_day(tmp_path / "data", cfg, 1)
+    code, first = _submit(spec)
+    assert code == 0, first
+    run1 = json.loads(platformctl("runs", "show", first["run_id"], "--json").stdout)
+    assert [(s["step"], s["status"]) for s in run1["steps"]] == [("ingest", "COMPLETE"),
+                                                                 ("validate", "COMPLETE")]
+    kinds = {a["artifact"]["kind"] for a in run1["artifacts"] if a["type"] == "OUTPUT"}
+    assert {"schema", "statistics", "validated_snapshot", "validation_report"} <= kinds
+
+    write_day(tmp_path / "data", cfg, 2)
+    code, second = _submit(spec)
+    assert code == 1 and second["job"]["status"] == "FAILED"
+    run2 = json.loads(platformctl("runs", "show", second["run_id"], "--json").stdout)
+    validate = run2["steps"][-1]
+    assert validate["step"] == "validate" and validate["status"] == "FAILED"
+    for name in ("creditScore", "credit_score", "age", "sessions_7d", "country"):
+        assert name in validate["error"], name
+    summary = validate["summary"]
+    assert summary["rows_in"] == 800 == summary["rows_valid"] + summary["rows_quarantined"]
+    quarantine = next(a["artifact"] for a in run2["artifacts"] if a["artifact"]["kind"] == "quarantine")
+    assert pads.dataset(quarantine["uri"], format="parquet").count_rows() == summary["rows_quarantined"]
+    assert not any(a["artifact"]["kind"] == "validated_snapshot" for a in run2["artifacts"])
+    logs = platformctl("jobs", "logs", second["job_id"]).stdout
+    assert "schema break" in logs and "creditScore" in logs
+    alerts = json.loads(platformctl("alerts", "list", "quality", "--json").stdout)
+    assert any(a["kind"] == "schema_break" and a["run_id"] == second["run_id"] for a in alerts)
+
+    write_day(tmp_path / "data", cfg, 3)  # the next day's batch is fine again
+    code, third = _submit(spec)
+    assert code == 0, third
+    run3 = json.loads(platformctl("runs", "show", third["run_id"], "--json").stdout)
+    assert run3["steps"][-1]["summary"]["drift_reference"].startswith("previous batch")
+
+
+def test_retry_resumes_at_validate_after_a_schema_fix(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    strict_age = ("schema:\n  strict: false\n  columns:\n"
+                  "    - {name: customer_id, type: string}\n    - {name: age, type: int}\n")
+    spec = _spec(tmp_path, "retry", strict_age)
+    write_day(tmp_path / "data", DemoDataConfig(rows_per_day=300, seed=4), 1)
+    code, failed = _submit(spec)
+    assert code == 1
+    spec.write_text(spec.read_text().replace("type: int", "type: float"))
+    r = platformctl("runs", "retry", failed["run_id"], "--wait", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = json.loads(platformctl("runs", "show", failed["run_id"], "--json").stdout)
+    assert run["status"] == "SUCCEEDED"
+    assert [(s["step"], s["status"]) for s in run["steps"]] == [
+        ("ingest", "COMPLETE"), ("validate", "FAILED"), ("validate", "COMPLETE")]
+    again = platformctl("runs", "retry", failed["run_id"])
+    assert again.returncode == 2 and "nothing to retry" in again.stderr
+
+
+def test_manual_validate_and_schema_infer(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    cfg = DemoDataConfig(rows_per_day=500, seed=5, break_day=2)
+    good = write_day(tmp_path / "good", cfg, 1).path
+    bad = write_day(tmp_path / "bad", cfg, 2).path
+    spec = _spec(tmp_path, "manual")
+
+    inferred = platformctl("schema", "infer", good, "--out", str(tmp_path / "schema.yaml"),
+                           "--entity", "customer_id", "--label", "churned")
+    assert inferred.returncode == 0, inferred.stderr
+    text = (tmp_path / "schema.yaml").read_text()
+    assert "# Schema inferred" in text
+    assert SchemaSpec.model_validate(yaml.safe_load(text)).columns
+
+    r = platformctl("validate", str(spec), "--batch", bad, "--reference", good,
+                    "--out", str(tmp_path / "report"), "--json")
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    assert report["passed"] is False
+    assert any("creditScore" in reason for reason in report["reasons"])
+    assert report["rows_in"] == report["rows_valid"] + report["rows_quarantined"] == 500
+    html = (tmp_path / "report" / "validation.html").read_text()
+    assert "<img src='data:image/png;base64," in html and "creditScore" in html
+    table = platformctl("validate", str(spec), "--batch", bad, "--reference", good,
+                        "--out", str(tmp_path / "report2"))
+    assert "FAIL" in table.stdout and "rejected" in table.stdout
+
+    ok = platformctl("validate", str(spec), "--batch", good, "--reference", good,
+                     "--out", str(tmp_path / "report3"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "the batch passes" in ok.stdout
+
+    missing = platformctl("validate", str(spec), "--batch", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "--batch" in missing.stderr and "nope" in missing.stderr
+    junk = tmp_path / "junk" / "x.parquet"
+    junk.parent.mkdir()
+    junk.write_text("not parquet")
+    broken = platformctl("validate", str(spec), "--batch", str(junk.parent))
+    assert broken.returncode == 2 and str(junk) in broken.stderr
+    assert "Traceback" not in broken.stderr

@@ -1,0 +1,119 @@
+"""Validation on the session's real Ray: conservation of rows, lazy failure lists,
+quarantine on disk, exact statistics, drift on the shifted features only."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlplatform.data.schema import infer_schema
+from mlplatform.data.synthetic import DemoDataConfig, generate_day
+from mlplatform.data.validation import REASON, validate_dataset
+from mlplatform.spec import ColumnSchema, DriftSpec, SchemaSpec
+
+pytestmark = pytest.mark.ray
+ROLES = ("customer_id", "event_ts", "churned")
+
+
+def _table(day: int, **kw) -> pa.Table:  # noqa: ANN003
+    return pa.Table.from_pandas(generate_day(DemoDataConfig(rows_per_day=2000, **kw), day),
+                                preserve_index=False)
+
+
+def _ds(table: pa.Table, blocks: int = 3):  # noqa: ANN202
+    import ray
+
+    step = -(-table.num_rows // blocks)
+    return ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
+
+
+@pytest.fixture(scope="module")
+def schema(ray_connected) -> SchemaSpec:  # noqa: ANN001
+    inferred, _ = infer_schema(_table(1), entity="customer_id", timestamp="event_ts", label="churned")
+    return inferred
+
+
+def test_broken_batch_lists_every_failure_and_quarantines_rows(schema: SchemaSpec, tmp_path: Path) -> None:
+    broken = _table(2, break_day=2)
+    result = validate_dataset(_ds(broken), schema, valid_out=str(tmp_path / "valid"),
+                              quarantine_out=str(tmp_path / "q"), row_id_column="customer_id")
+    assert result.rows_in == broken.num_rows == result.rows_valid + result.rows_quarantined
+    found = {(f.column, f.check, f.level) for f in result.failures}
+    assert ("creditScore", "unexpected column", "schema") in found
+    assert ("credit_score", "missing column", "schema") in found
+    assert ("age", "type", "schema") in found
+    assert ("sessions_7d", "max_null_fraction", "dataset") in found
+    assert ("country", "domain", "row") in found
+    domain = next(f for f in result.failures if f.check == "domain")
+    assert domain.samples == ["XX"] * len(domain.samples) and len(domain.row_ids) == len(domain.samples)
+    assert domain.fraction == pytest.approx(domain.failing / broken.num_rows)
+    quarantined = pads.dataset(tmp_path / "q", format="parquet").to_table().to_pandas()
+    valid = pads.dataset(tmp_path / "valid", format="parquet").to_table()
+    assert len(quarantined) == result.rows_quarantined and valid.num_rows == result.rows_valid
+    assert (quarantined["country"] == "XX").sum() == domain.failing
+    assert quarantined[REASON].str.contains("country: domain").sum() == domain.failing
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.one_of(st.none(), st.floats(-50, 150, allow_nan=False)), min_size=1,
+                       max_size=300),
+       cats=st.lists(st.sampled_from(["a", "b", "c", "zz", None]), min_size=300, max_size=300),
+       blocks=st.integers(1, 4))
+def test_rows_in_equal_valid_plus_quarantined(ray_connected, values, cats, blocks) -> None:  # noqa: ANN001
+    table = pa.table({"x": pa.array(values, pa.float64()), "c": pa.array(cats[: len(values)])})
+    schema = SchemaSpec(columns=[
+        ColumnSchema(name="x", type="float", min=0, max=100, max_null_fraction=1),
+        ColumnSchema(name="c", type="category", domain=["a", "b", "c"], max_null_fraction=1)])
+    result = validate_dataset(_ds(table, blocks), schema)
+    x = pd.Series(values, dtype="float64")
+    c = pd.Series(cats[: len(values)], dtype="object")
+    expected_bad = ((x < 0) | (x > 100) | (c.notna() & ~c.isin(["a", "b", "c"]))).sum()
+    assert result.rows_in == len(values)
+    assert result.rows_quarantined == expected_bad
+    assert result.rows_valid + result.rows_quarantined == result.rows_in
+
+
+def test_statistics_are_exact(schema: SchemaSpec) -> None:
+    table = _table(3)
+    df = table.to_pandas()
+    stats = validate_dataset(_ds(table, 4), schema).stats
+    for name in ("income", "age", "spend_30d"):
+        s = stats.columns[name]
+        assert s.nulls == df[name].isna().sum() and s.count == df[name].notna().sum()
+        assert s.numeric is not None
+        assert s.numeric.mean == pytest.approx(df[name].mean(), rel=1e-9)
+        assert s.numeric.std == pytest.approx(df[name].std(), rel=1e-9)
+        assert (s.numeric.min, s.numeric.max) == (df[name].min(), df[name].max())
+        assert s.numeric.quantiles["p50"] == pytest.approx(df[name].quantile(0.5))
+    counts = stats.columns["device"].categorical
+    assert counts is not None and counts.counts == df["device"].value_counts().to_dict()
+    assert stats.columns["device"].nulls == df["device"].isna().sum()
+
+
+def test_histograms_use_the_reference_bins(schema: SchemaSpec) -> None:
+    ref = validate_dataset(_ds(_table(1)), schema).stats
+    cur_table = _table(4)
+    cur = validate_dataset(_ds(cur_table), schema, reference=ref).stats
+    edges = ref.columns["income"].numeric.histogram.edges  # type: ignore[union-attr]
+    hist = cur.columns["income"].numeric.histogram  # type: ignore[union-attr]
+    assert hist.edges == edges and hist.exact
+    values = cur_table.column("income").to_pandas().dropna().clip(edges[0], edges[-1])
+    expected, _ = np.histogram(values, bins=edges)
+    assert hist.counts == expected.tolist()
+
+
+def test_drift_only_on_the_shifted_features(schema: SchemaSpec) -> None:
+    ref = validate_dataset(_ds(_table(1, drift_day=3)), schema).stats
+    same = validate_dataset(_ds(_table(2, drift_day=3)), schema, reference=ref,
+                            drift_spec=DriftSpec(), exclude_from_drift=ROLES)
+    assert same.drift is not None and same.drift.drifted_features == []
+    shifted = validate_dataset(_ds(_table(3, drift_day=3)), schema, reference=ref,
+                               drift_spec=DriftSpec(), exclude_from_drift=ROLES)
+    assert shifted.drift is not None
+    assert set(shifted.drift.drifted_features) == {"income", "days_since_last_login", "device"}
+    assert not shifted.drift.dataset_drift  # 3 of 13 features is below half
