@@ -88,7 +88,9 @@ def test_unreadable_batch_fails_naming_the_file_and_resumes_when_fixed(
     bad.unlink()
     fixed = run_pipeline(_spec("broken", str(data)), settings, run_id="fix-me", log=lambda m: None)
     assert fixed.status == "SUCCEEDED"
-    assert [s.status for s in store.run("fix-me").steps] == ["FAILED", "COMPLETE"]  # type: ignore[union-attr]
+    steps = store.run("fix-me").steps  # type: ignore[union-attr]
+    assert [(s.step, s.status) for s in steps] == [("ingest", "FAILED"), ("ingest", "COMPLETE"),
+                                                   ("validate", "COMPLETE")]
 
 
 def test_missing_source_path_is_a_clear_failure(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
