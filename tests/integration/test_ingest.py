@@ -98,3 +98,14 @@ def test_missing_source_path_is_a_clear_failure(ray_connected, tmp_path: Path) -
                           log=lambda m: None)
     assert report.status == "FAILED"
     assert "source.path" in report.message and "nowhere" in report.message
+
+
+def test_a_column_of_mixed_types_across_files_is_a_clear_failure(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
+    data = tmp_path / "data"
+    files = write_demo_data(data, DemoDataConfig(days=2, rows_per_day=100, seed=2))
+    df = pd.read_parquet(files[1].path)
+    df["age"] = df["age"].map(lambda v: f"{v:.0f}")  # the second file's ages are strings
+    df.to_parquet(files[1].path, index=False)
+    report = run_pipeline(_spec("mixed", str(data)), _settings(tmp_path), log=lambda m: None)
+    assert report.status == "FAILED"
+    assert "age" in report.message or files[1].path in report.message, report.message

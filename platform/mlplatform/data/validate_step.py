@@ -125,11 +125,17 @@ def validate(ctx: StepContext) -> StepResult:
         if storage.exists(sfs, spath):
             sfs.delete_dir(spath)
     ds = ray.data.read_parquet(snap_path, filesystem=fs)
-    result = validate_dataset(
-        ds, schema, reference=reference, valid_out=valid_tmp, quarantine_out=quarantine_uri,
-        drift_spec=ctx.spec.validation.drift, row_id_column=src.entity_column,
-        exclude_from_drift=tuple(c for c in (src.entity_column, src.timestamp_column, src.label_column) if c),
-        expected_rows=snap.properties.get("rows"))
+    try:
+        result = validate_dataset(
+            ds, schema, reference=reference, valid_out=valid_tmp, quarantine_out=quarantine_uri,
+            drift_spec=ctx.spec.validation.drift, row_id_column=src.entity_column,
+            exclude_from_drift=tuple(c for c in (src.entity_column, src.timestamp_column,
+                                                 src.label_column) if c),
+            expected_rows=snap.properties.get("rows"))
+    except Exception as exc:  # e.g. files whose column types do not unify: name the batch
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"batch {snap_id} ({', '.join(snap.properties.get('files', []))}) "
+                         f"cannot be read as one table: {last}") from None
     assert result.rows_in == result.rows_valid + result.rows_quarantined
     ctx.log(f"{result.rows_in} rows: {result.rows_valid} valid, {result.rows_quarantined} quarantined; "
             f"{len(result.failures)} failing check(s); drift reference: {ref_label}")

@@ -125,8 +125,10 @@ def _row_check(part: BlockPartial, tbl: pa.Table, plan: CheckPlan, col: ColumnSc
     checks.append((mask, f"{col.name}: {check}"))
 
 
-def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table, pa.Table, BlockPartial]:
-    """Check one block; returns (valid rows, quarantined rows with _reason, partial)."""
+def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Table | None, BlockPartial]:
+    """Check one block; returns (valid rows, quarantined rows with _reason, partial).
+
+    The row tables are built only when the plan writes them somewhere."""
     n = tbl.num_rows
     part = BlockPartial(rows=n)
     schema = plan.schema
@@ -200,6 +202,8 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table, pa.Table, Blo
         bad |= mask
     part.quarantined = int(bad.sum())
     part.valid = n - part.quarantined
+    if plan.valid_out is None and plan.quarantine_out is None:
+        return None, None, part
     if part.quarantined:
         reasons = np.full(part.quarantined, "", dtype=object)
         for mask, label in row_checks:
@@ -212,8 +216,8 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table, pa.Table, Blo
     return valid, quarantined, part
 
 
-def _write(table: pa.Table, folder: str | None) -> None:
-    if folder is None or table.num_rows == 0:
+def _write(table: pa.Table | None, folder: str | None) -> None:
+    if folder is None or table is None or table.num_rows == 0:
         return
     fs, root = storage.resolve(folder)
     fs.create_dir(root, recursive=True)
