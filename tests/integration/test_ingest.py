@@ -108,4 +108,4 @@ def test_a_column_of_mixed_types_across_files_is_a_clear_failure(ray_connected, 
     df.to_parquet(files[1].path, index=False)
     report = run_pipeline(_spec("mixed", str(data)), _settings(tmp_path), log=lambda m: None)
     assert report.status == "FAILED"
-    assert "age" in report.message or files[1].path in report.message, report.message
+    assert "column 'age' has mixed types" in report.message and files[1].path in report.message

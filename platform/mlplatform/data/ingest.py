@@ -40,6 +40,23 @@ def _check_readable(fs: pafs.FileSystem, path: str, fmt: str) -> pa.Schema:
         raise InputError(f"batch file {path}: cannot be read as {fmt}: {exc}") from None
 
 
+def _check_consistent(schemas: dict[str, pa.Schema]) -> None:
+    """One batch is one table: a column may not change type from file to file in a way
+    Arrow cannot unify (the reader would fail later, and less clearly)."""
+    seen: dict[str, tuple[pa.Field, str]] = {}
+    for path, schema in schemas.items():
+        for field in schema:
+            if field.name in seen:
+                first, first_path = seen[field.name]
+                try:
+                    pa.unify_schemas([pa.schema([first]), pa.schema([field])])
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    raise InputError(f"column {field.name!r} has mixed types: {first.type} in "
+                                     f"{first_path}, {field.type} in {path}") from None
+            else:
+                seen[field.name] = (field, path)
+
+
 def batch_files(path: str, fmt: str, field: str = "source.path") -> tuple[pafs.FileSystem, list[str]]:
     """The readable, non-empty batch files at `path`; a clear error for anything else."""
     fs, root = storage.resolve(path)
@@ -49,8 +66,7 @@ def batch_files(path: str, fmt: str, field: str = "source.path") -> tuple[pafs.F
         raise InputError(f"{field} {path!r}: no such file or folder") from None
     if not files:
         raise InputError(f"{field} {path!r}: no .{fmt} files")
-    for f in files:
-        _check_readable(fs, f.path, fmt)
+    _check_consistent({f.path: _check_readable(fs, f.path, fmt) for f in files})
     paths = [f.path for f in files]
     if fmt == "parquet" and pads.dataset(paths, format="parquet", filesystem=fs).count_rows() == 0:
         raise InputError(f"{field} {path!r}: the batch has no rows")
@@ -81,6 +97,7 @@ def ingest(ctx: StepContext) -> StepResult:
 
     ctx.log(f"{len(new)} new file(s) of {len(files)} under {src.path}")
     schemas = {f.path: _check_readable(fs, f.path, src.format) for f in new}
+    _check_consistent(schemas)
     snap = snapshot_hash([hashes[f.path] for f in new])
     out_fs, out_root = storage.resolve(ctx.settings.storage_uri)
     snap_path = f"{out_root.rstrip('/')}/snapshots/{ctx.spec.name}/{snap[:16]}"
