@@ -3,13 +3,15 @@ write the results as JSON and print them as a rich table.
 
 Memory is measured from outside: the parent samples, every `interval` seconds, the set of
 processes a variant consists of (the child, all its descendants and, for Ray, every process
-whose command line names the cluster's temp dir) and sums their PSS, RSS and USS read from
-/proc/<pid>/smaps_rollup (psutil.memory_full_info). PSS (proportional set size) is the
-headline: it counts each physical page once, split among the processes that map it, so the
-sum over a set of processes is the memory that set occupies. A sum of RSS counts shared pages
-(libraries, Ray's object store in /dev/shm, mapped by the raylet and every worker that reads
-an object) once per process; a sum of USS drops shared pages altogether, the object store
-included.
+whose command line names the cluster's temp dir, with their descendants). The headline is
+the private anonymous memory of the set (sum over processes of RssAnon = resident - shared
+pages in /proc/PID/statm: heaps, Arrow and numpy buffers) plus the shared-memory files the
+set holds open in /dev/shm (Ray's object store), counted once each by their allocated blocks.
+That counts every page the variant dirtied exactly once; shared libraries and the page cache
+(file-backed, reclaimable) are left out. The sum of RSS, which counts a shared page once per
+process that maps it, is reported beside it. PSS / USS (smaps_rollup) would be the textbook
+choice, but reading them costs 2-15 ms per process, and sampling twenty Ray processes every
+50 ms that way took most of a core on a 2-core machine (it slowed what it measured).
 
 The child reports its phases on stdout, one line each (`@@phase NAME`), and its result as one
 `@@result {json}` line; the parent timestamps the phase lines when they arrive, so that the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import platform
 import subprocess
@@ -88,84 +91,143 @@ def package_versions(names: Iterable[str]) -> dict[str, str | None]:
 
 # --- memory sampling --------------------------------------------------------------------
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+HZ = os.sysconf("SC_CLK_TCK")
+
 
 @dataclass
 class Sample:
     t: float
-    pss: int
-    rss: int
-    uss: int
+    mem: int  # private anonymous memory of the set + shared-memory files held by it, counted once
+    anon: int
+    shm: int
+    rss: int  # sum of VmRSS: counts shared pages once per process that maps them
     procs: int
 
 
-class ProcessSetSampler(threading.Thread):
-    """Samples the memory of `root` + descendants (+ processes whose cmdline has `marker`)."""
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
 
-    def __init__(self, root_pid: int, marker: str | None = None, interval: float = 0.05):
+
+class ProcessSetSampler(threading.Thread):
+    """Samples the memory of `root` + its descendants (+ processes whose cmdline has `marker`).
+
+    Cheap on purpose, so that it does not slow what it measures: psutil's memory_full_info
+    (smaps_rollup: PSS / USS) walks page tables and costs 2-15 ms per Python process; with
+    twenty Ray processes every 50 ms that is most of a core. Per sample this reads
+    /proc/PID/statm of each member (resident - shared = private anonymous pages) and stats
+    the /dev/shm files the members hold open (Ray's plasma store: allocated blocks, once per
+    file, however many workers map it). The member set is rescanned every `rescan` seconds.
+    """
+
+    def __init__(self, root_pid: int, marker: str | None = None, interval: float = 0.05,
+                 rescan: float = 0.25):
         super().__init__(name="mem-sampler", daemon=True)
         self.root_pid = root_pid
-        self.marker = marker
+        self.marker = marker.encode() if marker else None
         self.interval = interval
+        self.rescan = rescan
         self.samples: list[Sample] = []
         self.cpu_s = 0.0
-        self.max_procs = 0
+        self.members: set[int] = {root_pid}
+        self.shm_fds: list[str] = []
+        self._marked: dict[int, bool] = {}
+        self._ticks: dict[int, int] | None = None
+        self._cpu = [0.0, 0.0]
+        # (time, cumulative CPU seconds of the set, of every other process but this one)
+        self.cpu_marks: list[tuple[float, float, float]] = []
         self._stop_event = threading.Event()
-        self._cache: dict[int, psutil.Process] = {}
 
     def stop(self) -> None:
         self._stop_event.set()
 
-    def _proc(self, pid: int) -> psutil.Process | None:
-        proc = self._cache.get(pid)
-        if proc is None:
+    def scan(self) -> None:
+        children: dict[int, list[int]] = {}
+        roots = [self.root_pid]
+        alive = set()
+        ticks: dict[int, int] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            stat = _read(f"/proc/{pid}/stat")
+            if not stat:
+                continue
+            alive.add(pid)
+            fields = stat[stat.rindex(b")") + 2:].split(b" ", 14)
+            ppid = int(fields[1])
+            ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+            children.setdefault(ppid, []).append(pid)
+            if self.marker is not None:
+                if pid not in self._marked:
+                    self._marked[pid] = self.marker in (_read(f"/proc/{pid}/cmdline") or b"")
+                if self._marked[pid]:
+                    roots.append(pid)
+        self._marked = {pid: v for pid, v in self._marked.items() if pid in alive}
+        members: set[int] = set()
+        todo = [pid for pid in roots if pid in alive]
+        while todo:
+            pid = todo.pop()
+            if pid not in members:
+                members.add(pid)
+                todo.extend(children.get(pid, ()))
+        shm: dict[tuple[int, int], str] = {}
+        for pid in members:
             try:
-                proc = self._cache[pid] = psutil.Process(pid)
-            except psutil.Error:
-                return None
-        return proc
-
-    def members(self) -> dict[int, psutil.Process]:
-        found: dict[int, psutil.Process] = {}
-        root = self._proc(self.root_pid)
-        if root is None:
-            return found
-        roots = [root]
-        if self.marker:
-            for proc in psutil.process_iter(["cmdline"]):
-                cmdline = proc.info.get("cmdline") or []
-                if any(self.marker in part for part in cmdline):
-                    roots.append(proc)
-        for proc in roots:
-            found[proc.pid] = proc
-            try:
-                for child in proc.children(recursive=True):
-                    found[child.pid] = child
-            except psutil.Error:
-                pass
-        return found
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            for fd in fds:
+                path = f"/proc/{pid}/fd/{fd}"
+                try:
+                    if os.readlink(path).startswith("/dev/shm/"):
+                        st = os.stat(path)
+                        shm.setdefault((st.st_dev, st.st_ino), path)
+                except OSError:
+                    continue
+        self.members = members
+        self.shm_fds = list(shm.values())
+        if self._ticks is not None:  # CPU used since the last scan: a new process counts from birth
+            me = os.getpid()
+            for pid, now in ticks.items():
+                delta = (now - self._ticks.get(pid, 0)) / HZ
+                if pid in members:
+                    self._cpu[0] += delta
+                elif pid != me:
+                    self._cpu[1] += delta
+        self._ticks = ticks
+        self.cpu_marks.append((time.monotonic(), self._cpu[0], self._cpu[1]))
 
     def sample(self) -> Sample:
-        pss = rss = uss = 0
-        members = self.members()
-        for proc in members.values():
+        anon = rss = 0
+        for pid in self.members:
+            statm = _read(f"/proc/{pid}/statm")
+            if statm:
+                fields = statm.split()
+                resident, shared = int(fields[1]), int(fields[2])
+                rss += resident * PAGE
+                anon += (resident - shared) * PAGE
+        shm = 0
+        for path in self.shm_fds:
             try:
-                mem = proc.memory_full_info()
-            except psutil.Error:
+                shm += os.stat(path).st_blocks * 512
+            except OSError:
                 continue
-            pss += getattr(mem, "pss", mem.rss)
-            rss += mem.rss
-            uss += mem.uss
-        self.max_procs = max(self.max_procs, len(members))
-        return Sample(time.monotonic(), pss, rss, uss, len(members))
+        return Sample(time.monotonic(), anon + shm, anon, shm, rss, len(self.members))
 
     def run(self) -> None:
         start_cpu = time.thread_time()
+        last_scan = -math.inf
         while not self._stop_event.is_set():
             began = time.monotonic()
-            try:
-                self.samples.append(self.sample())
-            except psutil.Error:
-                pass
+            if began - last_scan >= self.rescan:
+                self.scan()
+                last_scan = began
+            self.samples.append(self.sample())
             self._stop_event.wait(max(0.0, self.interval - (time.monotonic() - began)))
         self.cpu_s = time.thread_time() - start_cpu
 
@@ -176,8 +238,8 @@ class Measured:
     result: dict[str, Any] | None
     phases: list[tuple[str, float]]
     samples: list[Sample]
+    cpu_marks: list[tuple[float, float, float]]
     sampler_cpu_s: float
-    sampler_max_procs: int
     kernel_maxrss_mb: float | None
     wall_s: float
     log_path: Path
@@ -195,16 +257,48 @@ class Measured:
                 opened = None
         return out
 
+    def cpu(self, windows: Sequence[tuple[float, float]]) -> dict[str, float]:
+        """CPU seconds used by the variant's processes and by all others during `windows`.
+
+        From /proc/PID/stat at each rescan (every 0.25 s): processes that live less than one
+        rescan interval are missed, so `other` is a lower bound of the competition.
+        """
+        def at(t: float) -> tuple[float, float]:
+            prior = [m for m in self.cpu_marks if m[0] <= t]
+            mark = prior[-1] if prior else (t, 0.0, 0.0)
+            return mark[1], mark[2]
+
+        span = own = other = 0.0
+        for a, b in windows:
+            (own_a, other_a), (own_b, other_b) = at(a), at(b)
+            span += b - a
+            own += own_b - own_a
+            other += other_b - other_a
+        if span <= 0:
+            return {}
+        return {"window_s": round(span, 2), "variant_cpu_s": round(own, 2), "other_cpu_s": round(other, 2),
+                "variant_cores": round(own / span, 2), "other_cores": round(other / span, 2)}
+
+    def before(self, t: float) -> dict[str, float]:
+        """The last sample taken before time `t` (MB): e.g. the idle footprint before a timed run."""
+        prior = [s for s in self.samples if s.t < t]
+        if not prior:
+            return {}
+        return {"mem_mb": round(prior[-1].mem / MB, 1), "rss_sum_mb": round(prior[-1].rss / MB, 1),
+                "processes": prior[-1].procs}
+
     def peak(self, windows: Sequence[tuple[float, float]] | None = None) -> dict[str, float | int]:
-        """Peak PSS / RSS / USS sums (MB) over the samples inside `windows` (all if None)."""
+        """Peaks (MB) over the samples inside `windows` (all samples if None)."""
         chosen = [s for s in self.samples
                   if windows is None or any(a <= s.t <= b for a, b in windows)]
         if not chosen:
             return {}
+        top = max(chosen, key=lambda s: s.mem)
         return {
-            "pss_mb": round(max(s.pss for s in chosen) / MB, 1),
-            "rss_mb": round(max(s.rss for s in chosen) / MB, 1),
-            "uss_mb": round(max(s.uss for s in chosen) / MB, 1),
+            "mem_mb": round(top.mem / MB, 1),
+            "anon_mb_at_peak": round(top.anon / MB, 1),
+            "shm_mb_at_peak": round(top.shm / MB, 1),
+            "rss_sum_mb": round(max(s.rss for s in chosen) / MB, 1),
             "max_processes": max(s.procs for s in chosen),
             "samples": len(chosen),
         }
@@ -246,8 +340,8 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, marke
         result=result,
         phases=phases,
         samples=sampler.samples,
+        cpu_marks=sampler.cpu_marks,
         sampler_cpu_s=round(sampler.cpu_s, 2),
-        sampler_max_procs=sampler.max_procs,
         kernel_maxrss_mb=round(usage.ru_maxrss / 1024, 1) if sys.platform == "linux" else None,
         wall_s=round(time.monotonic() - started, 2),
         log_path=log_path,
@@ -280,11 +374,12 @@ def print_table(title: str, columns: Sequence[tuple[str, str]], rows: Sequence[S
     from rich.table import Table
 
     table = Table(title=title, caption=caption, caption_justify="left", show_lines=False)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     for header, justify in columns:
         table.add_column(header, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    console.print(table)
 
 
 def fmt_int(value: float | None) -> str:

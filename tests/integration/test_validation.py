@@ -117,3 +117,25 @@ def test_drift_only_on_the_shifted_features(schema: SchemaSpec) -> None:
     assert shifted.drift is not None
     assert set(shifted.drift.drifted_features) == {"income", "days_since_last_login", "device"}
     assert not shifted.drift.dataset_drift  # 3 of 13 features is below half
+
+
+def test_parquet_path_matches_the_dataset_path(schema: SchemaSpec, tmp_path: Path) -> None:
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from mlplatform.data.validation import validate_parquet
+
+    broken = _table(2, break_day=2)
+    pq.write_table(broken, tmp_path / "b.parquet", row_group_size=300)  # several row groups
+    via_parquet = validate_parquet([str(tmp_path / "b.parquet")], pafs.LocalFileSystem(), schema,
+                                   quarantine_out=str(tmp_path / "q"), row_id_column="customer_id")
+    via_dataset = validate_dataset(_ds(broken), schema, row_id_column="customer_id")
+    assert (via_parquet.rows_in, via_parquet.rows_valid, via_parquet.rows_quarantined) == (
+        via_dataset.rows_in, via_dataset.rows_valid, via_dataset.rows_quarantined)
+    assert {(f.column, f.check, f.failing) for f in via_parquet.failures} == {
+        (f.column, f.check, f.failing) for f in via_dataset.failures}
+    a, b = via_parquet.stats.columns["income"].numeric, via_dataset.stats.columns["income"].numeric
+    assert a is not None and b is not None and a.mean == pytest.approx(b.mean, rel=1e-12)
+    country = via_parquet.stats.columns["country"].categorical
+    assert country == via_dataset.stats.columns["country"].categorical
+    assert pads.dataset(tmp_path / "q", format="parquet").count_rows() == via_parquet.rows_quarantined

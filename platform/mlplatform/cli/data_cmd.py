@@ -82,7 +82,7 @@ def validate(
     from mlplatform.data.schema import infer_schema
     from mlplatform.data.stats import DatasetStats
     from mlplatform.data.validate_step import SCHEMA_KIND, STATS_KIND, verdict
-    from mlplatform.data.validation import validate_dataset
+    from mlplatform.data.validation import validate_dataset, validate_parquet
 
     settings = settings_for()
     pipeline = load_spec(spec, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
@@ -116,21 +116,21 @@ def validate(
     ray.data.DataContext.get_current().enable_progress_bars = False
     exclude = tuple(c for c in (src.entity_column, src.timestamp_column, src.label_column) if c)
 
-    def read(fs_, paths_):  # noqa: ANN001, ANN202
-        return (ray.data.read_parquet(paths_, filesystem=fs_) if fmt == "parquet"
-                else ray.data.read_csv(paths_, filesystem=fs_))
+    def check(fs_, paths_, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if fmt == "parquet":
+            return validate_parquet(paths_, fs_, the_schema, **kwargs)
+        return validate_dataset(ray.data.read_csv(paths_, filesystem=fs_), the_schema, **kwargs)
 
     ref_stats: DatasetStats | None = None
     if reference is not None:
         rfs, rpaths = batch_files(reference, fmt, "--reference")
-        ref_stats = validate_dataset(read(rfs, rpaths), the_schema).stats
+        ref_stats = check(rfs, rpaths).stats
     elif (art := store.latest_output(pipeline.name, "validate", STATS_KIND)) is not None:
         sfs, spath = storage.resolve(art.uri)
         ref_stats = DatasetStats.load(sfs, spath)
     try:
-        result = validate_dataset(read(fs, paths), the_schema, reference=ref_stats,
-                                  drift_spec=pipeline.validation.drift, exclude_from_drift=exclude,
-                                  row_id_column=src.entity_column)
+        result = check(fs, paths, reference=ref_stats, drift_spec=pipeline.validation.drift,
+                       exclude_from_drift=exclude, row_id_column=src.entity_column)
     except InputError:
         raise
     except Exception as exc:  # Ray wraps reader errors: name the batch

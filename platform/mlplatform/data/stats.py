@@ -139,20 +139,37 @@ class ColumnPartial:
         self.sample.extend(other.sample)
 
 
+def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each value for fixed edges; values outside land in the first / last bin.
+
+    Equal-width edges (the usual case: they come from np.linspace) are binned with
+    arithmetic, several times faster than a search; a value within rounding error of
+    an inner edge may land in the neighbouring bin, which a histogram can afford.
+    """
+    last = len(edges) - 2
+    lo, hi = float(edges[0]), float(edges[-1])
+    width = (hi - lo) / (last + 1) if hi > lo else 0.0
+    if width <= 0 or not np.allclose(np.diff(edges), width, rtol=1e-9, atol=0):
+        return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, last)
+    scaled = np.subtract(values, lo)  # one temporary, then in place
+    scaled *= 1.0 / width
+    np.clip(scaled, 0, last, out=scaled)
+    return scaled.astype(np.intp)
+
+
 def numeric_partial(values: np.ndarray, type_: str, nulls: int, edges: np.ndarray | None,
                     sample_mask: np.ndarray | None) -> ColumnPartial:
     """Moments, extremes, fixed-bin counts and a sample of one block's non-null values."""
     part = ColumnPartial(type=type_, count=int(values.size), nulls=nulls)
     if values.size:
         part.mean = float(values.mean())
-        part.m2 = float(((values - part.mean) ** 2).sum())
+        centered = values - part.mean
+        part.m2 = float(np.einsum("i,i->", centered, centered))  # a dot product, without a temp
         part.min, part.max = float(values.min()), float(values.max())
         if edges is not None:
-            # Bins 0..B-1 inside the edges; values outside land in the first / last bin.
-            idx = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
-            part.hist = np.bincount(idx, minlength=len(edges) - 1)
+            part.hist = np.bincount(bin_index(values, edges), minlength=len(edges) - 1)
             part.edges = edges
-        part.sample = [values if sample_mask is None else values[sample_mask[: values.size]]]
+        part.sample = [values if sample_mask is None else values[sample_mask]]
     return part
 
 

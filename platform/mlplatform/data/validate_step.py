@@ -25,7 +25,7 @@ from mlplatform.data.ingest import SNAPSHOT_KIND
 from mlplatform.data.report import write_reports
 from mlplatform.data.schema import infer_schema, schema_yaml
 from mlplatform.data.stats import DatasetStats
-from mlplatform.data.validation import ValidationResult, validate_dataset
+from mlplatform.data.validation import ValidationResult, validate_parquet
 from mlplatform.errors import InputError
 from mlplatform.pipeline import ArtifactOut, StepContext, StepResult, step
 from mlplatform.spec import PipelineSpec, SchemaSpec
@@ -124,14 +124,13 @@ def validate(ctx: StepContext) -> StepResult:
         sfs, spath = storage.resolve(stale)
         if storage.exists(sfs, spath):
             sfs.delete_dir(spath)
-    ds = ray.data.read_parquet(snap_path, filesystem=fs)
+    files = [f.path for f in storage.list_files(fs, snap_path, (".parquet",))]
     try:
-        result = validate_dataset(
-            ds, schema, reference=reference, valid_out=valid_tmp, quarantine_out=quarantine_uri,
+        result = validate_parquet(
+            files, fs, schema, reference=reference, valid_out=valid_tmp, quarantine_out=quarantine_uri,
             drift_spec=ctx.spec.validation.drift, row_id_column=src.entity_column,
             exclude_from_drift=tuple(c for c in (src.entity_column, src.timestamp_column,
-                                                 src.label_column) if c),
-            expected_rows=snap.properties.get("rows"))
+                                                 src.label_column) if c))
     except Exception as exc:  # e.g. files whose column types do not unify: name the batch
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(f"batch {snap_id} ({', '.join(snap.properties.get('files', []))}) "

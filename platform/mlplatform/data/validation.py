@@ -158,32 +158,38 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
             kept = values[nonnull] if nonnull is not None else values
             smask = sample_mask[nonnull] if (sample_mask is not None and nonnull is not None) else sample_mask
             part.columns[col.name] = numeric_partial(kept, col.type, nulls, plan.edges.get(col.name), smask)
-            with np.errstate(invalid="ignore"):
-                if col.min is not None:
+            cpart = part.columns[col.name]
+            with np.errstate(invalid="ignore"):  # masks only when the extremes say a row fails
+                if col.min is not None and cpart.min is not None and cpart.min < col.min:
                     _row_check(part, tbl, plan, col, f"min {col.min:g}", values < col.min, values,
                                row_checks)
-                if col.max is not None:
+                if col.max is not None and cpart.max is not None and cpart.max > col.max:
                     _row_check(part, tbl, plan, col, f"max {col.max:g}", values > col.max, values,
                                row_checks)
         elif col.type in ("category", "bool", "string"):
             flat = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
-            if pa.types.is_dictionary(flat.type):
-                flat = flat.cast(flat.type.value_type)
             cp = ColumnPartial(type=col.type, count=n - nulls, nulls=nulls)
-            if col.type != "string" or col.domain is not None:
-                vc = pc.value_counts(flat)
-                cp.cats = Counter(dict(zip((str(v) for v in vc.field("values").to_pylist()),
-                                           vc.field("counts").to_pylist(), strict=True)))
-                cp.cats.pop("None", None)
             part.columns[col.name] = cp
-            if col.domain is not None:
-                unseen = pc.and_(pc.invert(pc.is_in(flat.cast(pa.string()), value_set=pa.array(col.domain))),
-                                 pc.is_valid(flat)).to_numpy(zero_copy_only=False)
-                if col.max_unseen_fraction == 0:
-                    _row_check(part, tbl, plan, col, "domain", unseen, flat, row_checks)
-                elif unseen.any():
-                    _fail(part, col.name, "unseen share", "dataset", int(unseen.sum()),
-                          _as_py(flat, unseen))
+            if col.type != "string" or col.domain is not None:
+                # Counting and domain checks on dictionary indices: one bincount and one
+                # lookup per block instead of a hash of every string.
+                enc = flat if pa.types.is_dictionary(flat.type) else pc.dictionary_encode(flat)
+                values = [str(v) for v in enc.dictionary.to_pylist()]
+                k = len(values)
+                idx = enc.indices.fill_null(k).to_numpy(zero_copy_only=False) if nulls else \
+                    enc.indices.to_numpy(zero_copy_only=False)
+                counts = np.bincount(idx, minlength=k + 1)
+                cp.cats = Counter({v: int(c) for v, c in zip(values, counts[:k], strict=True) if c})
+                if col.domain is not None:
+                    allowed = set(col.domain)
+                    outside = np.array([v not in allowed for v in values] + [False], dtype=bool)
+                    if outside[:k][counts[:k] > 0].any():
+                        unseen = outside[idx]
+                        if col.max_unseen_fraction == 0:
+                            _row_check(part, tbl, plan, col, "domain", unseen, flat, row_checks)
+                        else:
+                            _fail(part, col.name, "unseen share", "dataset", int(unseen.sum()),
+                                  _as_py(flat, unseen))
             if col.regex is not None and col.type == "string":
                 ok = pc.match_substring_regex(flat, pattern=f"^(?:{col.regex})$")
                 bad = pc.and_(pc.invert(ok), pc.is_valid(flat)).to_numpy(zero_copy_only=False)
@@ -299,18 +305,8 @@ def _dataset_checks(total: BlockPartial, schema: SchemaSpec) -> list[CheckFailur
     return out
 
 
-def validate_dataset(ds: Any, schema: SchemaSpec, *, reference: DatasetStats | None = None,
-                     valid_out: str | None = None, quarantine_out: str | None = None,
-                     drift_spec: DriftSpec | None = None, exclude_from_drift: tuple[str, ...] = (),
-                     row_id_column: str | None = None, sample_size: int = 20_000,
-                     expected_rows: int | None = None, seed: int = 0) -> ValidationResult:
-    """Validate a Ray Dataset in one streaming pass; drift against `reference` if given."""
-    rows = expected_rows if expected_rows is not None else ds.count()
-    plan = CheckPlan(schema=schema, edges=reference.hist_edges() if reference else {},
-                     sample_rate=min(1.0, sample_size / max(rows, 1)), seed=seed,
-                     row_id_column=row_id_column, valid_out=valid_out, quarantine_out=quarantine_out)
-    out = ds.map_batches(_block_task(plan), batch_format="pyarrow", batch_size=None,
-                         zero_copy_batch=True)
+def _finish(out: Any, schema: SchemaSpec, reference: DatasetStats | None, drift_spec: DriftSpec | None,
+            exclude_from_drift: tuple[str, ...], sample_size: int) -> ValidationResult:
     partials = [pickle.loads(b) for batch in out.iter_batches(batch_format="pyarrow", batch_size=None)
                 for b in batch.column("partial").to_pylist()]
     total = _merge(partials)
@@ -321,6 +317,78 @@ def validate_dataset(ds: Any, schema: SchemaSpec, *, reference: DatasetStats | N
     if reference is not None and drift_spec is not None and drift_spec.enabled:
         result.drift = drift_between(reference, stats, drift_spec, exclude_from_drift)
     return result
+
+
+def _plan(schema: SchemaSpec, reference: DatasetStats | None, rows: int, sample_size: int, seed: int,
+          row_id_column: str | None, valid_out: str | None, quarantine_out: str | None) -> CheckPlan:
+    return CheckPlan(schema=schema, edges=reference.hist_edges() if reference else {},
+                     sample_rate=min(1.0, sample_size / max(rows, 1)), seed=seed,
+                     row_id_column=row_id_column, valid_out=valid_out, quarantine_out=quarantine_out)
+
+
+def validate_dataset(ds: Any, schema: SchemaSpec, *, reference: DatasetStats | None = None,
+                     valid_out: str | None = None, quarantine_out: str | None = None,
+                     drift_spec: DriftSpec | None = None, exclude_from_drift: tuple[str, ...] = (),
+                     row_id_column: str | None = None, sample_size: int = 20_000,
+                     expected_rows: int | None = None, seed: int = 0) -> ValidationResult:
+    """Validate any Ray Dataset in one streaming pass; drift against `reference` if given."""
+    rows = expected_rows if expected_rows is not None else ds.count()
+    plan = _plan(schema, reference, rows, sample_size, seed, row_id_column, valid_out, quarantine_out)
+    out = ds.map_batches(_block_task(plan), batch_format="pyarrow", batch_size=None,
+                         zero_copy_batch=True)
+    return _finish(out, schema, reference, drift_spec, exclude_from_drift, sample_size)
+
+
+def parquet_fragments(paths: list[str], fs: Any) -> list[dict[str, Any]]:
+    """One work item per Parquet row group, from the footers alone."""
+    items = []
+    for path in paths:
+        with fs.open_input_file(path) as f:
+            meta = pq.ParquetFile(f).metadata
+        items.extend({"path": path, "row_group": i, "rows": meta.row_group(i).num_rows}
+                     for i in range(meta.num_row_groups))
+    return items
+
+
+def _fragment_task(plan: CheckPlan, fs: Any, dictionary_columns: list[str]):  # noqa: ANN202
+    def run(batch: pa.Table) -> pa.Table:
+        out = []
+        for path, group in zip(batch.column("path").to_pylist(), batch.column("row_group").to_pylist(),
+                               strict=True):
+            with fs.open_input_file(path) as f:
+                pf = pq.ParquetFile(f, read_dictionary=dictionary_columns)
+                table = pf.read_row_group(group, use_threads=False)
+            valid, quarantined, part = check_block(table, plan)
+            _write(valid, plan.valid_out)
+            _write(quarantined, plan.quarantine_out)
+            out.append(pickle.dumps(part))
+        return pa.table({"partial": pa.array(out, pa.binary())})
+
+    return run
+
+
+def validate_parquet(paths: list[str], fs: Any, schema: SchemaSpec, *,
+                     reference: DatasetStats | None = None, valid_out: str | None = None,
+                     quarantine_out: str | None = None, drift_spec: DriftSpec | None = None,
+                     exclude_from_drift: tuple[str, ...] = (), row_id_column: str | None = None,
+                     sample_size: int = 20_000, seed: int = 0) -> ValidationResult:
+    """Validate Parquet files: the same per-block checks, one Ray Data task per row group.
+
+    Ray Data's own Parquet reader lists files in a task of its own and decodes
+    categorical columns as plain strings; on 2 cores that overhead made validation
+    ~4x slower than one pyarrow process. Reading each row group inside the map (with
+    categorical columns as dictionaries, which the checks then count by index) keeps
+    the pass streaming and bounded by the row-group size, with far less overhead.
+    """
+    import ray
+
+    items = parquet_fragments(paths, fs)
+    rows = sum(i["rows"] for i in items)
+    plan = _plan(schema, reference, rows, sample_size, seed, row_id_column, valid_out, quarantine_out)
+    dictionary = [c.name for c in schema.columns if c.type == "category"]
+    ds = ray.data.from_items(items, override_num_blocks=max(len(items), 1))
+    out = ds.map_batches(_fragment_task(plan, fs, dictionary), batch_format="pyarrow", batch_size=1)
+    return _finish(out, schema, reference, drift_spec, exclude_from_drift, sample_size)
 
 
 def drift_between(reference: DatasetStats, current: DatasetStats, spec: DriftSpec,
