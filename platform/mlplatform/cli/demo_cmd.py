@@ -135,7 +135,7 @@ def demo(
         assert info is not None
         o = _outcome(f, sub.job_id, info.status, store.run(sub.run_id))
         outcomes.append(o)
-        tags = "".join(t for t, on in ((" [drifted data]", f.drifted), (" [broken data]", f.broken)) if on)
+        tags = "".join(t for t, on in ((" (drifted data)", f.drifted), (" (broken data)", f.broken)) if on)
         colour = "green" if o.job_status == "SUCCEEDED" else ("yellow" if o.expected else "red")
         detail = (f"ingested {o.ingested_rows}, valid {o.valid_rows}, quarantined {o.quarantined_rows}"
                   if o.valid_rows is not None else o.message[:160])
