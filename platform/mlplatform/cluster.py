@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -329,6 +328,3 @@ def ensure_ray() -> None:
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=True,
              logging_level="WARNING")
 
-
-def state_json(state: ClusterState) -> dict[str, Any]:
-    return json.loads(state.model_dump_json())
