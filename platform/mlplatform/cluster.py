@@ -107,8 +107,13 @@ def dashboard_get(settings: Settings, path: str, timeout: float = REACH_TIMEOUT_
             "authentication failed",
             hint="set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) for it",
         )
-    resp.raise_for_status()
-    return resp.json()
+    try:
+        resp.raise_for_status()
+        return resp.json()
+    except (requests.HTTPError, ValueError):
+        raise ClusterUnreachable(
+            f"{url}{path} answered {resp.status_code} with no Ray dashboard JSON: is {url} a Ray "
+            "dashboard (http://host:8265)?") from None
 
 
 def ray_version_at(settings: Settings) -> str:
@@ -175,8 +180,8 @@ def cluster_processes(temp_dir: str, gcs_port: int | None = None) -> list[psutil
         try:
             cmdline = proc.info["cmdline"] or []
             ours = any(temp_dir in part for part in cmdline) or bool(
-                address_arg and any(p.startswith("--address=") and p.endswith(address_arg)
-                                    for p in cmdline))
+                address_arg and any("ray.util.client.server" in p for p in cmdline)
+                and any(p.startswith("--address=") and p.endswith(address_arg) for p in cmdline))
             if ours:
                 found[proc.pid] = proc
                 for child in proc.children(recursive=True):
@@ -300,7 +305,7 @@ def status(settings: Settings) -> ClusterStatus:
     try:
         serve = dashboard_get(settings, "/api/serve/applications/", timeout=10)
         apps = {name: a.get("status", "?") for name, a in (serve.get("applications") or {}).items()}
-    except (requests.HTTPError, ValueError):
+    except (ClusterUnreachable, ValueError):  # Serve not started: no applications
         apps = {}
     state = read_state(settings)
     return ClusterStatus(address=url, ray_version=version, dashboard_url=url,

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import importlib.util
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 
 from mlplatform.cluster import auth_headers, ray_version_at, require_address
 from mlplatform.errors import InputError, PlatformError
+from mlplatform.pipeline import check_run_id
 from mlplatform.settings import Settings, apply_ray_auth_env
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -176,10 +178,11 @@ def submit_pipeline(settings: Settings, spec_file: Path, *, run_id: str, pipelin
             f"spec {spec_file} is outside the working directory {working_dir}: the job "
             "reads the uploaded copy; run platformctl from a folder that contains it"
         ) from None
-    entrypoint = (f"python -m jobs.pipeline --spec {spec_arg} --base-dir {spec_file.parent} "
-                  f"--run-id {run_id}")
+    q = shlex.quote
+    entrypoint = (f"python -m jobs.pipeline --spec {q(spec_arg)} --base-dir {q(str(spec_file.parent))} "
+                  f"--run-id {q(check_run_id(run_id))}")
     for s in steps or []:
-        entrypoint += f" --step {s}"
+        entrypoint += f" --step {q(s)}"
     excludes = list(EXCLUDES)
     try:
         excludes.append(str(settings.home.relative_to(working_dir)))

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import importlib
 import json
+import re
 import secrets
 import time
 import traceback
@@ -57,7 +58,8 @@ class StepContext:
     """What a step gets: the spec, the stores, the run, and a way to report progress."""
 
     def __init__(self, spec: PipelineSpec, settings: Settings, store: MetadataStore, run_id: str,
-                 step: str, log: Callable[[str], None]):
+                 step: str, log: Callable[[str], None], execution_id: int = 0):
+        self.execution_id = execution_id
         self.spec = spec
         self.settings = settings
         self.store = store
@@ -117,6 +119,16 @@ def new_run_id(pipeline: str) -> str:
     return f"{pipeline}-{stamp}-{secrets.token_hex(2)}"
 
 
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+
+
+def check_run_id(run_id: str) -> str:
+    """Run ids name folders and travel in a shell command: letters, digits, . _ - only."""
+    if not _RUN_ID.match(run_id) or ".." in run_id:
+        raise InputError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+    return run_id
+
+
 def spec_hash(spec: PipelineSpec) -> str:
     canonical = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -135,6 +147,7 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, *, run_id: str | None =
     steps = [s for s in available if not only or s in only]
     store = MetadataStore(settings.metadata_url)
     run_id = run_id or new_run_id(spec.name)
+    check_run_id(run_id)
     props: dict[str, Any] = {**(properties or {}), "spec_hash": spec_hash(spec), "steps": steps}
     if job_id:
         props["job_id"] = job_id
@@ -177,7 +190,7 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, *, run_id: str | None =
 def _run_step(name: str, spec: PipelineSpec, settings: Settings, store: MetadataStore,
               run_id: str, log: Callable[[str], None]) -> StepReport:
     exec_id = store.start_execution(run_id, name, {"spec_hash": spec_hash(spec)})
-    ctx = StepContext(spec, settings, store, run_id, name, log)
+    ctx = StepContext(spec, settings, store, run_id, name, log, execution_id=exec_id)
     log(f"[{name}] started")
     t0 = time.perf_counter()
     try:

@@ -25,8 +25,9 @@ app = typer.Typer(help="Start, inspect and stop the Ray cluster.", no_args_is_he
 @handle_errors
 def up(
     num_cpus: Annotated[int | None, typer.Option(help="CPUs for Ray (default: all).")] = None,
-    port: Annotated[int, typer.Option(help="Ray GCS port.")] = 6379,
-    dashboard_port: Annotated[int, typer.Option(help="Dashboard / Jobs API port.")] = 8265,
+    port: Annotated[int, typer.Option(help="Ray GCS port.", min=1, max=65535)] = 6379,
+    dashboard_port: Annotated[int, typer.Option(help="Dashboard / Jobs API port.", min=1,
+                                                max=65535)] = 8265,
     object_store_mb: Annotated[
         int | None, typer.Option(help="Object store size in MiB (default: Ray's).")] = None,
     json_: JsonOpt = False,

@@ -56,7 +56,10 @@ def infer(data: Annotated[str, typer.Argument(help="Reference batch: a file or f
         if name and name not in table.column_names:
             raise InputError(f"{flag} {name!r}: no such column (columns: {', '.join(table.column_names)})")
     schema, notes = infer_schema(table, entity=entity, timestamp=timestamp, label=label)
-    out.write_text(schema_yaml(schema, notes, source=data))
+    try:
+        out.write_text(schema_yaml(schema, notes, source=data))
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write: {exc.strerror}") from None
     if json_:
         print_json({"written": str(out), "schema": schema.model_dump(mode="json")})
     else:
@@ -124,7 +127,11 @@ def validate(
     ref_stats: DatasetStats | None = None
     if reference is not None:
         rfs, rpaths = batch_files(reference, fmt, "--reference")
-        ref_stats = check(rfs, rpaths).stats
+        try:
+            ref_stats = check(rfs, rpaths).stats
+        except Exception as exc:  # Ray wraps reader errors: name the batch
+            raise InputError(f"--reference {reference}: cannot be validated: "
+                             f"{str(exc).splitlines()[-1]}") from None
     elif (art := store.latest_output(pipeline.name, "validate", STATS_KIND)) is not None:
         sfs, spath = storage.resolve(art.uri)
         ref_stats = DatasetStats.load(sfs, spath)
@@ -136,6 +143,8 @@ def validate(
     except Exception as exc:  # Ray wraps reader errors: name the batch
         raise InputError(f"--batch {batch}: cannot be validated: {str(exc).splitlines()[-1]}") from None
     folder = out or settings.home / "reports" / f"manual-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--out {folder}: is a file, not a folder")
     rfs, rpath = storage.resolve(str(folder))
     write_reports(result, the_schema, ref_stats, rfs, rpath, title=f"{pipeline.name}: {batch}")
     reasons = verdict(result, pipeline)

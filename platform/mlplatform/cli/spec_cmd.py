@@ -13,7 +13,8 @@ from rich.table import Table
 from mlplatform.cli.output import JsonOpt, console, err_console, handle_errors, print_json
 from mlplatform.errors import InputError
 from mlplatform.settings import load_settings
-from mlplatform.spec_loader import SpecError, load_spec
+from mlplatform.spec import PipelineSpec
+from mlplatform.spec_loader import SpecError, load_spec, validate_document
 
 spec_app = typer.Typer(help="Pipeline specs.", no_args_is_help=True)
 config_app = typer.Typer(help="The platform's configuration.", no_args_is_help=True)
@@ -34,12 +35,13 @@ def init(name: Annotated[str, typer.Argument(help="Pipeline name (lowercase, dig
     if path.exists() and not force:
         raise InputError(f"{path} exists; pass --force to overwrite it")
     text = template(name, str(path))
-    path.write_text(text)
-    try:  # the template must itself be a valid spec for this name
-        load_spec(path, env={**os.environ, "PLATFORM_HOME": str(load_settings().home)})
-    except SpecError:
-        path.unlink()
-        raise
+    # The template must be a valid spec for this name before anything is written.
+    validate_document(text, str(path), PipelineSpec,
+                      {**os.environ, "PLATFORM_HOME": str(load_settings().home)})
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise InputError(f"--out {path}: cannot write: {exc.strerror}") from None
     if json_:
         print_json({"written": str(path), "name": name})
     else:

@@ -49,7 +49,8 @@ def _check_consistent(schemas: dict[str, pa.Schema]) -> None:
             if field.name in seen:
                 first, first_path = seen[field.name]
                 try:
-                    pa.unify_schemas([pa.schema([first]), pa.schema([field])])
+                    pa.unify_schemas([pa.schema([first]), pa.schema([field])],
+                                     promote_options="permissive")
                 except (pa.ArrowInvalid, pa.ArrowTypeError):
                     raise InputError(f"column {field.name!r} has mixed types: {first.type} in "
                                      f"{first_path}, {field.type} in {path}") from None
@@ -119,6 +120,8 @@ def ingest(ctx: StepContext) -> StepResult:
             ds.write_parquet(tmp, filesystem=out_fs)
         except Exception as exc:  # Ray wraps the reader's error; name the batch
             raise InputError(f"batch files {', '.join(paths)}: ingest failed: {exc}") from None
+        if not storage.exists(out_fs, tmp):
+            raise InputError(f"batch files {', '.join(paths)}: no rows to ingest")
         # Publish atomically: a crash leaves only a .tmp folder, never a half snapshot.
         out_fs.move(tmp, snap_path)
     rows = pads.dataset(snap_path, format="parquet", filesystem=out_fs).count_rows()

@@ -94,7 +94,7 @@ def infer_schema(table: pa.Table, *, entity: str | None = None, timestamp: str |
             fields["domain"] = sorted(str(v) for v in pc.unique(col.drop_null().cast(pa.string()))
                                       .to_pylist())
         elif kind in ("int", "float") and n - nulls > 0:
-            values = col.drop_null().cast(pa.float64())
+            values = col.drop_null().cast(pa.float64(), safe=False)
             lo, hi = pc.quantile(values, q=[0.001, 0.999]).to_pylist()
             vmin, vmax = pc.min(values).as_py(), pc.max(values).as_py()
             span = (hi - lo) or abs(hi) or 1.0

@@ -118,12 +118,10 @@ def validate(ctx: StepContext) -> StepResult:
     base = ctx.settings.storage_uri
     valid_uri = _uri(base, "validated", ctx.spec.name, snap_id)
     valid_tmp = f"{valid_uri}.tmp-{ctx.run_id}"
-    quarantine_uri = _uri(base, "quarantine", ctx.spec.name, ctx.run_id)
+    # One quarantine folder per attempt: a retry never erases what an earlier one kept.
+    quarantine_uri = _uri(base, "quarantine", ctx.spec.name, ctx.run_id, f"attempt-{ctx.execution_id}")
     out_fs, valid_path = storage.resolve(valid_uri)
-    for stale in (valid_tmp, quarantine_uri):  # a retried step starts clean
-        sfs, spath = storage.resolve(stale)
-        if storage.exists(sfs, spath):
-            sfs.delete_dir(spath)
+    _drop(out_fs, storage.resolve(valid_tmp)[1])  # a retried step starts from a clean tmp
     files = [f.path for f in storage.list_files(fs, snap_path, (".parquet",))]
     try:
         result = validate_parquet(
@@ -173,15 +171,18 @@ def validate(ctx: StepContext) -> StepResult:
                 f"{', '.join(drift.drifted_features)}")
     reasons = verdict(result, ctx.spec)
     if reasons:
-        message = f"batch {snap_id} rejected; quarantined under {quarantine_uri}: " + " | ".join(reasons)
+        message = (f"batch {snap_id} rejected (the batch stays in its snapshot {snap.uri}; "
+                   f"{result.rows_quarantined} failing row(s) under {quarantine_uri}): "
+                   + " | ".join(reasons))
         kind = "schema_break" if result.schema_breaks else "invalid_data"
         ctx.store.add_alert(ctx.spec.name, "critical", kind, message, run_id=ctx.run_id, step="validate",
                             details={"failures": [f.model_dump(mode="json") for f in result.failures]})
         _drop(out_fs, storage.resolve(valid_tmp)[1])
+        outputs.append(ArtifactOut(uri=snap.uri, kind="rejected_batch", content_hash=snap.content_hash,
+                                   properties={"rows": result.rows_in, "reasons": reasons}))
         return StepResult(inputs=[], outputs=outputs, summary=summary, fail=message)
+    _drop(out_fs, valid_path)  # an earlier validation of the same snapshot is superseded
     if storage.exists(out_fs, storage.resolve(valid_tmp)[1]):
-        if storage.exists(out_fs, valid_path):
-            out_fs.delete_dir(valid_path)
         out_fs.move(storage.resolve(valid_tmp)[1], valid_path)
     outputs.append(ArtifactOut(uri=valid_uri, kind=VALIDATED_KIND, content_hash=snap.content_hash,
                                properties={"rows": result.rows_valid, "snapshot": snap_id}))

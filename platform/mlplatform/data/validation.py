@@ -153,11 +153,17 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
             continue
         nulls = arr.null_count
         if col.type in ("int", "float"):
-            values = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
-            nonnull = ~np.isnan(values) if nulls else None
-            kept = values[nonnull] if nonnull is not None else values
-            smask = sample_mask[nonnull] if (sample_mask is not None and nonnull is not None) else sample_mask
-            part.columns[col.name] = numeric_partial(kept, col.type, nulls, plan.edges.get(col.name), smask)
+            # safe=False: int64 ids above 2**53 lose precision instead of failing the batch.
+            values = arr.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+            missing = np.isnan(values)  # nulls, and NaN values, which count as missing too
+            n_missing = int(missing.sum())
+            if n_missing:
+                kept = values[~missing]
+                smask = sample_mask[~missing] if sample_mask is not None else None
+            else:
+                kept, smask = values, sample_mask
+            part.columns[col.name] = numeric_partial(kept, col.type, n_missing, plan.edges.get(col.name),
+                                                     smask)
             cpart = part.columns[col.name]
             with np.errstate(invalid="ignore"):  # masks only when the extremes say a row fails
                 if col.min is not None and cpart.min is not None and cpart.min < col.min:
@@ -168,13 +174,18 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
                                row_checks)
         elif col.type in ("category", "bool", "string"):
             flat = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+            if pa.types.is_null(flat.type):  # all null: nothing to count or match
+                part.columns[col.name] = ColumnPartial(type=col.type, count=0, nulls=n)
+                continue
             cp = ColumnPartial(type=col.type, count=n - nulls, nulls=nulls)
             part.columns[col.name] = cp
             if col.type != "string" or col.domain is not None:
                 # Counting and domain checks on dictionary indices: one bincount and one
                 # lookup per block instead of a hash of every string.
                 enc = flat if pa.types.is_dictionary(flat.type) else pc.dictionary_encode(flat)
-                values = [str(v) for v in enc.dictionary.to_pylist()]
+                # Booleans as the schema writes them: "true" / "false".
+                values = [str(v).lower() if isinstance(v, bool) else str(v)
+                          for v in enc.dictionary.to_pylist()]
                 k = len(values)
                 idx = enc.indices.fill_null(k).to_numpy(zero_copy_only=False) if nulls else \
                     enc.indices.to_numpy(zero_copy_only=False)
@@ -191,8 +202,9 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
                             _fail(part, col.name, "unseen share", "dataset", int(unseen.sum()),
                                   _as_py(flat, unseen))
             if col.regex is not None and col.type == "string":
-                ok = pc.match_substring_regex(flat, pattern=f"^(?:{col.regex})$")
-                bad = pc.and_(pc.invert(ok), pc.is_valid(flat)).to_numpy(zero_copy_only=False)
+                text = flat.cast(flat.type.value_type) if pa.types.is_dictionary(flat.type) else flat
+                ok = pc.match_substring_regex(text, pattern=f"^(?:{col.regex})$").fill_null(True)
+                bad = pc.invert(ok).to_numpy(zero_copy_only=False)
                 _row_check(part, tbl, plan, col, "regex", bad, flat, row_checks)
         else:  # timestamp
             cp = ColumnPartial(type=col.type, count=n - nulls, nulls=nulls)
@@ -222,12 +234,14 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
     return valid, quarantined, part
 
 
-def _write(table: pa.Table | None, folder: str | None) -> None:
+def _write(table: pa.Table | None, folder: str | None, name: str | None = None) -> None:
+    """Write one block's rows; a name derived from the input makes a retried task overwrite
+    its own earlier output instead of duplicating it."""
     if folder is None or table is None or table.num_rows == 0:
         return
     fs, root = storage.resolve(folder)
     fs.create_dir(root, recursive=True)
-    pq.write_table(table, f"{root}/part-{uuid.uuid4().hex}.parquet", filesystem=fs)
+    pq.write_table(table, f"{root}/part-{name or uuid.uuid4().hex}.parquet", filesystem=fs)
 
 
 def _block_task(plan: CheckPlan):  # noqa: ANN202
@@ -359,8 +373,9 @@ def _fragment_task(plan: CheckPlan, fs: Any, dictionary_columns: list[str]):  # 
                 pf = pq.ParquetFile(f, read_dictionary=dictionary_columns)
                 table = pf.read_row_group(group, use_threads=False)
             valid, quarantined, part = check_block(table, plan)
-            _write(valid, plan.valid_out)
-            _write(quarantined, plan.quarantine_out)
+            name = f"{zlib.crc32(path.encode()):08x}-{group:05d}"
+            _write(valid, plan.valid_out, name)
+            _write(quarantined, plan.quarantine_out, name)
             out.append(pickle.dumps(part))
         return pa.table({"partial": pa.array(out, pa.binary())})
 

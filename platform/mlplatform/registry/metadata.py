@@ -34,8 +34,11 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from mlplatform.errors import InputError
 
 SCHEMA_VERSION = 1
 
@@ -207,6 +210,11 @@ class MetadataStore:
     """The facade over the metadata tables. One per process; cheap to create."""
 
     def __init__(self, url: str):
+        try:
+            make_url(url)
+        except ArgumentError:
+            raise InputError(f"metadata_url {url!r}: not a database URL "
+                             "(sqlite:///path or postgresql://...)") from None
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
