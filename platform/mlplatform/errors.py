@@ -29,7 +29,3 @@ class InputError(PlatformError):
 
 class ClusterUnreachable(PlatformError):
     """The Ray cluster (dashboard / Jobs API) cannot be reached."""
-
-
-class StepFailed(PlatformError):
-    """A pipeline step failed; the run stops there."""

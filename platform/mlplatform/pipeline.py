@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from mlplatform.errors import InputError, PlatformError, StepFailed
+from mlplatform.errors import InputError, PlatformError
 from mlplatform.registry.metadata import Artifact, MetadataStore
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
@@ -226,4 +226,4 @@ def _run_step(name: str, spec: PipelineSpec, settings: Settings, store: Metadata
                       stop_run=result.stop_run)
 
 
-__all__ = ["ArtifactOut", "StepContext", "StepFailed", "StepResult", "run_pipeline", "step"]
+__all__ = ["ArtifactOut", "StepContext", "StepResult", "run_pipeline", "step"]

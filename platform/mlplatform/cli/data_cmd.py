@@ -84,7 +84,7 @@ def validate(
     from mlplatform.data.report import column_rows, write_reports
     from mlplatform.data.schema import infer_schema
     from mlplatform.data.stats import DatasetStats
-    from mlplatform.data.validate_step import SCHEMA_KIND, STATS_KIND, verdict
+    from mlplatform.data.validate_step import latest_stats, recorded_schema, verdict
     from mlplatform.data.validation import validate_dataset, validate_parquet
 
     settings = settings_for()
@@ -99,12 +99,8 @@ def validate(
         the_schema = loaded  # type: ignore[assignment]
     elif isinstance(pipeline.schema_, SchemaSpec):
         the_schema = pipeline.schema_
-    elif (art := store.latest_output(pipeline.name, "validate", SCHEMA_KIND)) is not None:
-        fs, path = storage.resolve(art.uri)
-        import yaml
-
-        with fs.open_input_stream(path) as f:
-            the_schema = SchemaSpec.model_validate(yaml.safe_load(f.read()))
+    elif (recorded := recorded_schema(store, pipeline.name)) is not None:
+        the_schema = recorded
     else:
         basis = reference or batch
         the_schema, _ = infer_schema(_read_table(basis, fmt, "--reference" if reference else "--batch"),
@@ -132,9 +128,8 @@ def validate(
         except Exception as exc:  # Ray wraps reader errors: name the batch
             raise InputError(f"--reference {reference}: cannot be validated: "
                              f"{str(exc).splitlines()[-1]}") from None
-    elif (art := store.latest_output(pipeline.name, "validate", STATS_KIND)) is not None:
-        sfs, spath = storage.resolve(art.uri)
-        ref_stats = DatasetStats.load(sfs, spath)
+    elif (found := latest_stats(store, pipeline.name)) is not None:
+        ref_stats = found[0]
     try:
         result = check(fs, paths, reference=ref_stats, drift_spec=pipeline.validation.drift,
                        exclude_from_drift=exclude, row_id_column=src.entity_column)

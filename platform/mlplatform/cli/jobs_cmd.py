@@ -73,6 +73,11 @@ def submit(
     settings = settings_for(address)
     sub, info = submit_and_watch(settings, spec, steps=step, run_id=run_id, wait=wait,
                                  follow=follow, json_=json_, working_dir=working_dir)
+    report_submission(sub, info, json_)
+
+
+def report_submission(sub: Submission, info: JobInfo | None, json_: bool) -> None:
+    """The end of `submit` and `runs retry`: the outcome, and exit 1 unless it SUCCEEDED."""
     if json_:
         print_json({**sub.model_dump(mode="json"),
                     "job": info.model_dump(mode="json") if info else None})

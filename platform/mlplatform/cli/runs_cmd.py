@@ -105,7 +105,7 @@ def retry(run_id: Annotated[str, typer.Argument(help="A FAILED run.")],
           address: AddressOpt = None, json_: JsonOpt = False) -> None:
     """Re-run a failed run after fixing its data or schema: it resumes at the failed step,
     with the spec file as it is now."""
-    from mlplatform.cli.jobs_cmd import print_outcome, submit_and_watch
+    from mlplatform.cli.jobs_cmd import report_submission, submit_and_watch
 
     settings = settings_for(address)
     detail = MetadataStore(settings.metadata_url).run(run_id)
@@ -118,9 +118,4 @@ def retry(run_id: Annotated[str, typer.Argument(help="A FAILED run.")],
         raise InputError(f"run {run_id}: its spec file {spec_file!r} is not here any more")
     sub, info = submit_and_watch(settings, Path(spec_file), steps=None, run_id=run_id, wait=wait,
                                  follow=follow, json_=json_, working_dir=Path(spec_file).parent)
-    if json_:
-        print_json({**sub.model_dump(mode="json"), "job": info.model_dump(mode="json") if info else None})
-    elif info is not None:
-        print_outcome(info)
-    if info is not None and info.status != "SUCCEEDED":
-        raise typer.Exit(1)
+    report_submission(sub, info, json_)

@@ -28,6 +28,7 @@ from mlplatform.data.stats import DatasetStats
 from mlplatform.data.validation import ValidationResult, validate_parquet
 from mlplatform.errors import InputError
 from mlplatform.pipeline import ArtifactOut, StepContext, StepResult, step
+from mlplatform.registry.metadata import Artifact, MetadataStore
 from mlplatform.spec import PipelineSpec, SchemaSpec
 
 SCHEMA_KIND = "schema"
@@ -60,16 +61,34 @@ def _uri(settings_uri: str, *parts: str) -> str:
     return storage.join(settings_uri, *parts)
 
 
+def recorded_schema(store: MetadataStore, pipeline: str) -> SchemaSpec | None:
+    """The schema this pipeline inferred and recorded on an earlier run, if any."""
+    art = store.latest_output(pipeline, "validate", SCHEMA_KIND)
+    if art is None:
+        return None
+    fs, path = storage.resolve(art.uri)
+    with fs.open_input_stream(path) as src:
+        return SchemaSpec.model_validate(yaml.safe_load(src.read()))
+
+
+def latest_stats(store: MetadataStore, pipeline: str,
+                 exclude_run: str | None = None) -> tuple[DatasetStats, Artifact] | None:
+    """Statistics of the last batch of the pipeline that passed validation."""
+    art = store.latest_output(pipeline, "validate", STATS_KIND, exclude_run=exclude_run)
+    if art is None:
+        return None
+    fs, path = storage.resolve(art.uri)
+    return DatasetStats.load(fs, path), art
+
+
 def resolve_schema(ctx: StepContext,
                    table_for_inference: object | None) -> tuple[SchemaSpec, ArtifactOut | None]:
     """The spec's schema; else the one this pipeline inferred before; else infer it now."""
     if isinstance(ctx.spec.schema_, SchemaSpec):
         return ctx.spec.schema_, None
-    previous = ctx.store.latest_output(ctx.spec.name, "validate", SCHEMA_KIND)
+    previous = recorded_schema(ctx.store, ctx.spec.name)
     if previous is not None:
-        fs, path = storage.resolve(previous.uri)
-        with fs.open_input_stream(path) as src:
-            return SchemaSpec.model_validate(yaml.safe_load(src.read())), None
+        return previous, None
     if table_for_inference is None:
         raise InputError("no schema: the spec names none and none was inferred before")
     src = ctx.spec.source
@@ -88,11 +107,11 @@ def resolve_schema(ctx: StepContext,
 
 
 def load_reference(ctx: StepContext) -> tuple[DatasetStats | None, str]:
-    art = ctx.store.latest_output(ctx.spec.name, "validate", STATS_KIND, exclude_run=ctx.run_id)
-    if art is None:
+    found = latest_stats(ctx.store, ctx.spec.name, exclude_run=ctx.run_id)
+    if found is None:
         return None, "none (first validated batch)"
-    fs, path = storage.resolve(art.uri)
-    return DatasetStats.load(fs, path), f"previous batch ({art.properties.get('snapshot', '?')})"
+    stats, art = found
+    return stats, f"previous batch ({art.properties.get('snapshot', '?')})"
 
 
 @step("validate")
