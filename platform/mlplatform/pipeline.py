@@ -31,7 +31,9 @@ PIPELINE_ORDER: tuple[str, ...] = (
     "ingest", "validate", "featurize", "training_set", "train", "evaluate", "register", "rollout",
 )
 # Modules that register the built-in steps (imported lazily: they pull in Ray).
-BUILTIN_STEP_MODULES: tuple[str, ...] = ("mlplatform.data.ingest", "mlplatform.data.validate_step")
+BUILTIN_STEP_MODULES: tuple[str, ...] = (
+    "mlplatform.data.ingest", "mlplatform.data.validate_step", "mlplatform.features.steps",
+)
 
 
 class ArtifactOut(BaseModel):

@@ -28,6 +28,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "metadata_url": ("PLATFORM_METADATA_URL",),
     "mlflow_tracking_uri": ("PLATFORM_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
     "storage_uri": ("PLATFORM_STORAGE_URI",),
+    "online_store_url": ("PLATFORM_ONLINE_STORE_URL",),
     "ray_auth_mode": ("RAY_AUTH_MODE",),
 }
 
@@ -42,6 +43,7 @@ class ConfigFile(BaseModel):
     metadata_url: str | None = None
     mlflow_tracking_uri: str | None = None
     storage_uri: str | None = None
+    online_store_url: str | None = None
     ray_auth_mode: AuthMode | None = None
 
 
@@ -55,6 +57,7 @@ class Settings(BaseModel):
     metadata_url: str
     mlflow_tracking_uri: str
     storage_uri: str
+    online_store_url: str = Field(description="sqlite:///path (default) or redis://host:port/db.")
     ray_auth_mode: AuthMode
     auth_token_path: Path
     sources: dict[str, str] = Field(default_factory=dict)
@@ -70,6 +73,7 @@ class Settings(BaseModel):
             "PLATFORM_METADATA_URL": self.metadata_url,
             "PLATFORM_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
             "PLATFORM_STORAGE_URI": self.storage_uri,
+            "PLATFORM_ONLINE_STORE_URL": self.online_store_url,
         }
 
 
@@ -174,6 +178,7 @@ def load_settings(env: dict[str, str] | None = None, *, address: str | None = No
         metadata_url=with_default("metadata_url", f"sqlite:///{home / 'metadata.db'}"),
         mlflow_tracking_uri=with_default("mlflow_tracking_uri", f"sqlite:///{home / 'mlflow.db'}"),
         storage_uri=with_default("storage_uri", str(home / "storage")),
+        online_store_url=with_default("online_store_url", f"sqlite:///{home / 'online.db'}"),
         ray_auth_mode=auth_raw,  # type: ignore[arg-type]
         auth_token_path=token_path,
         sources=sources,

@@ -131,22 +131,49 @@ AggFunction = Literal["count", "sum", "mean", "min", "max", "last"]
 
 
 class AggregationSpec(Strict):
+    """Per-entity aggregations of a column over trailing time windows, e.g. the mean
+    spend over the last 7 days; each (function, window) becomes a feature named
+    `<column>_<function>_<window>`."""
+
     column: str
     functions: list[AggFunction] = Field(min_length=1)
     windows: list[Duration] = Field(min_length=1)
 
+    def output_names(self) -> list[str]:
+        return [f"{self.column}_{fn}_{w}" for w in self.windows for fn in self.functions]
+
 
 class FeatureViewSpec(Strict):
+    """A group of features of one entity, computed by the same code for training and
+    serving (Feast's feature view): row-wise `transformation`, then `aggregations`."""
+
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
     entity: str | None = Field(None, description="Entity column; defaults to source.entity_column.")
-    timestamp_column: str | None = None
-    created_timestamp_column: str | None = None
-    ttl: Duration = "30d"
+    timestamp_column: str | None = Field(
+        None, description="Event timestamp column; defaults to source.timestamp_column.")
+    created_timestamp_column: str | None = Field(
+        None, description="When a row became known (late backfills are hidden until then).")
+    ttl: Duration = Field("30d", description="How far back a value may be looked up.")
     transformation: ImportPath | None = Field(
-        None, description="Import path of a function pandas.DataFrame -> pandas.DataFrame."
-    )
-    features: list[str] = Field(default_factory=list)
+        None, description="Import path of a row-wise function pandas.DataFrame -> pandas.DataFrame.")
+    features: list[str] = Field(default_factory=list,
+                                description="Columns (of the source or the transformation's output).")
     aggregations: list[AggregationSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _outputs(self) -> FeatureViewSpec:
+        names = list(self.features) + [n for a in self.aggregations for n in a.output_names()]
+        if not names:
+            raise ValueError(f"feature view {self.name!r} has no features: list 'features' "
+                             "and/or 'aggregations'")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"feature view {self.name!r}: feature name(s) {dupes} appear twice")
+        return self
+
+    def feature_names(self) -> list[str]:
+        return list(self.features) + [n for a in self.aggregations for n in a.output_names()]
 
 
 class FeatureServiceSpec(Strict):
@@ -157,6 +184,9 @@ class FeatureServiceSpec(Strict):
 class FeaturesSpec(Strict):
     views: list[FeatureViewSpec] = Field(default_factory=list)
     services: list[FeatureServiceSpec] = Field(default_factory=list)
+    training_window: Duration | None = Field(
+        "30d", description="The training set holds the label rows of validated batches this far "
+                           "back from the newest row (None: all of them).")
 
 
 # --- model --------------------------------------------------------------------
@@ -303,14 +333,21 @@ class PipelineSpec(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> PipelineSpec:
-        views = {v.name for v in self.features.views}
+        views = {v.name: v for v in self.features.views}
+        if len(views) != len(self.features.views):
+            raise ValueError("features.views: two views share a name")
         for service in self.features.services:
             for ref in service.features:
-                view = ref.split(":", 1)[0]
-                if ":" not in ref or view not in views:
+                view, _, feature = ref.partition(":")
+                if not feature or view not in views:
                     raise ValueError(
                         f"feature service {service.name!r}: {ref!r} does not name a feature view "
                         f"('view:feature'); views are {sorted(views)}"
+                    )
+                if feature != "*" and feature not in views[view].feature_names():
+                    raise ValueError(
+                        f"feature service {service.name!r}: unknown feature {ref!r}; view {view!r} "
+                        f"has {views[view].feature_names()}"
                     )
         services = {s.name for s in self.features.services}
         if self.model.feature_service and self.model.feature_service not in services:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from mlplatform import __version__
-from mlplatform.cli import cluster_cmd, data_cmd, demo_cmd, jobs_cmd, runs_cmd, spec_cmd
+from mlplatform.cli import cluster_cmd, data_cmd, demo_cmd, features_cmd, jobs_cmd, runs_cmd, spec_cmd
 
 app = typer.Typer(
     name="platformctl",
@@ -21,6 +21,7 @@ app.add_typer(spec_cmd.spec_app, name="spec")
 app.add_typer(spec_cmd.config_app, name="config")
 app.add_typer(data_cmd.schema_app, name="schema")
 app.add_typer(data_cmd.alerts_app, name="alerts")
+app.add_typer(features_cmd.app, name="features")
 app.command("init")(spec_cmd.init)
 app.command("validate")(data_cmd.validate)
 app.command("submit")(jobs_cmd.submit)

@@ -434,27 +434,46 @@ class MetadataStore:
             ).all()
             return {h for h in rows if h}
 
+    def _outputs_query(self, kind: str, pipeline: str | None, step: str | None) -> Any:
+        pipe = ContextRow.__table__.alias("pipe")
+        query = (
+            select(ArtifactRow, pipe.c.name, ContextRow.name)
+            .join(EventRow, EventRow.artifact_id == ArtifactRow.id)
+            .join(ExecutionRow, EventRow.execution_id == ExecutionRow.id)
+            .join(ContextRow, ExecutionRow.context_id == ContextRow.id)
+            .join(pipe, ContextRow.parent_id == pipe.c.id)
+            .where(pipe.c.type == "pipeline", ExecutionRow.status == "COMPLETE",
+                   EventRow.type == "OUTPUT", ArtifactRow.kind == kind)
+            .order_by(ExecutionRow.id.desc(), EventRow.id.desc())
+        )
+        if pipeline is not None:
+            query = query.where(pipe.c.name == pipeline)
+        if step is not None:
+            query = query.where(ExecutionRow.step == step)
+        return query
+
     def latest_output(self, pipeline: str, step: str, kind: str,
                       exclude_run: str | None = None) -> Artifact | None:
         """The newest `kind` artifact written by a COMPLETE `step` of the pipeline."""
-        pipe = ContextRow.__table__.alias("pipe")
+        query = self._outputs_query(kind, pipeline, step).limit(1)
+        if exclude_run:
+            query = query.where(ContextRow.name != exclude_run)
         with self.session() as s:
-            query = (
-                select(ArtifactRow)
-                .join(EventRow, EventRow.artifact_id == ArtifactRow.id)
-                .join(ExecutionRow, EventRow.execution_id == ExecutionRow.id)
-                .join(ContextRow, ExecutionRow.context_id == ContextRow.id)
-                .join(pipe, ContextRow.parent_id == pipe.c.id)
-                .where(pipe.c.name == pipeline, pipe.c.type == "pipeline", ExecutionRow.step == step,
-                       ExecutionRow.status == "COMPLETE", EventRow.type == "OUTPUT",
-                       ArtifactRow.kind == kind)
-                .order_by(ExecutionRow.id.desc(), EventRow.id.desc())
-                .limit(1)
-            )
-            if exclude_run:
-                query = query.where(ContextRow.name != exclude_run)
-            row = s.scalar(query)
-            return Artifact.model_validate(row) if row else None
+            row = s.execute(query).first()
+            return Artifact.model_validate(row[0]) if row else None
+
+    def outputs(self, kind: str, *, pipeline: str | None = None,
+                step: str | None = None) -> list[tuple[str, str, Artifact]]:
+        """Every `kind` artifact written by COMPLETE executions, newest first, as
+        (pipeline, run id, artifact); one row per artifact (its newest writer)."""
+        seen: set[int] = set()
+        found = []
+        with self.session() as s:
+            for art, pipe_name, run_name in s.execute(self._outputs_query(kind, pipeline, step)).all():
+                if art.id not in seen:
+                    seen.add(art.id)
+                    found.append((pipe_name, run_name, Artifact.model_validate(art)))
+        return found
 
     # -- alerts -------------------------------------------------------------------------
 

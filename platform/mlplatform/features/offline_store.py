@@ -1,0 +1,184 @@
+"""The offline store: append-only Parquet under the storage URI, partitioned by feature
+view and date, read with pyarrow datasets (partition pruning + predicate pushdown).
+
+    <storage>/features/<pipeline>/views/<view>/date=YYYY-MM-DD/part-<write id>.parquet
+    <storage>/features/<pipeline>/served/<service>/date=YYYY-MM-DD/part-<id>.parquet
+
+A write is named by its id (the caller derives it from the content, e.g. the batch's
+snapshot hash and the view version), one file per date it touches. Each file lands
+by an atomic rename of a hidden temporary file, and rewriting the same id replaces
+its files instead of adding copies, so a retried step is idempotent and a failed one
+leaves nothing a reader can see.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+from mlplatform import storage
+from mlplatform.errors import InputError
+from mlplatform.features.definitions import FeatureView
+
+_PART = re.compile(r"^part-(?P<write>[A-Za-z0-9_.-]+)\.parquet$")
+VERSION_KEY = b"mlplatform.view_version"
+_PARTITIONING = pads.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+
+
+class WriteResult(BaseModel):
+    view: str
+    write_id: str
+    rows: int
+    files: list[str]
+    dates: list[str]
+    content_hash: str = Field(description="sha256 over the written files' hashes.")
+
+
+class OfflineStore:
+    def __init__(self, storage_uri: str, pipeline: str):
+        self.root = storage.join(storage_uri, "features", pipeline)
+        self.pipeline = pipeline
+
+    def view_uri(self, view: str) -> str:
+        return storage.join(self.root, "views", view)
+
+    # -- writes --------------------------------------------------------------------
+
+    def write(self, view: FeatureView, df: pd.DataFrame, write_id: str) -> WriteResult:
+        """Append `df` (key columns + every feature of the view) as write `write_id`."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", write_id):
+            raise ValueError(f"write id {write_id!r}: letters, digits, '.', '_', '-' only")
+        missing = [c for c in [*view.key_columns, *view.features] if c not in df.columns]
+        if missing:
+            raise InputError(f"feature view {view.name!r}: rows to write lack column(s) {missing}")
+        table = pa.Table.from_pandas(df[[*view.key_columns, *view.features]], preserve_index=False)
+        table = table.replace_schema_metadata({VERSION_KEY: view.version.encode()})
+        return self._write_partitioned(self.view_uri(view.name), view.name, table,
+                                       view.timestamp_column, write_id)
+
+    def _write_partitioned(self, uri: str, name: str, table: pa.Table, ts: str,
+                           write_id: str) -> WriteResult:
+        fs, root = storage.resolve(uri)
+        dates = pc.strftime(table[ts], format="%Y-%m-%d") if len(table) else pa.array([], pa.string())
+        files, hashes, written = [], [], []
+        for date in sorted(pc.unique(dates).to_pylist()):
+            part = table.filter(pc.equal(dates, date))
+            folder = f"{root}/date={date}"
+            fs.create_dir(folder, recursive=True)
+            final = f"{folder}/part-{write_id}.parquet"
+            tmp = f"{folder}/.part-{write_id}.{secrets.token_hex(4)}.tmp"
+            pq.write_table(part, tmp, filesystem=fs)
+            fs.move(tmp, final)  # atomic on one filesystem: readers see all of it or none
+            files.append(final)
+            hashes.append(storage.sha256_file(fs, final))
+            written.append(date)
+        digest = hashlib.sha256("\n".join(hashes).encode()).hexdigest()
+        return WriteResult(view=name, write_id=write_id, rows=len(table), files=files, dates=written,
+                           content_hash=digest)
+
+    # -- reads ---------------------------------------------------------------------
+
+    def writes(self, view: str) -> dict[str, list[str]]:
+        """Write id -> its files, for every write of the view."""
+        fs, root = storage.resolve(self.view_uri(view))
+        if not storage.exists(fs, root):
+            return {}
+        out: dict[str, list[str]] = {}
+        for info in storage.list_files(fs, root, (".parquet",)):
+            m = _PART.match(info.base_name)
+            if m:
+                out.setdefault(m["write"], []).append(info.path)
+        return out
+
+    def read(self, view: FeatureView, *, start: dt.datetime | None = None,
+             end: dt.datetime | None = None, columns: list[str] | None = None,
+             files: list[str] | None = None, created_until: dt.datetime | None = None) -> pd.DataFrame:
+        """Rows with start <= event time <= end (pruned by date partition first)."""
+        cols = [*view.key_columns, *(columns if columns is not None else view.features)]
+        fs, root = storage.resolve(self.view_uri(view.name))
+        if files is None and not storage.exists(fs, root):
+            return _empty(cols)
+        source = files if files is not None else root
+        ds = pads.dataset(source, format="parquet", filesystem=fs, partitioning=_PARTITIONING,
+                          partition_base_dir=root)
+        fragments = list(ds.get_fragments())
+        if not fragments:
+            return _empty(cols)
+        # Views gain features over time: read every file under their union schema.
+        schema = pa.unify_schemas([f.physical_schema for f in fragments], promote_options="permissive")
+        missing = [c for c in cols if c not in schema.names]
+        if missing:
+            raise InputError(f"feature view {view.name!r}: the offline store has no column(s) {missing}; "
+                             f"run featurize for this view first")
+        ds = pads.dataset(source, schema=schema.append(pa.field("date", pa.string())), format="parquet",
+                          filesystem=fs, partitioning=_PARTITIONING, partition_base_dir=root)
+        ts = pc.field(view.timestamp_column)
+        expr = None
+        for bound, cond in ((start, lambda b: (pc.field("date") >= b.strftime("%Y-%m-%d"))
+                             & (ts >= pa.scalar(b, pa.timestamp("us")))),
+                            (end, lambda b: (pc.field("date") <= b.strftime("%Y-%m-%d"))
+                             & (ts <= pa.scalar(b, pa.timestamp("us"))))):
+            if bound is not None:
+                expr = cond(bound) if expr is None else expr & cond(bound)
+        if created_until is not None and view.created_timestamp_column:
+            c = pc.field(view.created_timestamp_column)
+            cond = c.is_null() | (c <= pa.scalar(created_until, pa.timestamp("us")))
+            expr = cond if expr is None else expr & cond
+        table = ds.to_table(columns=cols, filter=expr)
+        return table.to_pandas()
+
+    # -- what was served -----------------------------------------------------------
+
+    def served_uri(self, service: str) -> str:
+        return storage.join(self.root, "served", service)
+
+    def log_served(self, service: str, records: pd.DataFrame) -> WriteResult:
+        """Append the feature vectors a model was served (request_id, entity, event_ts,
+        values); retraining can then read exactly what the model saw."""
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", service):
+            raise InputError(f"service {service!r}: use lower-case letters, digits and '_'")
+        for col in ("request_id", "entity", "event_ts"):
+            if col not in records.columns:
+                raise InputError(f"served feature log: column {col!r} is missing; "
+                                 f"got {list(records.columns)}")
+        df = records.copy()
+        if df["event_ts"].isna().any():
+            raise InputError("served feature log: every record needs an event_ts")
+        df["event_ts"] = pd.to_datetime(df["event_ts"], utc=True).dt.tz_localize(None).astype(
+            "datetime64[us]")
+        df["entity"] = df["entity"].astype(str)
+        write_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + secrets.token_hex(4)
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        return self._write_partitioned(self.served_uri(service), service, table, "event_ts", write_id)
+
+    def read_served(self, service: str, *, start: dt.datetime | None = None,
+                    end: dt.datetime | None = None) -> pd.DataFrame:
+        fs, root = storage.resolve(self.served_uri(service))
+        if not storage.exists(fs, root):
+            return pd.DataFrame(columns=["request_id", "entity", "event_ts"])
+        ds = pads.dataset(root, format="parquet", filesystem=fs, partitioning=_PARTITIONING)
+        schema = pa.unify_schemas([f.physical_schema for f in ds.get_fragments()],
+                                  promote_options="permissive")
+        ds = pads.dataset(root, schema=schema.append(pa.field("date", pa.string())), format="parquet",
+                          filesystem=fs, partitioning=_PARTITIONING)
+        expr = None
+        if start is not None:
+            expr = pc.field("event_ts") >= pa.scalar(start, pa.timestamp("us"))
+        if end is not None:
+            cond = pc.field("event_ts") <= pa.scalar(end, pa.timestamp("us"))
+            expr = cond if expr is None else expr & cond
+        df = ds.to_table(columns=schema.names, filter=expr).to_pandas()
+        return df.sort_values(["event_ts", "request_id"], kind="stable").reset_index(drop=True)
+
+
+def _empty(cols: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
