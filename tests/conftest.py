@@ -72,5 +72,42 @@ def ray_connected(ray_cluster: dict[str, str]) -> dict[str, str]:
     return ray_cluster
 
 
+@pytest.fixture(scope="session")
+def redis_url(session_home: Path) -> Iterator[str]:
+    """A real redis-server on a free port, for the session. Without the binary the Redis
+    tests are skipped, saying how to install it, unless PLATFORM_REQUIRE_REDIS=1 (CI
+    sets it, so that CI can never pass by skipping them)."""
+    import time
+
+    from mlplatform.cluster import free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server not found (apt-get install redis-server)"
+        if os.environ.get("PLATFORM_REQUIRE_REDIS") == "1":
+            pytest.fail(message + " and PLATFORM_REQUIRE_REDIS=1")
+        pytest.skip(message)
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(session_home)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        for _ in range(100):
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        else:
+            pytest.fail(f"redis-server did not start on port {port}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(SESSION_HOME, ignore_errors=True)

@@ -77,6 +77,8 @@ def aggregate(view: FeatureView, df: pd.DataFrame) -> pd.DataFrame:
                 df[name] = pd.Series(dtype="float64")
         return df
     ent, ts = view.entity, view.timestamp_column
+    # Rows without a key or a time belong to no entity's history (and groupby drops them).
+    df = df.loc[df[ent].notna() & df[ts].notna()]
     df = df.sort_values([ent, ts], kind="stable").reset_index(drop=True)
     tie_key = [df[ent], df[ts]]
     new: dict[str, pd.Series] = {}
@@ -90,9 +92,12 @@ def aggregate(view: FeatureView, df: pd.DataFrame) -> pd.DataFrame:
                 result = (frame.groupby(ent, sort=False)
                           .rolling(f"{seconds}s", on=ts, closed="right")["v"]
                           .agg(rolled))
-                result = result.reset_index(level=0, drop=True).reindex(df.index)
+                # Rows come back grouped by entity in order of first appearance, each group
+                # in frame order; df is sorted by entity, so positions line up with df's.
                 for fn in rolled:
-                    new[f"{agg.column}_{fn}_{window}"] = result[fn]
+                    col = pd.Series(result[fn].to_numpy(), index=df.index)
+                    # A window whose values are all missing still has a count: zero.
+                    new[f"{agg.column}_{fn}_{window}"] = col.fillna(0.0) if fn == "count" else col
             if "last" in agg.functions:
                 seen_at = df[ts].where(df[agg.column].notna())
                 last_ts = seen_at.groupby(df[ent], sort=False).ffill()
