@@ -56,8 +56,12 @@ def test_submit_wait_then_nothing_new(ray_cluster, demo_data: Path, session_home
     assert shown.returncode == 0, shown.stderr
     run = json.loads(shown.stdout)
     assert run["status"] == "SUCCEEDED"
-    assert [(s["step"], s["status"]) for s in run["steps"]] == [("ingest", "COMPLETE"),
-                                                                ("validate", "COMPLETE")]
+    assert [(s["step"], s["status"]) for s in run["steps"]] == [
+        ("ingest", "COMPLETE"), ("validate", "COMPLETE"), ("featurize", "COMPLETE"),
+        ("training_set", "COMPLETE")]
+    training = [e["artifact"] for e in run["artifacts"]
+                if e["type"] == "OUTPUT" and e["artifact"]["kind"] == "training_set"]
+    assert len(training) == 1 and training[0]["properties"]["service"] == "churn"
     assert run["steps"][0]["duration_s"] > 0
     assert run["properties"]["job_id"] == sub["job_id"]
     snaps = [e["artifact"] for e in run["artifacts"]

@@ -43,8 +43,10 @@ def test_broken_batch_stops_at_validate_and_a_fixed_one_passes(ray_cluster, tmp_
     code, first = _submit(spec)
     assert code == 0, first
     run1 = json.loads(platformctl("runs", "show", first["run_id"], "--json").stdout)
-    assert [(s["step"], s["status"]) for s in run1["steps"]] == [("ingest", "COMPLETE"),
-                                                                 ("validate", "COMPLETE")]
+    assert [(s["step"], s["status"]) for s in run1["steps"]] == [
+        ("ingest", "COMPLETE"), ("validate", "COMPLETE"), ("featurize", "COMPLETE"),
+        ("training_set", "COMPLETE")]
+    assert "no feature views" in run1["steps"][2]["summary"]["message"]
     kinds = {a["artifact"]["kind"] for a in run1["artifacts"] if a["type"] == "OUTPUT"}
     assert {"schema", "statistics", "validated_snapshot", "validation_report"} <= kinds
 
@@ -52,7 +54,7 @@ def test_broken_batch_stops_at_validate_and_a_fixed_one_passes(ray_cluster, tmp_
     code, second = _submit(spec)
     assert code == 1 and second["job"]["status"] == "FAILED"
     run2 = json.loads(platformctl("runs", "show", second["run_id"], "--json").stdout)
-    validate = run2["steps"][-1]
+    validate = run2["steps"][1]
     assert validate["step"] == "validate" and validate["status"] == "FAILED"
     for name in ("creditScore", "credit_score", "age", "sessions_7d", "country"):
         assert name in validate["error"], name
@@ -70,7 +72,7 @@ def test_broken_batch_stops_at_validate_and_a_fixed_one_passes(ray_cluster, tmp_
     code, third = _submit(spec)
     assert code == 0, third
     run3 = json.loads(platformctl("runs", "show", third["run_id"], "--json").stdout)
-    assert run3["steps"][-1]["summary"]["drift_reference"].startswith("previous batch")
+    assert run3["steps"][1]["summary"]["drift_reference"].startswith("previous batch")
 
 
 def test_retry_resumes_at_validate_after_a_schema_fix(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
@@ -86,7 +88,8 @@ def test_retry_resumes_at_validate_after_a_schema_fix(ray_cluster, tmp_path: Pat
     run = json.loads(platformctl("runs", "show", failed["run_id"], "--json").stdout)
     assert run["status"] == "SUCCEEDED"
     assert [(s["step"], s["status"]) for s in run["steps"]] == [
-        ("ingest", "COMPLETE"), ("validate", "FAILED"), ("validate", "COMPLETE")]
+        ("ingest", "COMPLETE"), ("validate", "FAILED"), ("validate", "COMPLETE"),
+        ("featurize", "COMPLETE"), ("training_set", "COMPLETE")]
     again = platformctl("runs", "retry", failed["run_id"])
     assert again.returncode == 2 and "nothing to retry" in again.stderr
 

@@ -138,3 +138,20 @@ def test_a_raising_transformation_stops_the_run_and_writes_nothing(ray_connected
     assert report.status == "FAILED"
     assert ("transformation 'tests.integration.broken_features.explode' raised KeyError" in report.message)
     assert not (home / "storage" / "features").exists()
+
+
+def test_ray_join_equals_the_local_join(demo_runs: dict) -> None:
+    """The distributed path (Ray Data tasks over time ranges, for large inputs) gives the
+    same training set as the in-process join."""
+    settings, spec = demo_runs["settings"], demo_runs["spec"]
+    fstore = FeatureStore(spec, settings)
+    rows = pd.concat([fstore.offline.read(fstore.views["customer_profile"], columns=[])[
+        ["customer_id", "event_ts"]]] * 2, ignore_index=True)
+    rows["event_ts"] = rows["event_ts"] + pd.to_timedelta(
+        np.random.default_rng(1).integers(-86400, 86400 * 9, len(rows)), unit="s")
+    local = fstore.get_training_set(rows, engine="local")
+    distributed = fstore.get_training_set(rows, engine="ray")
+    assert distributed.report.engine == "ray" and local.report.engine == "local"
+    pd.testing.assert_frame_equal(local.df, distributed.df)
+    assert [v.model_dump() for v in local.report.views] == [v.model_dump() for v in distributed.report.views]
+    assert sum(v.unmatched for v in local.report.views) > 0  # times up to 9 days later: some expire

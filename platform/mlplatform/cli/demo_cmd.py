@@ -79,12 +79,15 @@ class DayOutcome(BaseModel):
     quarantined_rows: int | None = None
     drifted_features: list[str] = []
     report: str | None = None
+    training_rows: int | None = None
+    sample_entity: str | None = None
     expected: bool
 
 
 def _outcome(f: DayFile, job_id: str, job_status: str, detail: RunDetail | None) -> DayOutcome:
     steps: dict[str, Any] = {s.step: s.summary for s in detail.steps} if detail else {}
     ingest, validate = steps.get("ingest", {}), steps.get("validate", {})
+    training = steps.get("training_set", {})
     ok = job_status == "SUCCEEDED"
     failed_at_validate = bool(detail and detail.steps and detail.steps[-1].step == "validate"
                               and detail.steps[-1].status == "FAILED")
@@ -96,6 +99,7 @@ def _outcome(f: DayFile, job_id: str, job_status: str, detail: RunDetail | None)
         ingested_rows=ingest.get("rows"), valid_rows=validate.get("rows_valid"),
         quarantined_rows=validate.get("rows_quarantined"),
         drifted_features=validate.get("drifted_features", []), report=validate.get("report"),
+        training_rows=training.get("rows"), sample_entity=training.get("sample_entity"),
         expected=ok if not f.broken else failed_at_validate)
 
 
@@ -112,7 +116,8 @@ def demo(
     json_: JsonOpt = False,
 ) -> None:
     """Bring up the local cluster and replay a stream of daily batches: each day's file
-    lands, and the demo pipeline (jobs/examples/demo.yaml) runs on it as a Ray Job."""
+    lands, and the demo pipeline (jobs/examples/demo.yaml) runs on it as a Ray Job:
+    ingest -> validate -> featurize -> training_set."""
     cfg = _config(days=days, rows_per_day=rows_per_day, seed=seed,
                   drift_day=drift_day or None, break_day=break_day)
     say = (lambda *_: None) if json_ else console.print
@@ -148,12 +153,13 @@ def demo(
         print_json({"cluster": started.state.model_dump(mode="json"),
                     "days": [o.model_dump(mode="json") for o in outcomes]})
     else:
-        table = Table("day", "run", "status", "ingested", "valid", "quarantined", "drifted features")
+        table = Table("day", "run", "status", "ingested", "valid", "quarantined", "training rows",
+                      "drifted features")
         for o in outcomes:
             table.add_row(str(o.day), o.run_id, o.run_status, str(o.ingested_rows or "-"),
                           str(o.valid_rows if o.valid_rows is not None else "-"),
                           str(o.quarantined_rows if o.quarantined_rows is not None else "-"),
-                          ", ".join(o.drifted_features))
+                          str(o.training_rows or "-"), ", ".join(o.drifted_features))
         console.print(table)
         last = outcomes[-1]
         say("Where to look:")
@@ -162,6 +168,9 @@ def demo(
         if last.report:
             say(f"  its validation       {last.report}")
         say("  alerts               platformctl alerts list demo")
+        say("  feature views        platformctl features list")
+        if last.sample_entity:
+            say(f"  an online vector     platformctl features get customer_activity {last.sample_entity}")
         say("  all runs             platformctl runs list demo")
         say("  stop the cluster     platformctl cluster down")
     unexpected = [o for o in outcomes if not o.expected]

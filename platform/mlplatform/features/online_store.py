@@ -39,6 +39,19 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _column_values(values: pd.Series) -> list[Any]:
+    """One column as JSON-ready Python values, converted once per column, not per cell."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return [None if pd.isna(v) else pd.Timestamp(v).isoformat() for v in values]
+    return values.astype(object).where(values.notna(), None).tolist()
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return jsonable(value)
+    return jsonable(value) if isinstance(value, pd.Timestamp | np.datetime64) else str(value)
+
+
 def rows_to_payloads(view: FeatureView, latest: pd.DataFrame) -> list[tuple[str, int, int, str]]:
     """(entity key, event µs, created µs, JSON values) for each row."""
     event = latest[view.timestamp_column].to_numpy(dtype="datetime64[us]").astype("int64")
@@ -47,12 +60,13 @@ def rows_to_payloads(view: FeatureView, latest: pd.DataFrame) -> list[tuple[str,
         created = np.where(created == np.iinfo(np.int64).min, event, created)
     else:
         created = event
-    columns = {f: latest[f].tolist() for f in view.features}
-    out = []
-    for i, key in enumerate(latest[view.entity].tolist()):
-        values = {f: jsonable(columns[f][i]) for f in view.features}
-        out.append((str(key), int(event[i]), int(created[i]), json.dumps(values, allow_nan=False)))
-    return out
+    names = list(view.features)
+    columns = [_column_values(latest[f]) for f in names]
+    dumps = json.JSONEncoder(allow_nan=False, default=_default, separators=(",", ":")).encode
+    keys = [str(k) for k in latest[view.entity].tolist()]
+    return [(key, int(e), int(c), dumps(dict(zip(names, vals, strict=True))))
+            for key, e, c, vals in zip(keys, event.tolist(), created.tolist(), zip(*columns, strict=True),
+                                       strict=True)]
 
 
 class OnlineStore(Protocol):
@@ -70,8 +84,10 @@ class OnlineStore(Protocol):
 
 
 class SQLiteOnlineStore:
-    """One table keyed by (pipeline, view, entity); WITHOUT ROWID keeps a lookup to one
-    B-tree search. A connection per thread (sqlite3 connections are not shareable)."""
+    """One table keyed by (pipeline, view, entity). Not WITHOUT ROWID: rows hold a JSON
+    vector of hundreds of bytes, and SQLite keeps such rows better in a rowid table (a
+    lookup is an index search plus a rowid search, microseconds either way). A
+    connection per thread (sqlite3 connections are not shareable)."""
 
     def __init__(self, path: str):
         self.url = f"sqlite:///{path}"
@@ -82,7 +98,7 @@ class SQLiteOnlineStore:
             c.execute("""CREATE TABLE IF NOT EXISTS online_features (
                 pipeline TEXT NOT NULL, view TEXT NOT NULL, entity TEXT NOT NULL,
                 event_us INTEGER NOT NULL, created_us INTEGER NOT NULL, payload TEXT NOT NULL,
-                PRIMARY KEY (pipeline, view, entity)) WITHOUT ROWID""")
+                PRIMARY KEY (pipeline, view, entity))""")
             c.execute("""CREATE TABLE IF NOT EXISTS online_writes (
                 pipeline TEXT NOT NULL, view TEXT NOT NULL, write_id TEXT NOT NULL,
                 PRIMARY KEY (pipeline, view, write_id)) WITHOUT ROWID""")

@@ -94,10 +94,15 @@ def point_in_time_join(entity_df: pd.DataFrame, features: pd.DataFrame, *, entit
     created = _micros(right[created_ts]) if created_ts else None
     # A missing created_ts (NaT, the smallest int64) counts as "created at the event".
     avail = event if created is None else np.maximum(event, created)
-    rank = _order_key(event, created)
-    keys = pd.DataFrame({entity: right_keys, ROW_TS: avail, "_rank": rank,
-                         "_pos": np.arange(len(right))}).sort_values(ROW_TS, kind="stable")
-    if created is not None:
+    keys = pd.DataFrame({entity: right_keys, ROW_TS: avail, "_pos": np.arange(len(right))})
+    if created is None:
+        # Availability is the event time: merge_asof's last row at or before t (ties:
+        # the later position, kept by the stable sort) is already the answer.
+        keys = keys.sort_values(ROW_TS, kind="stable")
+    else:
+        rank = _order_key(event, created)
+        keys["_rank"] = rank
+        keys = keys.sort_values(ROW_TS, kind="stable")
         # Running arg-max of the rank per entity, in availability order.
         best_rank = keys.groupby(entity, sort=False)["_rank"].cummax().to_numpy()
         pos_of_rank = np.empty(len(right), dtype=np.int64)

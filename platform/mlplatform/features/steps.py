@@ -7,7 +7,7 @@ so a 7-day mean on day 8 covers days 2-8, not just day 8.
 
 training_set: the label rows of the validated batches in `features.training_window`,
 joined point-in-time with the model's feature service, written as Parquet with a
-report of what matched, what had expired and what was missing.
+report of what matched and how many rows had no value within the TTL.
 """
 
 from __future__ import annotations
@@ -143,7 +143,8 @@ def featurize(ctx: StepContext) -> StepResult:
     fstore = FeatureStore(ctx.spec, ctx.settings)
     snap = (batch.content_hash or "unknown")[:16]
     ts_col = ctx.spec.source.timestamp_column
-    sample = _read(batch.uri, ts_col).slice(0, 200).to_pandas()
+    fs, path = storage.resolve(batch.uri)
+    sample = pads.dataset(path, format="parquet", filesystem=fs).head(200).to_pandas()
     bounds = pc.min_max(_read(batch.uri, ts_col, columns=[ts_col])[ts_col]).as_py()
     lo, hi = bounds["min"], bounds["max"]
     # Check every view on a sample first, in-process: a missing column or a transformation
@@ -227,7 +228,7 @@ def training_set(ctx: StepContext) -> StepResult:
     report_json["batches"] = [a.uri for a in used]
     with fs.open_output_stream(f"{path}/report.json") as f:
         f.write(json.dumps(report_json, indent=2).encode())
-    unmatched = {v.view: v.expired + v.missing for v in report.views}
+    unmatched = {v.view: v.unmatched for v in report.views}
     msg = (f"{report.rows} rows x {len(report.features)} features from {len(used)} batch(es); "
            + ", ".join(f"{v}: {n} row(s) without a value in the TTL" for v, n in unmatched.items()))
     ctx.log(msg)
@@ -242,5 +243,6 @@ def training_set(ctx: StepContext) -> StepResult:
     return StepResult(inputs=inputs,
                       outputs=[ArtifactOut(uri=f"{out_uri}/data.parquet", kind=TRAINING_SET_KIND,
                                            content_hash=digest, properties=props)],
-                      summary={"rows": report.rows, "views": [v.model_dump() for v in report.views]},
+                      summary={"rows": report.rows, "views": [v.model_dump() for v in report.views],
+                               "sample_entity": str(df[src.entity_column].iloc[-1]) if len(df) else None},
                       message=msg)

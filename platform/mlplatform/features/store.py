@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from mlplatform.errors import InputError
@@ -44,8 +45,9 @@ class ViewJoinReport(BaseModel):
     version: str
     rows: int
     matched: int
-    expired: int = Field(description="A value existed but was older than the TTL.")
-    missing: int = Field(description="No value at or before the row's time.")
+    unmatched: int = Field(description="Rows with no value of the view within its TTL (they get "
+                                       "nulls). Older values are not read, so 'expired' and 'never "
+                                       "seen' are one count here.")
     null_counts: dict[str, int]
 
 
@@ -161,7 +163,7 @@ class FeatureStore:
             rows[f"{name}__event_ts"] = joined["_event_ts"]
             reports.append(ViewJoinReport(
                 view=name, version=view.version, rows=stats.rows, matched=stats.matched,
-                expired=stats.expired, missing=stats.missing,
+                unmatched=stats.rows - stats.matched,
                 null_counts={f: int(joined[f].isna().sum()) for f in feats}))
         report = TrainingSetReport(service=service, rows=len(rows), features=[r.feature for r in refs],
                                    views=reports, view_versions=service_version(self.views, refs),
@@ -289,7 +291,8 @@ def _join_with_ray(offline: OfflineStore, view: FeatureView, rows: pd.DataFrame,
     ordered["_mlp_pos"] = np.arange(len(rows))
     ordered = ordered.sort_values(ts, kind="stable")
     parallelism = max(2, int(ray.cluster_resources().get("CPU", 2)))
-    chunks = [c for c in np.array_split(ordered, parallelism) if len(c)]
+    step = -(-len(ordered) // parallelism)
+    chunks = [ordered.iloc[i:i + step] for i in range(0, len(ordered), step)]
 
     def join_chunk(batch: pd.DataFrame) -> pd.DataFrame:
         joined, _ = join_view(offline, view, batch, ts, feats)
@@ -297,7 +300,9 @@ def _join_with_ray(offline: OfflineStore, view: FeatureView, rows: pd.DataFrame,
         return joined
 
     ds = ray.data.from_pandas(chunks).map_batches(join_chunk, batch_format="pandas", batch_size=None)
-    joined = pd.concat([ray.get(ref) for ref in ds.to_pandas_refs()], ignore_index=True)
+    # Through Arrow, as the local path reads the store: the same pandas dtypes either way.
+    joined = pa.concat_tables([ray.get(ref) for ref in ds.to_arrow_refs()],
+                              promote_options="permissive").to_pandas()
     joined = joined.sort_values("_mlp_pos").drop(columns=["_mlp_pos"])
     joined.index = rows.index
     return joined, JoinStats.of(joined[STATUS])
