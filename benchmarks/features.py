@@ -169,30 +169,6 @@ def _pandas_join(left: Any, right: Any) -> Any:
                          tolerance=pd.Timedelta(days=TTL_DAYS), direction="backward")
 
 
-class _NumpyWithFrameSplit:
-    """numpy, except that array_split of a DataFrame returns DataFrames (iloc slices)."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(np, name)
-
-    @staticmethod
-    def array_split(obj: Any, sections: int, axis: int = 0) -> list[Any]:
-        if hasattr(obj, "iloc") and axis == 0:
-            return [obj.iloc[idx] for idx in np.array_split(np.arange(len(obj)), sections)]
-        return np.array_split(obj, sections, axis=axis)
-
-
-def _patch_array_split() -> str:
-    """Benchmark-side workaround, in this child process only, used when `_join_with_ray`
-    splits the entity rows with np.array_split(DataFrame): that returns numpy arrays under
-    pandas 3 (DataFrame.swapaxes is gone), and ray.data.from_pandas then fails on them."""
-    import mlplatform.features.store as store_module
-
-    store_module.np = _NumpyWithFrameSplit()  # type: ignore[assignment]
-    return ("mlplatform.features.store.np replaced in the driver by numpy whose array_split of a "
-            "DataFrame returns iloc slices (what np.array_split did before pandas 3)")
-
-
 def worker_join(args: argparse.Namespace) -> dict[str, Any]:
     import pandas as pd
 
@@ -262,14 +238,7 @@ def worker_join(args: argparse.Namespace) -> dict[str, Any]:
     elif variant == "offline":
         join_view(offline, view, warm_rows, TS, FEATURES)
     else:
-        try:
-            _join_with_ray(offline, view, warm_rows, TS, FEATURES)
-        except AttributeError as exc:
-            if "'numpy.ndarray' object has no attribute" not in str(exc):
-                raise
-            extra["library_error"] = f"{type(exc).__name__}: {exc}"
-            extra["workaround"] = _patch_array_split()
-            _join_with_ray(offline, view, warm_rows, TS, FEATURES)
+        _join_with_ray(offline, view, warm_rows, TS, FEATURES)
     warmup_s = time.perf_counter() - began
     h.emit_phase("warmup_end")
 
@@ -684,10 +653,6 @@ def join_notes(variant: str, rec: dict[str, Any], args: argparse.Namespace) -> s
         parts.append("read of the date partitions + join, page cache warm")
     else:
         parts.append("2 Ray Data tasks (one per time chunk), each reads its partitions; warm workers")
-        if res.get("library_error"):
-            parts.insert(0, f"LIBRARY BUG: _join_with_ray fails ({res['library_error']}): np.array_split "
-                            "of a DataFrame gives ndarrays under pandas 3; timed with a benchmark-side "
-                            "workaround (the driver's array_split returns iloc slices)")
     cmp = rec.get("vs_pandas")
     if cmp is not None:
         if cmp.get("agrees"):
