@@ -349,6 +349,14 @@ class PipelineSpec(Strict):
                         f"feature service {service.name!r}: unknown feature {ref!r}; view {view!r} "
                         f"has {views[view].feature_names()}"
                     )
+        src = self.source
+        for view in self.features.views:
+            keys = {view.entity or src.entity_column, view.timestamp_column or src.timestamp_column,
+                    view.created_timestamp_column, src.label_column} - {None}
+            taken = sorted(keys & set(view.feature_names()))
+            if taken:
+                raise ValueError(f"feature view {view.name!r}: {taken} is a key, timestamp or label "
+                                 "column, not a feature")
         services = {s.name for s in self.features.services}
         if self.model.feature_service and self.model.feature_service not in services:
             raise ValueError(

@@ -158,3 +158,16 @@ def test_bad_online_urls_are_clear() -> None:
         open_online_store("mysql://x")
     with pytest.raises(InputError, match="cannot reach Redis"):
         open_online_store("redis://127.0.0.1:1/0")
+
+
+def test_int_ids_widened_by_a_null_are_served_by_their_int_key(backend: str, tmp_path: Path) -> None:
+    spec = PipelineSpec.model_validate({
+        "name": "ids", "source": {"path": "/x", "entity_column": "e", "timestamp_column": "ts"},
+        "features": {"views": [{"name": "v", "features": ["x"], "ttl": "1d"}]}})
+    fstore = _store(spec, tmp_path, backend)
+    rows = pd.DataFrame({"e": [1, 2, None], "ts": [T0, T0, T0], "x": [1.0, 2.0, 3.0]})  # e: float64
+    fstore.write("v", rows, "w1")
+    fstore.materialize()
+    got = fstore.get_online_features([1, "2"], ["v:x"], at=(T0 + pd.Timedelta(hours=1)).to_pydatetime())
+    assert [g.values["x"] for g in got] == [1.0, 2.0]
+    fstore.close()

@@ -125,3 +125,23 @@ def test_spec_errors_name_the_feature(features, message) -> None:  # noqa: ANN00
     with pytest.raises(ValueError, match=message):
         PipelineSpec.model_validate({"name": "fx", "source": {
             "path": "/x", "entity_column": "e", "timestamp_column": "ts"}, "features": features})
+
+
+def test_count_works_on_text_and_sums_need_numbers() -> None:
+    df = pd.DataFrame({"e": ["a", "a", "a"], "ts": [T0, T0 + pd.Timedelta(minutes=1), T0 + pd.Timedelta(
+        minutes=2)], "d": ["x", None, "y"]})
+    count = resolve_views(_spec([{"name": "v", "aggregations": [
+        {"column": "d", "functions": ["count", "last"], "windows": ["1h"]}]}]))["v"]
+    got = compute_frame(count, df)
+    assert got["d_count_1h"].tolist() == [1.0, 1.0, 2.0] and got["d_last_1h"].tolist() == ["x", "x", "y"]
+    summed = resolve_views(_spec([{"name": "v", "aggregations": [
+        {"column": "d", "functions": ["sum"], "windows": ["1h"]}]}]))["v"]
+    with pytest.raises(InputError, match=r"aggregation \['sum'\] of column 'd' needs numbers"):
+        compute_frame(summed, df)
+
+
+def test_a_feature_may_not_be_a_key_or_the_label() -> None:
+    with pytest.raises(ValueError, match=r"\['y'\] is a key, timestamp or label column"):
+        PipelineSpec.model_validate({"name": "fx", "source": {
+            "path": "/x", "entity_column": "e", "timestamp_column": "ts", "label_column": "y"},
+            "features": {"views": [{"name": "v", "features": ["x", "y"]}]}})

@@ -74,3 +74,19 @@ def test_served_vectors_round_trip(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="every record needs an event_ts"):
         store.log_served("churn", records.assign(event_ts=[T0, None]))
     assert len(store.read_served("churn")) == 4
+
+
+def test_uncommitted_files_are_invisible_and_zones_become_utc(tmp_path: Path) -> None:
+    """A write that died after some of its files (no manifest) is not read; zoned times
+    are stored as UTC and partitioned by their UTC date."""
+    store, view = OfflineStore(str(tmp_path), "off"), _view()
+    rows = _rows([0, 1])
+    rows["ts"] = rows["ts"].dt.tz_localize("UTC").dt.tz_convert("Asia/Tokyo")
+    result = store.write(view, rows, "w1")
+    assert result.dates == ["2026-01-01", "2026-01-02"]
+    orphan = Path(result.files[0]).with_name("part-w2.parquet")
+    orphan.write_bytes(Path(result.files[0]).read_bytes())  # files of a write that never committed
+    assert sorted(store.writes("v")) == ["w1"]
+    got = store.read(view)
+    assert len(got) == 2 and str(got["ts"].dtype) == "datetime64[us]"
+    assert got["ts"].min() == T0 + pd.Timedelta(hours=1)

@@ -134,3 +134,12 @@ def test_entity_rows_without_timestamps_are_refused() -> None:
     with pytest.raises(InputError, match=r"1 row\(s\) without a timestamp in 'ts'"):
         point_in_time_join(ents, feats, entity="entity", entity_ts="ts", feature_ts="event_ts",
                            created_ts=None, ttl=None, columns=["value"])
+
+
+def test_int_and_text_entity_ids_meet_as_text_keys() -> None:
+    feats = pd.DataFrame({"entity": ["1", "2"], "event_ts": [T0, T0], "value": [1.0, 2.0]})
+    ents = pd.DataFrame({"entity": [2, 1, None], "ts": [T0, T0, T0]})
+    got, stats = point_in_time_join(ents, feats, entity="entity", entity_ts="ts", feature_ts="event_ts",
+                                    created_ts=None, ttl=None, columns=["value"])
+    assert got["value"].tolist()[:2] == [2.0, 1.0] and pd.isna(got["value"].iloc[2])
+    assert stats.matched == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -137,6 +138,8 @@ def materialize(
     if start and end and start > end:
         raise InputError(f"--since {since} is after --until {until}")
     spec = load_spec(spec_path)
+    # Transformations are imported from the spec's folder, as a job run there would.
+    sys.path.insert(0, str(spec_path.resolve().parent))
     fstore = FeatureStore(spec, settings_for())
     names = view or list(fstore.views)
     for name in names:
@@ -179,12 +182,15 @@ def get(view: Annotated[str, typer.Argument(help="Feature view name.")],
     from mlplatform.features.registry import find_view
     from mlplatform.features.store import read_online
 
+    when = parse_time(at, "--at")
     settings = settings_for()
     found = find_view(MetadataStore(settings.metadata_url), view, pipeline)
     refs = parse_refs([f"{view}:{f}" for f in (feature or ["*"])], {view: found})
     online = open_online_store(settings.online_store_url)
-    vectors = read_online(online, {view: found}, refs, entities, at=parse_time(at, "--at"))
-    online.close()
+    try:
+        vectors = read_online(online, {view: found}, refs, entities, at=when)
+    finally:
+        online.close()
     if json_:
         print_json(vectors)
         return

@@ -83,7 +83,15 @@ def aggregate(view: FeatureView, df: pd.DataFrame) -> pd.DataFrame:
     tie_key = [df[ent], df[ts]]
     new: dict[str, pd.Series] = {}
     for agg in spec.aggregations:
-        values = pd.to_numeric(df[agg.column], errors="coerce")
+        numeric_fns = [f for f in agg.functions if f not in ("count", "last")]
+        if numeric_fns and not (pd.api.types.is_numeric_dtype(df[agg.column])
+                                or pd.api.types.is_bool_dtype(df[agg.column])):
+            raise InputError(f"feature view {view.name!r}: aggregation {numeric_fns} of column "
+                             f"{agg.column!r} needs numbers, the column holds {df[agg.column].dtype}")
+        if numeric_fns:
+            values = df[agg.column].astype("float64")
+        else:  # count (and last) work on any column: count the values present
+            values = df[agg.column].notna().astype("float64").where(df[agg.column].notna())
         for window in agg.windows:
             seconds = duration_seconds(window)
             rolled = [f for f in agg.functions if f != "last"]
@@ -120,6 +128,3 @@ def compute_frame(view: FeatureView, df: pd.DataFrame) -> pd.DataFrame:
     check_columns(view, list(df.columns), "the transformation's output")
     return aggregate(view, df)
 
-
-def feature_columns(view: FeatureView) -> list[str]:
-    return [*view.key_columns, *view.features]

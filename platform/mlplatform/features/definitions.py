@@ -68,6 +68,9 @@ def load_transformation(path: str, view: str) -> Transformation:
     except ImportError as exc:
         raise InputError(f"feature view {view!r}: transformation {path!r}: cannot import "
                          f"{module_name!r} ({exc})") from None
+    except Exception as exc:  # the user's module fails while importing
+        raise InputError(f"feature view {view!r}: transformation {path!r}: importing {module_name!r} "
+                         f"raised {type(exc).__name__}: {exc}") from None
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise InputError(f"feature view {view!r}: transformation {path!r}: module {module_name!r} "

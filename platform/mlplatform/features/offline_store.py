@@ -27,9 +27,10 @@ from pydantic import BaseModel, Field
 
 from mlplatform import storage
 from mlplatform.errors import InputError
+from mlplatform.features.compute import to_utc_naive
 from mlplatform.features.definitions import FeatureView
 
-_PART = re.compile(r"^part-(?P<write>[A-Za-z0-9_.-]+)\.parquet$")
+_COMMITS = "_commits"  # one manifest per committed write; '_' keeps it out of dataset scans
 VERSION_KEY = b"mlplatform.view_version"
 _PARTITIONING = pads.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
 
@@ -60,7 +61,13 @@ class OfflineStore:
         missing = [c for c in [*view.key_columns, *view.features] if c not in df.columns]
         if missing:
             raise InputError(f"feature view {view.name!r}: rows to write lack column(s) {missing}")
-        table = pa.Table.from_pandas(df[[*view.key_columns, *view.features]], preserve_index=False)
+        rows = df[[*view.key_columns, *view.features]].copy()
+        for col in (view.timestamp_column, view.created_timestamp_column):
+            if col:  # one representation in the store: naive UTC microseconds
+                rows[col] = to_utc_naive(rows[col], col)
+        # Rows without a key or an event time can never be joined or served.
+        rows = rows.loc[rows[view.entity].notna() & rows[view.timestamp_column].notna()]
+        table = pa.Table.from_pandas(rows, preserve_index=False)
         table = table.replace_schema_metadata({VERSION_KEY: view.version.encode()})
         return self._write_partitioned(self.view_uri(view.name), view.name, table,
                                        view.timestamp_column, write_id)
@@ -82,8 +89,17 @@ class OfflineStore:
             hashes.append(storage.sha256_file(fs, final))
             written.append(date)
         digest = hashlib.sha256("\n".join(hashes).encode()).hexdigest()
-        return WriteResult(view=name, write_id=write_id, rows=len(table), files=files, dates=written,
-                           content_hash=digest)
+        result = WriteResult(view=name, write_id=write_id, rows=len(table), files=files, dates=written,
+                             content_hash=digest)
+        # The commit: a write exists for readers once its manifest does (one atomic
+        # rename). A write that failed after some of its date files keeps no manifest,
+        # so those files stay invisible until the retry replaces them and commits.
+        fs.create_dir(f"{root}/{_COMMITS}", recursive=True)
+        tmp = f"{root}/{_COMMITS}/.{write_id}.{secrets.token_hex(4)}.tmp"
+        with fs.open_output_stream(tmp) as out:
+            out.write(result.model_dump_json().encode())
+        fs.move(tmp, f"{root}/{_COMMITS}/{write_id}.json")
+        return result
 
     # -- reads ---------------------------------------------------------------------
 
@@ -92,11 +108,14 @@ class OfflineStore:
         fs, root = storage.resolve(self.view_uri(view))
         if not storage.exists(fs, root):
             return {}
+        commits = f"{root}/{_COMMITS}"
+        if not storage.exists(fs, commits):
+            return {}
         out: dict[str, list[str]] = {}
-        for info in storage.list_files(fs, root, (".parquet",)):
-            m = _PART.match(info.base_name)
-            if m:
-                out.setdefault(m["write"], []).append(info.path)
+        for info in storage.list_files(fs, commits, (".json",)):
+            with fs.open_input_stream(info.path) as src:
+                result = WriteResult.model_validate_json(src.read())
+            out[result.write_id] = result.files
         return out
 
     def read(self, view: FeatureView, *, start: dt.datetime | None = None,
@@ -105,9 +124,11 @@ class OfflineStore:
         """Rows with start <= event time <= end (pruned by date partition first)."""
         cols = [*view.key_columns, *(columns if columns is not None else view.features)]
         fs, root = storage.resolve(self.view_uri(view.name))
-        if files is None and not storage.exists(fs, root):
+        if files is None:  # committed writes only (see _write_partitioned)
+            files = [f for fs_ in self.writes(view.name).values() for f in fs_]
+        if not files:
             return _empty(cols)
-        source = files if files is not None else root
+        source = files
         ds = pads.dataset(source, format="parquet", filesystem=fs, partitioning=_PARTITIONING,
                           partition_base_dir=root)
         fragments = list(ds.get_fragments())
@@ -153,8 +174,7 @@ class OfflineStore:
         df = records.copy()
         if df["event_ts"].isna().any():
             raise InputError("served feature log: every record needs an event_ts")
-        df["event_ts"] = pd.to_datetime(df["event_ts"], utc=True).dt.tz_localize(None).astype(
-            "datetime64[us]")
+        df["event_ts"] = to_utc_naive(df["event_ts"], "event_ts")
         df["entity"] = df["entity"].astype(str)
         write_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + secrets.token_hex(4)
         table = pa.Table.from_pandas(df, preserve_index=False)

@@ -39,6 +39,16 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def entity_key(value: Any) -> str:
+    """The text key of an entity id, the same on write and read: a whole float (an int
+    column that pandas widened because of a null) is written as the int it was."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
 def _column_values(values: pd.Series) -> list[Any]:
     """One column as JSON-ready Python values, converted once per column, not per cell."""
     if pd.api.types.is_datetime64_any_dtype(values):
@@ -63,7 +73,7 @@ def rows_to_payloads(view: FeatureView, latest: pd.DataFrame) -> list[tuple[str,
     names = list(view.features)
     columns = [_column_values(latest[f]) for f in names]
     dumps = json.JSONEncoder(allow_nan=False, default=_default, separators=(",", ":")).encode
-    keys = [str(k) for k in latest[view.entity].tolist()]
+    keys = [entity_key(k) for k in latest[view.entity].tolist()]
     return [(key, int(e), int(c), dumps(dict(zip(names, vals, strict=True))))
             for key, e, c, vals in zip(keys, event.tolist(), created.tolist(), zip(*columns, strict=True),
                                        strict=True)]

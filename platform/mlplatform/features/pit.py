@@ -29,6 +29,7 @@ ROW = "_mlp_row"
 ROW_TS = "_mlp_row_ts"
 STATUS = "_status"  # per row: MATCHED, EXPIRED (older than the TTL) or MISSING (nothing before)
 MATCHED, EXPIRED, MISSING = 0, 1, 2
+_NAT = np.iinfo(np.int64).min  # NaT as int64 microseconds
 
 
 class JoinStats(BaseModel):
@@ -64,6 +65,8 @@ def latest_per_entity(df: pd.DataFrame, entity: str, ts: str, created: str | Non
         return df
     event = _micros(df[ts])
     cre = _micros(df[created]) if created else None
+    if cre is not None:
+        cre = np.where(cre == _NAT, event, cre)
     rank = _order_key(event, cre)
     best = pd.Series(rank, index=df.index).groupby(df[entity].to_numpy(), sort=False).idxmax()
     return df.loc[best.to_numpy()]
@@ -83,8 +86,9 @@ def point_in_time_join(entity_df: pd.DataFrame, features: pd.DataFrame, *, entit
     n = len(entity_df)
     right = features.loc[features[entity].notna() & features[feature_ts].notna()]
     if len(right) == 0 or n == 0:
-        empty = pd.DataFrame({c: pd.Series([np.nan] * n, dtype="float64") for c in columns},
-                             index=entity_df.index)
+        # All missing, in the feature rows' own dtypes (numbers widen to float for NaN).
+        empty = features[columns].iloc[:0].reindex(range(n))
+        empty.index = entity_df.index
         empty["_event_ts"] = pd.Series([pd.NaT] * n, dtype="datetime64[us]", index=entity_df.index)
         empty[STATUS] = np.full(n, MISSING, dtype="int8")
         return empty, JoinStats(rows=n, matched=0, missing=n)
@@ -92,7 +96,8 @@ def point_in_time_join(entity_df: pd.DataFrame, features: pd.DataFrame, *, entit
     left = pd.DataFrame({entity: left_keys, ROW_TS: _micros(entity_df[entity_ts]), ROW: np.arange(n)})
     event = _micros(right[feature_ts])
     created = _micros(right[created_ts]) if created_ts else None
-    # A missing created_ts (NaT, the smallest int64) counts as "created at the event".
+    if created is not None:  # a missing created_ts counts as "created at the event", here and online
+        created = np.where(created == _NAT, event, created)
     avail = event if created is None else np.maximum(event, created)
     keys = pd.DataFrame({entity: right_keys, ROW_TS: avail, "_pos": np.arange(len(right))})
     if created is None:
@@ -143,6 +148,14 @@ def _same_dtype(left: pd.Series, right: pd.Series, entity: str) -> tuple[np.ndar
         return s
 
     lk, rk = plain(left), plain(right)
+    numeric = pd.api.types.is_numeric_dtype
+    if numeric(lk.dtype) != numeric(rk.dtype):
+        # Ids stored as text on one side and numbers on the other: compare them as the
+        # online store does, as text keys (1 and 1.0 both become "1").
+        from mlplatform.features.online_store import entity_key
+
+        return (np.array([entity_key(v) if pd.notna(v) else None for v in lk], dtype=object),
+                np.array([entity_key(v) if pd.notna(v) else None for v in rk], dtype=object))
     if lk.dtype != rk.dtype:
         try:
             lk = lk.astype(rk.dtype)

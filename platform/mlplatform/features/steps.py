@@ -57,11 +57,19 @@ def _read(uri: str, ts: str, start: dt.datetime | None = None, end: dt.datetime 
           columns: list[str] | None = None) -> pa.Table:
     fs, path = storage.resolve(uri)
     ds = pads.dataset(path, format="parquet", filesystem=fs)
+    typ = ds.schema.field(ts).type
+
+    def bound(value: dt.datetime) -> pa.Scalar:
+        """A bound in the column's own type: naive UTC, or UTC-aware for a zoned column."""
+        stamp = pd.Timestamp(value)
+        stamp = stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
+        return pa.scalar(stamp if getattr(typ, "tz", None) else stamp.tz_localize(None), typ)
+
     expr = None
     if start is not None:
-        expr = pc.field(ts) >= pa.scalar(start, pa.timestamp("us"))
+        expr = pc.field(ts) >= bound(start)
     if end is not None:
-        cond = pc.field(ts) <= pa.scalar(end, pa.timestamp("us"))
+        cond = pc.field(ts) <= bound(end)
         expr = cond if expr is None else expr & cond
     return ds.to_table(columns=columns, filter=expr)
 
@@ -146,7 +154,7 @@ def featurize(ctx: StepContext) -> StepResult:
     fs, path = storage.resolve(batch.uri)
     sample = pads.dataset(path, format="parquet", filesystem=fs).head(200).to_pandas()
     bounds = pc.min_max(_read(batch.uri, ts_col, columns=[ts_col])[ts_col]).as_py()
-    lo, hi = bounds["min"], bounds["max"]
+    lo, hi = (pd.Timestamp(bounds[k]).to_pydatetime() for k in ("min", "max"))
     # Check every view on a sample first, in-process: a missing column or a transformation
     # that raises is reported before any cluster work and before anything is written.
     for view in fstore.views.values():
@@ -193,8 +201,8 @@ def training_set(ctx: StepContext) -> StepResult:
     service, refs = fstore.features(None)
     keys = [c for c in dict.fromkeys([src.entity_column, *(fstore.views[r.view].entity for r in refs),
                                       src.timestamp_column, src.label_column]) if c]
-    newest = pc.max(_read(batch.uri, src.timestamp_column, columns=[src.timestamp_column])
-                    [src.timestamp_column]).as_py()
+    newest = pd.Timestamp(pc.max(_read(batch.uri, src.timestamp_column, columns=[src.timestamp_column])
+                                 [src.timestamp_column]).as_py()).to_pydatetime()
     window = ctx.spec.features.training_window
     start = newest - dt.timedelta(seconds=duration_seconds(window)) if window else None
     tables, used = [], []
@@ -218,16 +226,20 @@ def training_set(ctx: StepContext) -> StepResult:
     out_uri = storage.join(ctx.settings.storage_uri, "training_sets", ctx.spec.name, ctx.run_id)
     fs, path = storage.resolve(out_uri)
     fs.create_dir(path, recursive=True)
-    table = pa.Table.from_pandas(df, preserve_index=False)
+    report_json = report.model_dump(mode="json")
+    label = df[src.label_column] if src.label_column else None
+    report_json["label_rate"] = (float(label.mean()) if label is not None
+                                 and pd.api.types.is_numeric_dtype(label) else None)
+    report_json["batches"] = [a.uri for a in used]
+    # The report first, then the data: a reader that finds data.parquet finds its report.
+    tmp = f"{path}/.report.json.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(report_json, indent=2).encode())
+    fs.move(tmp, f"{path}/report.json")
     tmp = f"{path}/.data.parquet.tmp"
-    pq.write_table(table, tmp, filesystem=fs)
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp, filesystem=fs)
     fs.move(tmp, f"{path}/data.parquet")
     digest = storage.sha256_file(fs, f"{path}/data.parquet")
-    report_json = report.model_dump(mode="json")
-    report_json["label_rate"] = (float(df[src.label_column].mean()) if src.label_column else None)
-    report_json["batches"] = [a.uri for a in used]
-    with fs.open_output_stream(f"{path}/report.json") as f:
-        f.write(json.dumps(report_json, indent=2).encode())
     unmatched = {v.view: v.unmatched for v in report.views}
     msg = (f"{report.rows} rows x {len(report.features)} features from {len(used)} batch(es); "
            + ", ".join(f"{v}: {n} row(s) without a value in the TTL" for v, n in unmatched.items()))

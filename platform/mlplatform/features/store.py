@@ -27,7 +27,7 @@ from mlplatform.features.definitions import (
     service_version,
 )
 from mlplatform.features.offline_store import OfflineStore, WriteResult
-from mlplatform.features.online_store import OnlineStore, open_online_store, rows_to_payloads
+from mlplatform.features.online_store import OnlineStore, entity_key, open_online_store, rows_to_payloads
 from mlplatform.features.pit import STATUS, JoinStats, latest_per_entity, point_in_time_join
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
@@ -113,8 +113,9 @@ class FeatureStore:
     def features(self, features: str | list[str] | None) -> tuple[str, list[FeatureRef]]:
         """A feature service name, a list of 'view:feature' refs, or None (the model's service)."""
         if isinstance(features, list):
-            return "adhoc", parse_refs(features, self.views)
-        name, refs = resolve_service(self.spec, self.views, features or self.spec.model.feature_service)
+            name, refs = "adhoc", parse_refs(features, self.views)
+        else:
+            name, refs = resolve_service(self.spec, self.views, features or self.spec.model.feature_service)
         names = [r.feature for r in refs]
         clash = sorted({n for n in names if names.count(n) > 1})
         if clash:
@@ -148,6 +149,10 @@ class FeatureStore:
         if entity_df[ts].isna().any():
             raise InputError(f"entity rows: {int(entity_df[ts].isna().sum())} row(s) without a timestamp "
                              f"in {ts!r}")
+        clash = sorted(set(entity_df.columns) & {r.feature for r in refs} - set(needed))
+        if clash:
+            raise InputError(f"entity rows already have column(s) {clash}, which are also requested "
+                             "features: rename them or leave them out of the request")
         rows = entity_df.copy()
         rows[ts] = to_utc_naive(rows[ts], ts)
         use_ray = engine == "ray" or (engine == "auto" and len(rows) >= RAY_JOIN_MIN_ROWS and _ray_up())
@@ -239,7 +244,7 @@ class FeatureStore:
 def read_online(online: OnlineStore, views: dict[str, FeatureView], refs: list[FeatureRef],
                 entities: list[Any], *, at: dt.datetime | None = None) -> list[OnlineVector]:
     """Online vectors for `refs`, the TTL checked against `at` (default: now)."""
-    keys = [str(e) for e in entities]
+    keys = [entity_key(e) for e in entities]
     now = _naive_utc(at) or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     now_us = int(np.datetime64(now, "us").astype("int64"))
     vectors = [OnlineVector(entity=k, values={}, statuses={}, event_ts={}) for k in keys]
@@ -267,6 +272,10 @@ def read_online(online: OnlineStore, views: dict[str, FeatureView], refs: list[F
 def join_view(offline: OfflineStore, view: FeatureView, rows: pd.DataFrame, ts: str,
               feats: list[str]) -> tuple[pd.DataFrame, JoinStats]:
     """One view's features for `rows`, reading only the partitions the rows can see."""
+    if rows.empty:
+        return point_in_time_join(rows, offline.read(view, columns=feats).iloc[:0], entity=view.entity,
+                                  entity_ts=ts, feature_ts=view.timestamp_column,
+                                  created_ts=view.created_timestamp_column, ttl=view.ttl, columns=feats)
     start = rows[ts].min() - view.ttl
     feats_df = offline.read(view, start=start.to_pydatetime(), end=rows[ts].max().to_pydatetime(),
                             columns=feats)
