@@ -81,6 +81,7 @@ class DayOutcome(BaseModel):
     report: str | None = None
     training_rows: int | None = None
     sample_entity: str | None = None
+    sample_at: str | None = None
     expected: bool
 
 
@@ -100,6 +101,7 @@ def _outcome(f: DayFile, job_id: str, job_status: str, detail: RunDetail | None)
         quarantined_rows=validate.get("rows_quarantined"),
         drifted_features=validate.get("drifted_features", []), report=validate.get("report"),
         training_rows=training.get("rows"), sample_entity=training.get("sample_entity"),
+        sample_at=training.get("sample_at"),
         expected=ok if not f.broken else failed_at_validate)
 
 
@@ -170,7 +172,10 @@ def demo(
         say("  alerts               platformctl alerts list demo")
         say("  feature views        platformctl features list")
         if last.sample_entity:
-            say(f"  an online vector     platformctl features get customer_activity {last.sample_entity}")
+            # The demo's events are dated in the past: read the vector as of the last one
+            # (without --at, the 7-day TTL has long expired and the values read as such).
+            say(f"  an online vector     platformctl features get customer_activity {last.sample_entity} "
+                f"--at {last.sample_at}")
         say("  all runs             platformctl runs list demo")
         say("  stop the cluster     platformctl cluster down")
     unexpected = [o for o in outcomes if not o.expected]

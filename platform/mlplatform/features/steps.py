@@ -256,5 +256,7 @@ def training_set(ctx: StepContext) -> StepResult:
                       outputs=[ArtifactOut(uri=f"{out_uri}/data.parquet", kind=TRAINING_SET_KIND,
                                            content_hash=digest, properties=props)],
                       summary={"rows": report.rows, "views": [v.model_dump() for v in report.views],
-                               "sample_entity": str(df[src.entity_column].iloc[-1]) if len(df) else None},
+                               "sample_entity": str(df[src.entity_column].iloc[-1]) if len(df) else None,
+                               "sample_at": df[src.timestamp_column].iloc[-1].isoformat() if len(df)
+                               else None},
                       message=msg)
