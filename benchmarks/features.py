@@ -73,7 +73,7 @@ JOIN_VARIANTS = ("pandas", "pit", "offline", "ray")
 ONLINE_VARIANTS = ("sqlite", "redis")
 VARIANTS = JOIN_VARIANTS + ONLINE_VARIANTS
 RAY_VARIANTS = ("ray",)
-GEN_VERSION = 1
+GEN_VERSION = 2  # 2: the offline store commits each write with a manifest (older data reads as empty)
 
 PIPELINE = "bench"
 VIEW = "v"
