@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,34 @@ def emit_phase(name: str) -> None:
 
 def emit_result(result: dict[str, Any]) -> None:
     print(RESULT + json.dumps(result, default=str), flush=True)
+
+
+def run_worker(worker: Callable[[], dict[str, Any]]) -> int:
+    """The child's main: run one variant, report its result (or why it failed) on stdout."""
+    emit_phase("started")
+    try:
+        result = worker()
+    except Exception as exc:
+        import traceback
+
+        traceback.print_exc()
+        result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:2000]}
+    emit_result(result)
+    return 0
+
+
+def stray_processes(marker: str) -> list[psutil.Process]:
+    """Processes of a run still alive: those whose command line names `marker` (e.g. its
+    Ray temp dir), and their children."""
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(marker in part for part in proc.info.get("cmdline") or []):
+            found[proc.pid] = proc
+            try:
+                found.update((c.pid, c) for c in proc.children(recursive=True))
+            except psutil.Error:
+                pass
+    return list(found.values())
 
 
 # --- machine ----------------------------------------------------------------------------

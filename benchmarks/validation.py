@@ -759,32 +759,10 @@ WORKERS = {"single": worker_single, "pandera": worker_pandera, "ray": worker_ray
 
 
 def worker_main(args: argparse.Namespace) -> int:
-    h.emit_phase("started")
-    try:
-        result = WORKERS[args.worker](args)
-    except Exception as exc:
-        import traceback
-
-        traceback.print_exc()
-        result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"[:2000]}
-    h.emit_result(result)
-    return 0
+    return h.run_worker(lambda: WORKERS[args.worker](args))
 
 
 # --- the parent: data, subprocesses, report ---------------------------------------------------
-
-
-def _stray_ray_processes(marker: str) -> list[psutil.Process]:
-    """Processes of this run's Ray cluster still alive: those naming its temp dir, and their children."""
-    found: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter(["cmdline"]):
-        if any(marker in part for part in proc.info.get("cmdline") or []):
-            found[proc.pid] = proc
-            try:
-                found.update((c.pid, c) for c in proc.children(recursive=True))
-            except psutil.Error:
-                pass
-    return list(found.values())
 
 
 def run_variant(variant: str, args: argparse.Namespace, data: Path, ref: Path) -> dict[str, Any]:
@@ -807,7 +785,7 @@ def run_variant(variant: str, args: argparse.Namespace, data: Path, ref: Path) -
                            log_path=LOG_DIR / f"validation-{variant}.log", echo=True)
     finally:
         if marker:
-            strays = _stray_ray_processes(marker)
+            strays = h.stray_processes(marker)
             for proc in strays:  # only this run's cluster, named by its own temp dir
                 try:
                     proc.terminate()
