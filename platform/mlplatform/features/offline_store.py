@@ -142,14 +142,12 @@ class OfflineStore:
                              f"run featurize for this view first")
         ds = pads.dataset(source, schema=schema.append(pa.field("date", pa.string())), format="parquet",
                           filesystem=fs, partitioning=_PARTITIONING, partition_base_dir=root)
-        ts = pc.field(view.timestamp_column)
-        expr = None
-        for bound, cond in ((start, lambda b: (pc.field("date") >= b.strftime("%Y-%m-%d"))
-                             & (ts >= pa.scalar(b, pa.timestamp("us")))),
-                            (end, lambda b: (pc.field("date") <= b.strftime("%Y-%m-%d"))
-                             & (ts <= pa.scalar(b, pa.timestamp("us"))))):
+        expr = time_range(view.timestamp_column, schema.field(view.timestamp_column).type, start, end)
+        # Date partitions first, so that pyarrow skips whole folders.
+        for bound, op in ((start, pc.greater_equal), (end, pc.less_equal)):
             if bound is not None:
-                expr = cond(bound) if expr is None else expr & cond(bound)
+                by_date = op(pc.field("date"), bound.strftime("%Y-%m-%d"))
+                expr = by_date if expr is None else by_date & expr
         if created_until is not None and view.created_timestamp_column:
             c = pc.field(view.created_timestamp_column)
             cond = c.is_null() | (c <= pa.scalar(created_until, pa.timestamp("us")))
@@ -190,14 +188,27 @@ class OfflineStore:
                                   promote_options="permissive")
         ds = pads.dataset(root, schema=schema.append(pa.field("date", pa.string())), format="parquet",
                           filesystem=fs, partitioning=_PARTITIONING)
-        expr = None
-        if start is not None:
-            expr = pc.field("event_ts") >= pa.scalar(start, pa.timestamp("us"))
-        if end is not None:
-            cond = pc.field("event_ts") <= pa.scalar(end, pa.timestamp("us"))
-            expr = cond if expr is None else expr & cond
+        expr = time_range("event_ts", schema.field("event_ts").type, start, end)
         df = ds.to_table(columns=schema.names, filter=expr).to_pandas()
         return df.sort_values(["event_ts", "request_id"], kind="stable").reset_index(drop=True)
+
+
+def time_range(column: str, typ: pa.DataType, start: dt.datetime | None,
+               end: dt.datetime | None) -> pc.Expression | None:
+    """start <= column <= end as a pyarrow filter, the bounds (naive = UTC) cast to the
+    column's own type, so zoned and naive timestamp columns both compare."""
+    def bound(value: dt.datetime) -> pa.Scalar:
+        stamp = pd.Timestamp(value)
+        stamp = stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
+        return pa.scalar(stamp if getattr(typ, "tz", None) else stamp.tz_localize(None), typ)
+
+    expr = None
+    if start is not None:
+        expr = pc.field(column) >= bound(start)
+    if end is not None:
+        cond = pc.field(column) <= bound(end)
+        expr = cond if expr is None else expr & cond
+    return expr
 
 
 def _empty(cols: list[str]) -> pd.DataFrame:

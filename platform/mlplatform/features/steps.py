@@ -35,6 +35,7 @@ from mlplatform.features.compute import (
     transform,
 )
 from mlplatform.features.definitions import FeatureView
+from mlplatform.features.offline_store import time_range
 from mlplatform.features.registry import FEATURE_VIEW_KIND
 from mlplatform.features.store import FeatureStore
 from mlplatform.pipeline import ArtifactOut, StepContext, StepResult, step
@@ -57,20 +58,7 @@ def _read(uri: str, ts: str, start: dt.datetime | None = None, end: dt.datetime 
           columns: list[str] | None = None) -> pa.Table:
     fs, path = storage.resolve(uri)
     ds = pads.dataset(path, format="parquet", filesystem=fs)
-    typ = ds.schema.field(ts).type
-
-    def bound(value: dt.datetime) -> pa.Scalar:
-        """A bound in the column's own type: naive UTC, or UTC-aware for a zoned column."""
-        stamp = pd.Timestamp(value)
-        stamp = stamp.tz_convert("UTC") if stamp.tzinfo else stamp.tz_localize("UTC")
-        return pa.scalar(stamp if getattr(typ, "tz", None) else stamp.tz_localize(None), typ)
-
-    expr = None
-    if start is not None:
-        expr = pc.field(ts) >= bound(start)
-    if end is not None:
-        cond = pc.field(ts) <= bound(end)
-        expr = cond if expr is None else expr & cond
+    expr = time_range(ts, ds.schema.field(ts).type, start, end)
     return ds.to_table(columns=columns, filter=expr)
 
 
