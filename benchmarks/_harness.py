@@ -377,6 +377,47 @@ def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, marke
     )
 
 
+def run_variant(name: str, cmd: list[str], *, env: dict[str, str], ray: bool, interval: float,
+                log_path: Path) -> tuple[Measured, dict[str, Any], dict[str, Any]]:
+    """Run one variant's subprocess, measured, and clean up after it.
+
+    A Ray variant gets a short temp dir of its own (`--ray-temp-dir`, Ray puts sockets in
+    it); whatever of that cluster outlives the child is stopped, and only that. Returns
+    the measurement, the child's result and the start of its record (status, wall time,
+    log, load averages; with `reason` when it did not succeed).
+    """
+    import shutil
+    import tempfile
+
+    marker = None
+    if ray:
+        marker = tempfile.mkdtemp(prefix="mlpbench-", dir="/tmp")
+        cmd = [*cmd, "--ray-temp-dir", marker]
+    load_before = os.getloadavg()[0]
+    print(f"[{name}] running in a subprocess (1-min load average {load_before:.2f}) ...", flush=True)
+    try:
+        m = run_measured(cmd, env=env, marker=marker, interval=interval, log_path=log_path, echo=True)
+    finally:
+        if marker:
+            strays = stray_processes(marker)
+            for proc in strays:  # only this run's cluster, named by its own temp dir
+                try:
+                    proc.terminate()
+                except psutil.Error:
+                    pass
+            psutil.wait_procs(strays, timeout=10)
+            shutil.rmtree(marker, ignore_errors=True)
+    res = m.result or {"status": "failed", "reason": f"exit code {m.returncode}, no result"}
+    record: dict[str, Any] = {"status": res.get("status", "failed"), "wall_s_subprocess": m.wall_s,
+                              "log": str(m.log_path), "load_avg_1m_before": round(load_before, 2),
+                              "load_avg_1m_after": round(os.getloadavg()[0], 2)}
+    if record["status"] != "ok":
+        record["reason"] = res.get("reason", "")
+        if record["status"] == "failed":
+            print(tail(m.log_path), file=sys.stderr)
+    return m, res, record
+
+
 def tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

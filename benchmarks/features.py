@@ -524,34 +524,13 @@ def run_variant(variant: str, args: argparse.Namespace, data: Path) -> dict[str,
            "--scratch", str(scratch), "--out-values", str(values), "--seed", str(args.seed),
            "--days", str(args.days), "--single-reads", str(args.single_reads),
            "--batch-reads", str(args.batch_reads), "--batch-size", str(args.batch_size)]
-    marker = None
-    if variant in RAY_VARIANTS:
-        marker = tempfile.mkdtemp(prefix="mlpbench-", dir="/tmp")  # short: Ray puts sockets in it
-        cmd += ["--ray-temp-dir", marker]
-    load_before = os.getloadavg()[0]
-    print(f"[{variant}] running in a subprocess (1-min load average {load_before:.2f}) ...", flush=True)
     try:
-        m = h.run_measured(cmd, env=env, marker=marker, interval=args.sample_interval,
-                           log_path=LOG_DIR / f"features-{variant}.log", echo=True)
+        m, res, record = h.run_variant(variant, cmd, env=env, ray=variant in RAY_VARIANTS,
+                                       interval=args.sample_interval,
+                                       log_path=LOG_DIR / f"features-{variant}.log")
     finally:
-        if marker:
-            strays = h.stray_processes(marker)
-            for proc in strays:  # only this run's cluster, named by its own temp dir
-                try:
-                    proc.terminate()
-                except psutil.Error:
-                    pass
-            psutil.wait_procs(strays, timeout=10)
-            shutil.rmtree(marker, ignore_errors=True)
         _stop_leftover_redis(scratch)
-    res = m.result or {"status": "failed", "reason": f"exit code {m.returncode}, no result"}
-    record: dict[str, Any] = {"status": res.get("status", "failed"), "wall_s_subprocess": m.wall_s,
-                              "log": str(m.log_path), "load_avg_1m_before": round(load_before, 2),
-                              "load_avg_1m_after": round(os.getloadavg()[0], 2)}
     if record["status"] != "ok":
-        record["reason"] = res.get("reason", "")
-        if record["status"] == "failed":
-            print(h.tail(m.log_path), file=sys.stderr)
         shutil.rmtree(scratch, ignore_errors=True)
         return record
     seconds = res.pop("seconds")

@@ -35,7 +35,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -46,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 
 try:
     import _harness as h
@@ -774,33 +772,11 @@ def run_variant(variant: str, args: argparse.Namespace, data: Path, ref: Path) -
            "--ref", str(ref), "--repeat", str(args.repeat), "--threads", str(args.threads),
            "--batch-rows", str(args.batch_rows),
            "--object-store-mb", str(args.object_store_mb)]
-    marker = None
-    if variant in ("ray", "ray-dataset"):
-        marker = tempfile.mkdtemp(prefix="mlpbench-", dir="/tmp")  # short: Ray puts sockets in it
-        cmd += ["--ray-temp-dir", marker]
-    load_before = os.getloadavg()[0]
-    print(f"[{variant}] running in a subprocess (1-min load average {load_before:.2f}) ...", flush=True)
-    try:
-        m = h.run_measured(cmd, env=env, marker=marker, interval=args.sample_interval,
-                           log_path=LOG_DIR / f"validation-{variant}.log", echo=True)
-    finally:
-        if marker:
-            strays = h.stray_processes(marker)
-            for proc in strays:  # only this run's cluster, named by its own temp dir
-                try:
-                    proc.terminate()
-                except psutil.Error:
-                    pass
-            psutil.wait_procs(strays, timeout=10)
-            shutil.rmtree(marker, ignore_errors=True)
-    res = m.result or {"status": "failed", "reason": f"exit code {m.returncode}, no result"}
-    record: dict[str, Any] = {"status": res.get("status", "failed"), "wall_s_subprocess": m.wall_s,
-                              "log": str(m.log_path), "load_avg_1m_before": round(load_before, 2),
-                              "load_avg_1m_after": round(os.getloadavg()[0], 2)}
+    m, res, record = h.run_variant(variant, cmd, env=env, ray=variant in ("ray", "ray-dataset"),
+                                   interval=args.sample_interval,
+                                   log_path=LOG_DIR / f"validation-{variant}.log")
     if record["status"] != "ok":
-        record["notes"] = res.get("reason", "")
-        if record["status"] == "failed":
-            print(h.tail(m.log_path), file=sys.stderr)
+        record["notes"] = record.pop("reason")
         return record
     seconds = res.pop("seconds")
     best = min(seconds)
