@@ -33,6 +33,7 @@ PIPELINE_ORDER: tuple[str, ...] = (
 # Modules that register the built-in steps (imported lazily: they pull in Ray).
 BUILTIN_STEP_MODULES: tuple[str, ...] = (
     "mlplatform.data.ingest", "mlplatform.data.validate_step", "mlplatform.features.steps",
+    "mlplatform.training.steps",
 )
 
 

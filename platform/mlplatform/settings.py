@@ -22,6 +22,8 @@ AuthMode = Literal["token", "disabled"]
 _APPLIED_MARK = "_PLATFORM_APPLIED_RAY_AUTH_MODE"
 
 # Environment variable(s) read for each setting, first match wins.
+DEFAULT_ESTIMATOR_MODULES = "sklearn,xgboost,lightgbm"
+
 ENV_VARS: dict[str, tuple[str, ...]] = {
     "home": ("PLATFORM_HOME",),
     "ray_address": ("PLATFORM_RAY_ADDRESS",),
@@ -29,6 +31,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "mlflow_tracking_uri": ("PLATFORM_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
     "storage_uri": ("PLATFORM_STORAGE_URI",),
     "online_store_url": ("PLATFORM_ONLINE_STORE_URL",),
+    "estimator_modules": ("PLATFORM_ESTIMATOR_MODULES",),
     "ray_auth_mode": ("RAY_AUTH_MODE",),
 }
 
@@ -44,6 +47,7 @@ class ConfigFile(BaseModel):
     mlflow_tracking_uri: str | None = None
     storage_uri: str | None = None
     online_store_url: str | None = None
+    estimator_modules: str | None = None
     ray_auth_mode: AuthMode | None = None
 
 
@@ -58,6 +62,9 @@ class Settings(BaseModel):
     mlflow_tracking_uri: str
     storage_uri: str
     online_store_url: str = Field(description="sqlite:///path (default) or redis://host:port/db.")
+    estimator_modules: str = Field(
+        DEFAULT_ESTIMATOR_MODULES, description="Comma-separated module prefixes a spec's "
+        "model.estimator may be imported from (a spec names code that the cluster will run).")
     ray_auth_mode: AuthMode
     auth_token_path: Path
     sources: dict[str, str] = Field(default_factory=dict)
@@ -74,6 +81,7 @@ class Settings(BaseModel):
             "PLATFORM_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
             "PLATFORM_STORAGE_URI": self.storage_uri,
             "PLATFORM_ONLINE_STORE_URL": self.online_store_url,
+            "PLATFORM_ESTIMATOR_MODULES": self.estimator_modules,
         }
 
 
@@ -179,6 +187,7 @@ def load_settings(env: dict[str, str] | None = None, *, address: str | None = No
         mlflow_tracking_uri=with_default("mlflow_tracking_uri", f"sqlite:///{home / 'mlflow.db'}"),
         storage_uri=with_default("storage_uri", str(home / "storage")),
         online_store_url=with_default("online_store_url", f"sqlite:///{home / 'online.db'}"),
+        estimator_modules=pick("estimator_modules") or DEFAULT_ESTIMATOR_MODULES,
         ray_auth_mode=auth_raw,  # type: ignore[arg-type]
         auth_token_path=token_path,
         sources=sources,

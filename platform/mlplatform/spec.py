@@ -221,10 +221,29 @@ class SearchSpec(Strict):
     num_samples: int = Field(8, ge=1)
     algorithm: Literal["random", "optuna", "grid"] = "random"
     scheduler: Literal["fifo", "asha"] = "fifo"
-    max_concurrent_trials: int | None = Field(None, ge=1)
+    max_concurrent_trials: int | None = Field(None, ge=1, description="Default: the cluster's CPUs "
+                                              "divided by cpus_per_trial.")
     cpus_per_trial: float = Field(1.0, gt=0)
     time_budget_s: float | None = Field(None, gt=0)
-    max_failures: int = Field(1, ge=0)
+    max_failures: int = Field(1, ge=0, description="Retries of a failed trial, from its checkpoint.")
+    cv_folds: int | None = Field(None, ge=2, description="Time-ordered CV folds; default a holdout.")
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description="Holdout share of the training "
+                                       "rows (the newest) when cv_folds is not set.")
+    max_iterations: int = Field(100, ge=1, description="ASHA: iterations (boosting rounds, epochs) "
+                                "of an iterative estimator.")
+    report_every: int = Field(10, ge=1, description="ASHA: iterations between reports.")
+    grace_period: int = Field(1, ge=1, description="ASHA: reports before a trial can be stopped.")
+    reduction_factor: float = Field(3.0, gt=1)
+
+    @model_validator(mode="after")
+    def _space(self) -> SearchSpec:
+        if not self.space:
+            raise ValueError("search.space is empty: name at least one parameter to search, or drop "
+                             "`search` to train with model.params")
+        if self.algorithm == "grid" and any(d.type != "grid" for d in self.space.values()):
+            bad = sorted(k for k, d in self.space.items() if d.type != "grid")
+            raise ValueError(f"algorithm 'grid' needs every dimension of type 'grid'; {bad} are not")
+        return self
 
 
 class ModelSpec(Strict):
@@ -233,9 +252,27 @@ class ModelSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     search: SearchSpec | None = None
     metric: str = "roc_auc"
-    metric_mode: Literal["max", "min"] = "max"
+    metric_mode: Literal["max", "min"] | None = Field(None, description="Default: from the metric.")
     feature_service: str | None = None
     seed: int = 0
+    categorical_encoding: Literal["onehot", "ordinal"] = "onehot"
+    scale_numeric: bool = True
+    segment_column: str | None = Field(None, description="Train one model per value of this "
+                                       "categorical column, each a registered model of its own.")
+    num_workers: int | None = Field(None, ge=1, description="xgboost only: data-parallel training "
+                                    "across this many Ray Train workers.")
+
+    @model_validator(mode="after")
+    def _metric(self) -> ModelSpec:
+        from mlplatform.evaluation.metrics import TASK_METRICS, greater_is_better
+
+        allowed = TASK_METRICS[self.task]
+        if self.metric not in allowed:
+            raise ValueError(f"model.metric {self.metric!r} is not a {self.task} metric; choose from "
+                             f"{list(allowed)}")
+        if self.metric_mode is None:
+            self.metric_mode = "max" if greater_is_better(self.metric) else "min"
+        return self
 
 
 # --- evaluation ---------------------------------------------------------------
@@ -257,6 +294,9 @@ class EvaluationSpec(Strict):
     split: Literal["time", "random"] = "time"
     thresholds: list[ThresholdSpec] = Field(default_factory=list)
     slices: list[str] = Field(default_factory=list, description="Columns to slice metrics by.")
+    max_slice_regression: float = Field(0.05, ge=0, description="Largest drop of the primary "
+                                        "metric in any slice against the champion.")
+    min_slice_rows: int = Field(50, ge=1, description="Smaller slices are reported, not gated.")
     require_better_than_champion: bool = True
 
 

@@ -4,8 +4,9 @@ No data set can be downloaded here, and a demo needs data that behaves like the
 real thing: entities that recur with stable traits, skewed numeric features,
 categorical features, missing values, and a label a model can learn but not
 perfectly. `drift_day` shifts some distributions and the label relation from that
-day on; `break_day` writes one day with schema breaks, so that every part of the
-platform (validation, drift, retraining) has something real to react to.
+day on; `break_day` writes one day with schema breaks and `noise_day` one whose labels are
+shuffled, so that every part of the platform (validation, drift, retraining, the model
+gate) has something real to react to.
 Deterministic for a seed: day d depends only on (seed, d).
 """
 
@@ -43,6 +44,8 @@ class DemoDataConfig(BaseModel):
     start: dt.date = dt.date(2026, 1, 1)
     drift_day: int | None = Field(None, ge=1, description="1-based day from which data drifts.")
     break_day: int | None = Field(None, ge=1, description="1-based day written with schema breaks.")
+    noise_day: int | None = Field(None, ge=1, description="1-based day whose labels are shuffled: "
+                                  "the same churn rate, no relation to the features.")
 
 
 class DayFile(BaseModel):
@@ -52,6 +55,7 @@ class DayFile(BaseModel):
     rows: int
     drifted: bool
     broken: bool
+    noisy: bool = False
 
 
 def _entities(cfg: DemoDataConfig) -> pd.DataFrame:
@@ -109,6 +113,8 @@ def generate_day(cfg: DemoDataConfig, day: int, base: pd.DataFrame | None = None
     if drifted:  # the relation itself moves: price sensitivity starts to matter
         logit = logit + 0.8 * (df["spend_30d"] / 60 - 1) - 0.25 * (df["sessions_7d"] - 5) / 3
     df[LABEL] = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype("int8")
+    if cfg.noise_day is not None and day == cfg.noise_day:  # heavy label noise: a bad day of labels
+        df[LABEL] = rng.permutation(df[LABEL].to_numpy())
     # Missing values, as real pipelines see them.
     for col, frac in (("income", 0.04), ("credit_score", 0.06), ("avg_session_min", 0.02)):
         df.loc[rng.uniform(size=n) < frac, col] = np.nan
@@ -140,7 +146,7 @@ def write_day(out: str | Path, cfg: DemoDataConfig, day: int,
     tmp.replace(path)
     return DayFile(day=day, date=date, path=str(path), rows=len(df),
                    drifted=cfg.drift_day is not None and day >= cfg.drift_day,
-                   broken=cfg.break_day == day)
+                   broken=cfg.break_day == day, noisy=cfg.noise_day == day)
 
 
 def write_demo_data(out: str | Path, cfg: DemoDataConfig,

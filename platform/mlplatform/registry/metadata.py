@@ -409,6 +409,13 @@ class MetadataStore:
             row = s.get(ArtifactRow, artifact_id)
             return Artifact.model_validate(row) if row else None
 
+    def find_artifact(self, uri: str, kind: str) -> Artifact | None:
+        """The newest artifact recorded under (uri, kind)."""
+        with self.session() as s:
+            row = s.scalar(select(ArtifactRow).where(ArtifactRow.uri == uri, ArtifactRow.kind == kind)
+                           .order_by(ArtifactRow.id.desc()).limit(1))
+            return Artifact.model_validate(row) if row else None
+
     def artifacts_of_run(self, run_id: str, step: str, type_: str = "OUTPUT") -> list[Artifact]:
         detail = self.run(run_id)
         if detail is None:

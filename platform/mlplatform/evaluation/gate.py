@@ -1,0 +1,154 @@
+"""The champion/challenger gate: TFMA-style value and change thresholds, plus slices.
+
+Both models are scored here, on the same holdout rows, by the same code. The first model
+of a pipeline has no baseline: change thresholds and slice regressions are skipped and
+value thresholds still apply. Every number and the reason travel in the GateDecision,
+which the evaluate step writes to the metadata store and to MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from mlplatform.evaluation.metrics import greater_is_better, predictions, score
+from mlplatform.spec import EvaluationSpec, ModelSpec, ThresholdSpec
+
+
+class Check(BaseModel):
+    metric: str
+    rule: str
+    challenger: float | None
+    champion: float | None = None
+    passed: bool
+    skipped: bool = False
+    detail: str
+
+
+class SliceResult(BaseModel):
+    column: str
+    value: str
+    rows: int
+    challenger: float | None
+    champion: float | None = None
+    regression: float | None = Field(None, description="How much worse the challenger is (>0: worse).")
+    gated: bool
+    passed: bool
+
+
+class GateDecision(BaseModel):
+    passed: bool
+    reason: str
+    metric: str
+    rows: int
+    challenger: dict[str, float]
+    champion: dict[str, float] | None = None
+    champion_version: str | None = None
+    checks: list[Check]
+    slices: list[SliceResult] = Field(default_factory=list)
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and not math.isnan(v)
+
+
+def _direction(t: ThresholdSpec) -> bool:
+    if "greater_is_better" in t.model_fields_set:
+        return t.greater_is_better
+    try:
+        return greater_is_better(t.metric)
+    except KeyError:
+        return t.greater_is_better
+
+
+def _threshold_checks(t: ThresholdSpec, ch: dict[str, float], base: dict[str, float] | None) -> list[Check]:
+    out: list[Check] = []
+    value = ch.get(t.metric)
+    if t.min_value is not None:
+        ok = _finite(value) and value >= t.min_value  # type: ignore[operator]
+        out.append(Check(metric=t.metric, rule=f">= {t.min_value}", challenger=value, passed=ok,
+                         detail=f"{t.metric} {value:.4f} {'>=' if ok else '<'} min_value {t.min_value}"))
+    if t.max_value is not None:
+        ok = _finite(value) and value <= t.max_value  # type: ignore[operator]
+        out.append(Check(metric=t.metric, rule=f"<= {t.max_value}", challenger=value, passed=ok,
+                         detail=f"{t.metric} {value:.4f} {'<=' if ok else '>'} max_value {t.max_value}"))
+    for kind, bound in (("absolute", t.min_absolute_change), ("relative", t.min_relative_change)):
+        if bound is None:
+            continue
+        rule = f"{kind} change >= {bound}"
+        old = base.get(t.metric) if base else None
+        if not _finite(old):
+            out.append(Check(metric=t.metric, rule=rule, challenger=value, passed=True, skipped=True,
+                             detail=f"{t.metric}: no champion to compare with, {kind} change skipped"))
+            continue
+        gain = (value - old) if _direction(t) else (old - value)  # type: ignore[operator]
+        change = gain if kind == "absolute" else gain / abs(old) if old else math.inf  # type: ignore[arg-type]
+        ok = _finite(value) and change >= bound
+        out.append(Check(metric=t.metric, rule=rule, challenger=value, champion=old, passed=ok,
+                         detail=f"{t.metric} {value:.4f} vs champion {old:.4f}: {kind} change "
+                                f"{change:+.4f} {'>=' if ok else '<'} {bound}"))
+    return out
+
+
+def _slice_metric(task: str, metric: str, y: np.ndarray, pred: tuple[np.ndarray, np.ndarray | None],
+                  mask: np.ndarray) -> float:
+    return score(task, y[mask], pred[0][mask],  # type: ignore[arg-type]
+                 None if pred[1] is None else pred[1][mask]).get(metric, float("nan"))
+
+
+def _slices(spec: EvaluationSpec, metric: str, task: str, test: pd.DataFrame, y: np.ndarray,
+            ch: tuple[np.ndarray, np.ndarray | None],
+            base: tuple[np.ndarray, np.ndarray | None] | None) -> list[SliceResult]:
+    better_up = greater_is_better(metric)
+    out: list[SliceResult] = []
+    for column in spec.slices:
+        if column not in test.columns:
+            continue
+        keys = test[column].astype(object).where(test[column].notna(), "<missing>").astype(str).to_numpy()
+        for value in sorted(set(keys)):
+            mask = keys == value
+            rows = int(mask.sum())
+
+            c = _slice_metric(task, metric, y, ch, mask)
+            b = _slice_metric(task, metric, y, base, mask) if base is not None else None
+            regression = ((b - c) if better_up else (c - b)) if _finite(b) and _finite(c) else None
+            gated = base is not None and rows >= spec.min_slice_rows and regression is not None
+            passed = not gated or regression <= spec.max_slice_regression  # type: ignore[operator]
+            out.append(SliceResult(column=column, value=value, rows=rows, challenger=c, champion=b,
+                                   regression=regression, gated=gated, passed=passed))
+    return out
+
+
+def evaluate(model_spec: ModelSpec, spec: EvaluationSpec, challenger: Any, champion: Any | None,
+             X: pd.DataFrame, y: np.ndarray, test: pd.DataFrame | None = None,
+             champion_version: str | None = None) -> GateDecision:
+    """Score both models on (X, y) and decide. `test` carries the slice columns."""
+    task, metric = model_spec.task, model_spec.metric
+    ch_pred = predictions(task, challenger, X)
+    ch = score(task, y, *ch_pred)
+    base_pred = predictions(task, champion, X) if champion is not None else None
+    base = score(task, y, *base_pred) if base_pred is not None else None
+    thresholds = list(spec.thresholds)
+    if spec.require_better_than_champion:
+        thresholds.append(ThresholdSpec(metric=metric, min_absolute_change=1e-12,
+                                        greater_is_better=greater_is_better(metric)))
+    checks = [c for t in thresholds for c in _threshold_checks(t, ch, base)]
+    slices = _slices(spec, metric, task, test if test is not None else X, y, ch_pred, base_pred)
+    failed = [c.detail for c in checks if not c.passed]
+    failed += [f"slice {s.column}={s.value} ({s.rows} rows): {metric} {s.challenger:.4f} vs champion "
+               f"{s.champion:.4f}, worse by {s.regression:.4f} > {spec.max_slice_regression}"
+               for s in slices if not s.passed]
+    if failed:
+        reason = "rejected: " + "; ".join(failed)
+    elif base is None:
+        reason = (f"accepted: first model ({metric} {ch[metric]:.4f}); no champion, change thresholds "
+                  "skipped")
+    else:
+        reason = (f"accepted: {metric} {ch[metric]:.4f} vs champion v{champion_version} "
+                  f"{base[metric]:.4f} ({ch[metric] - base[metric]:+.4f})")
+    return GateDecision(passed=not failed, reason=reason, metric=metric, rows=len(y), challenger=ch,
+                        champion=base, champion_version=champion_version, checks=checks, slices=slices)

@@ -1,0 +1,71 @@
+"""Model metrics by task, computed the same way for tuning, the gate and reproduction.
+
+One function per task so that a challenger, its champion and a reproduced model are
+always scored by the same code on the same rows (scikit-learn does the arithmetic).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from sklearn import metrics as skm
+
+Task = Literal["classification", "regression"]
+
+# Every metric the platform knows, with its direction (True: higher is better).
+TASK_METRICS: dict[str, dict[str, bool]] = {
+    "classification": {"roc_auc": True, "log_loss": False, "accuracy": True, "f1": True},
+    "regression": {"rmse": False, "mae": False, "r2": True},
+}
+
+
+def greater_is_better(metric: str) -> bool:
+    for metrics in TASK_METRICS.values():
+        if metric in metrics:
+            return metrics[metric]
+    raise KeyError(f"unknown metric {metric!r}")
+
+
+def _positive_proba(model: Any, X: Any) -> np.ndarray:
+    proba = np.asarray(model.predict_proba(X))
+    return proba[:, 1] if proba.ndim == 2 and proba.shape[1] == 2 else proba
+
+
+def score(task: Task, y_true: Any, y_pred: Any, proba: np.ndarray | None = None) -> dict[str, float]:
+    """All metrics of `task`; a metric that is undefined on these rows (one class only) is NaN."""
+    y_true = np.asarray(y_true)
+    if task == "regression":
+        y_pred = np.asarray(y_pred, dtype="float64")
+        return {"rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
+                "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+                "r2": float(skm.r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan")}
+    out = {"accuracy": float(skm.accuracy_score(y_true, y_pred))}
+    binary = len(np.unique(y_true)) == 2 and (proba is None or proba.ndim == 1)
+    out["f1"] = float(skm.f1_score(y_true, y_pred, average="binary" if binary else "macro",
+                                   zero_division=0))
+    if proba is None or len(np.unique(y_true)) < 2:
+        out["roc_auc"] = out["log_loss"] = float("nan")
+        return out
+    if proba.ndim == 1:
+        out["roc_auc"] = float(skm.roc_auc_score(y_true, proba))
+        out["log_loss"] = float(skm.log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1]))
+    else:
+        out["roc_auc"] = float(skm.roc_auc_score(y_true, proba, multi_class="ovr"))
+        out["log_loss"] = float(skm.log_loss(y_true, proba))
+    return out
+
+
+def evaluate_model(task: Task, model: Any, X: Any, y: Any) -> dict[str, float]:
+    pred = model.predict(X)
+    proba = _positive_proba(model, X) if task == "classification" and hasattr(model, "predict_proba") \
+        else None
+    return score(task, y, pred, proba)
+
+
+def predictions(task: Task, model: Any, X: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predictions (and positive-class probabilities) once, for scoring many slices."""
+    pred = np.asarray(model.predict(X))
+    proba = _positive_proba(model, X) if task == "classification" and hasattr(model, "predict_proba") \
+        else None
+    return pred, proba

@@ -1,0 +1,355 @@
+"""Hyperparameter search and the final fit, both on Ray Tune.
+
+One function trainable serves every case: a holdout or time-ordered CV score for a
+single-`fit` estimator, per-iteration reports for ASHA on an iterative one (warm_start
+or partial_fit), and the final fit with the best configuration. The final fit runs as a
+one-trial Tune run rather than a Ray Train run: it reuses this trainable, its
+checkpoints and FailureConfig retries, where Ray Train would add a second framework
+(worker groups, a Train run config) for a model that fits on one worker anyway.
+
+The data goes into the object store once (tune.with_parameters); trials reuse their
+actors (reuse_actors=True: a fresh worker process per trial doubled the wall time on two
+cores, see benchmarks/tuning.py).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+from sklearn.model_selection import TimeSeriesSplit
+
+from mlplatform.evaluation.metrics import greater_is_better, predictions, score
+from mlplatform.settings import DEFAULT_ESTIMATOR_MODULES
+from mlplatform.spec import ModelSpec, ParamDistribution
+from mlplatform.training.data import SplitData
+from mlplatform.training.estimators import MODEL_STEP, build_estimator, iterative_kind, new_estimator
+
+_STATE = "state.pkl"
+
+
+class TrialRecord(BaseModel):
+    trial_id: str
+    config: dict[str, Any]
+    score: float | None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    iterations: int | None = None
+    status: str
+    error: str | None = None
+    restored: int = Field(0, description="Times the trial resumed from its checkpoint after a failure.")
+
+
+class SearchResult(BaseModel):
+    metric: str
+    mode: str
+    best_config: dict[str, Any]
+    best_score: float
+    trials: list[TrialRecord]
+    wall_s: float
+    path: str
+
+
+class TrialSetup(BaseModel):
+    """What every trial needs besides its config (small: travels with the trainable)."""
+
+    model: ModelSpec
+    modules: str = DEFAULT_ESTIMATOR_MODULES
+    final: bool = False
+    iterative: bool = False
+
+
+def _worst(metric: str) -> float:
+    return -np.inf if greater_is_better(metric) else np.inf
+
+
+def _score(setup: TrialSetup, pipe: Any, X: Any, y: Any) -> dict[str, float]:
+    pred, proba = predictions(setup.model.task, pipe, X)
+    return score(setup.model.task, y, pred, proba)
+
+
+def _save(state: dict[str, Any]) -> Any:
+    from ray import tune
+
+    folder = tempfile.mkdtemp(prefix="mlp-ckpt-")
+    with open(os.path.join(folder, _STATE), "wb") as f:
+        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return tune.Checkpoint.from_directory(folder)
+
+
+def _restore() -> dict[str, Any] | None:
+    from ray import tune
+
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as folder, open(os.path.join(folder, _STATE), "rb") as f:
+        return pickle.load(f)
+
+
+def trainable(config: dict[str, Any], data: Any, setup: TrialSetup) -> None:
+    """One trial (or, with setup.final, the final fit of the segment `config[SEGMENT]` of the
+    dict `data`). Reports `setup.model.metric` and checkpoints its progress."""
+    from ray import tune
+
+    model = setup.model
+    state = _restore()
+    restored = (state or {}).get("restored", -1) + 1 if state else 0
+    if setup.final:
+        config = dict(config)
+        data = data[config.pop(SEGMENT)]  # type: ignore[index]
+        X = data.X_train if data.X_val is None else _concat(data.X_train, data.X_val)
+        y = data.y_train if data.y_val is None else np.concatenate([data.y_train, data.y_val])
+        pipe = build_estimator(model, X, config, setup.modules)
+        t0 = time.perf_counter()
+        pipe.fit(X, y)
+        tune.report({"fit_s": time.perf_counter() - t0, "restored": restored},
+                    checkpoint=_save({"model": pipe, "restored": restored}))
+        return
+    if setup.iterative:
+        _iterative(config, data, setup, state, restored)
+        return
+    if data.X_val is not None:
+        pipe = build_estimator(model, data.X_train, config, setup.modules)
+        pipe.fit(data.X_train, data.y_train)
+        metrics = _score(setup, pipe, data.X_val, data.y_val)
+        tune.report({**metrics, "restored": restored})
+        return
+    # Time-ordered CV: a checkpoint after each fold, so a retried trial resumes at the next fold.
+    folds = list(TimeSeriesSplit(n_splits=model.search.cv_folds or 3).split(data.X_train))  # type: ignore[union-attr]
+    done: list[dict[str, float]] = (state or {}).get("folds", [])
+    for i, (tr, va) in enumerate(folds):
+        if i < len(done):
+            continue
+        pipe = build_estimator(model, data.X_train, config, setup.modules)
+        pipe.fit(data.X_train.iloc[tr], data.y_train[tr])
+        done.append(_score(setup, pipe, data.X_train.iloc[va], data.y_train[va]))
+        mean = {k: float(np.nanmean([d[k] for d in done])) for k in done[0]}
+        tune.report({**mean, "folds_done": len(done), "restored": restored},
+                    checkpoint=_save({"folds": done, "restored": restored}))
+
+
+def _concat(a: Any, b: Any) -> Any:
+    import pandas as pd
+
+    return pd.concat([a, b], ignore_index=True)
+
+
+def _iterative(config: dict[str, Any], data: SplitData, setup: TrialSetup,
+               state: dict[str, Any] | None, restored: int) -> None:
+    """Grow the model `report_every` iterations at a time and report each step (for ASHA)."""
+    from ray import tune
+
+    model, search = setup.model, setup.model.search
+    assert search is not None and data.X_val is not None
+    kind = iterative_kind(new_estimator(model.estimator, setup.modules))
+    assert kind is not None
+    how, grow = kind
+    if state:
+        pipe, done = state["model"], state["iterations"]
+    else:
+        pipe, done = build_estimator(model, data.X_train, config, setup.modules), 0
+        if how == "partial_fit":
+            pipe.named_steps["preprocess"].fit(data.X_train, data.y_train)
+    est = pipe.named_steps[MODEL_STEP]
+    Xt = pipe.named_steps["preprocess"].transform(data.X_train) if how == "partial_fit" else None
+    classes = np.unique(data.y_train) if model.task == "classification" else None
+    while done < search.max_iterations:
+        step = min(search.report_every, search.max_iterations - done)
+        if how == "warm_start":
+            est.set_params(warm_start=True, **{grow: done + step})  # type: ignore[arg-type]
+            pipe.fit(data.X_train, data.y_train)
+        else:
+            for _ in range(step):
+                if classes is not None:
+                    est.partial_fit(Xt, data.y_train, classes=classes)
+                else:
+                    est.partial_fit(Xt, data.y_train)
+        done += step
+        metrics = _score(setup, pipe, data.X_val, data.y_val)
+        tune.report({**metrics, "iterations": done, "restored": restored},
+                    checkpoint=_save({"model": pipe, "iterations": done, "restored": restored}))
+
+
+def tune_space(space: dict[str, ParamDistribution]) -> dict[str, Any]:
+    from ray import tune
+
+    out: dict[str, Any] = {}
+    for name, d in space.items():
+        if d.type == "uniform":
+            out[name] = tune.uniform(d.low, d.high)
+        elif d.type == "loguniform":
+            out[name] = tune.loguniform(d.low, d.high)
+        elif d.type == "randint":
+            out[name] = tune.randint(int(d.low or 0), int(d.high or 0))
+        elif d.type == "qrandint":
+            out[name] = tune.qrandint(int(d.low or 0), int(d.high or 0), int(d.q or 1))
+        elif d.type == "choice":
+            out[name] = tune.choice(d.values or [])
+        else:
+            out[name] = tune.grid_search(d.values or [])
+    return out
+
+
+def _concurrency(model: ModelSpec) -> int:
+    import ray
+
+    search = model.search
+    assert search is not None
+    if search.max_concurrent_trials:
+        return search.max_concurrent_trials
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    return max(1, int(cpus // search.cpus_per_trial))
+
+
+def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in config.items()}
+
+
+def run_search(model: ModelSpec, data: SplitData, *, storage_path: str, name: str,
+               modules: str = DEFAULT_ESTIMATOR_MODULES,
+               on_trial: Callable[[TrialRecord], None] | None = None) -> SearchResult:
+    """The search the spec describes, on the connected Ray cluster."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    search = model.search
+    assert search is not None, "run_search needs model.search"
+    metric, mode = model.metric, model.metric_mode or "max"
+    if search.cv_folds and data.X_val is not None:
+        data = SplitData(_concat(data.X_train, data.X_val), np.concatenate([data.y_train, data.y_val]))
+    iterative = search.scheduler == "asha"
+    if iterative and (data.X_val is None or iterative_kind(new_estimator(model.estimator, modules)) is None):
+        from mlplatform.errors import InputError
+
+        raise InputError(f"model.search.scheduler 'asha' needs an iterative estimator (warm_start or "
+                         f"partial_fit) and a holdout (no cv_folds); {model.estimator} with "
+                         f"cv_folds={search.cv_folds} is not")
+    setup = TrialSetup(model=model, modules=modules, iterative=iterative)
+    if search.algorithm == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        algo: Any = OptunaSearch(metric=metric, mode=mode, seed=model.seed)
+    else:
+        algo = BasicVariantGenerator(random_state=model.seed)
+    scheduler = (ASHAScheduler(time_attr="training_iteration",
+                               max_t=-(-search.max_iterations // search.report_every),
+                               grace_period=search.grace_period,
+                               reduction_factor=search.reduction_factor)
+                 if iterative else FIFOScheduler())
+    num_samples = 1 if search.algorithm == "grid" else search.num_samples
+    fn = tune.with_resources(tune.with_parameters(trainable, data=data, setup=setup),
+                             {"cpu": search.cpus_per_trial})
+    callbacks = [_Progress(metric, on_trial)] if on_trial else []
+    tuner = tune.Tuner(
+        fn, param_space=tune_space(search.space),
+        tune_config=tune.TuneConfig(metric=metric, mode=mode, search_alg=algo, scheduler=scheduler,
+                                    num_samples=num_samples, reuse_actors=True,
+                                    max_concurrent_trials=_concurrency(model),
+                                    time_budget_s=search.time_budget_s),
+        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0, callbacks=callbacks,
+                                  failure_config=tune.FailureConfig(max_failures=search.max_failures)),
+    )
+    t0 = time.perf_counter()
+    grid = tuner.fit()
+    wall = time.perf_counter() - t0
+    trials = [_record(r, metric) for r in grid]
+    scored = [t for t in trials if t.score is not None and np.isfinite(t.score)]
+    if not scored:
+        from mlplatform.errors import PlatformError
+
+        errors = sorted({t.error or "no score" for t in trials})
+        raise PlatformError(f"every trial of the search failed: {'; '.join(errors)[:1500]}")
+    pick = max if mode == "max" else min
+    best = pick(scored, key=lambda t: t.score)  # type: ignore[arg-type, return-value]
+    config = dict(best.config)
+    if iterative and best.iterations:
+        kind = iterative_kind(new_estimator(model.estimator, modules))
+        if kind and kind[0] == "warm_start" and kind[1]:
+            config[kind[1]] = best.iterations
+    return SearchResult(metric=metric, mode=mode, best_config=config, best_score=float(best.score or 0),
+                        trials=trials, wall_s=wall, path=grid.experiment_path)
+
+
+def _record(result: Any, metric: str) -> TrialRecord:
+    m = result.metrics or {}
+    value = m.get(metric)
+    keep = {k: float(v) for k, v in m.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and k in
+            ("roc_auc", "log_loss", "accuracy", "f1", "rmse", "mae", "r2")}
+    return TrialRecord(
+        trial_id=str(m.get("trial_id") or result.path.rsplit("/", 1)[-1]),
+        config=_jsonable(result.config or {}),
+        score=float(value) if value is not None and np.isfinite(value) else None,
+        metrics=keep, iterations=m.get("iterations"),
+        status="ERROR" if result.error else "TERMINATED",
+        error=f"{type(result.error).__name__}: {result.error}"[:500] if result.error else None,
+        restored=int(m.get("restored", 0) or 0))
+
+
+# Listeners live here, not in the callback: Tune pickles its run config (callbacks included)
+# and a listener usually closes over unpicklable things (a database engine, a console).
+_LISTENERS: dict[str, Callable[[TrialRecord], None]] = {}
+
+
+def _notify(key: str, record: TrialRecord) -> None:
+    listener = _LISTENERS.get(key)
+    if listener:
+        listener(record)
+
+
+class _Progress:
+    """A Tune callback (driver side) that turns finished trials into TrialRecords for a listener."""
+
+    def __new__(cls, metric: str, on_trial: Callable[[TrialRecord], None] | None) -> Any:
+        import secrets
+
+        from ray import tune
+
+        key = secrets.token_hex(8)
+        if on_trial:
+            _LISTENERS[key] = on_trial
+
+        class Progress(tune.Callback):
+            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                r = trial.last_result or {}
+                v = r.get(metric)
+                _notify(key, TrialRecord(trial_id=trial.trial_id, config=_jsonable(trial.config),
+                                         score=float(v) if v is not None else None,
+                                         iterations=r.get("iterations"), status="TERMINATED"))
+
+        return Progress()
+
+
+SEGMENT = "__segment__"
+
+
+def final_fit(model: ModelSpec, data: dict[str, SplitData], config: dict[str, Any], *, storage_path: str,
+              name: str, modules: str = DEFAULT_ESTIMATOR_MODULES, max_failures: int = 1) -> dict[str, Any]:
+    """Fit one model per key of `data` (one key: a single model; several: one per segment, in
+    parallel on the cluster) on all its training rows with `config`, each a retried Tune trial."""
+    from ray import tune
+
+    setup = TrialSetup(model=model, modules=modules, final=True)
+    fn = tune.with_resources(tune.with_parameters(trainable, data=data, setup=setup), {"cpu": 1})
+    tuner = tune.Tuner(fn, param_space={**config, SEGMENT: tune.grid_search(sorted(data))},
+                       tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
+                       run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
+                                                 failure_config=tune.FailureConfig(max_failures=max_failures)))
+    models: dict[str, Any] = {}
+    for result in tuner.fit():
+        segment = (result.config or {}).get(SEGMENT)
+        if result.error or result.checkpoint is None:
+            from mlplatform.errors import PlatformError
+
+            raise PlatformError(f"the final fit{f' of segment {segment!r}' if len(data) > 1 else ''} "
+                                f"failed: {result.error}")
+        with result.checkpoint.as_directory() as folder, open(os.path.join(folder, _STATE), "rb") as f:
+            models[segment] = pickle.load(f)["model"]
+    return models

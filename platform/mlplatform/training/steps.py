@@ -1,0 +1,205 @@
+"""The `train`, `evaluate` and `register` steps of the loop.
+
+train: search + final fit on the run's training set (or, run by hand, the pipeline's
+newest one), each model logged to MLflow with its trials as child runs (one writer: this
+driver). evaluate: the challenger against the champion on the same holdout. register:
+every trained model becomes a model version; a passing one gets `challenger` and, until
+the rollout step adds canaries, `champion`. A rejected one ends the run: the champion
+keeps serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from mlplatform.errors import PlatformError
+from mlplatform.evaluation.gate import evaluate
+from mlplatform.features.steps import TRAINING_SET_KIND
+from mlplatform.pipeline import ArtifactOut, StepContext, StepResult, step
+from mlplatform.registry.metadata import Artifact
+from mlplatform.registry.models import CHALLENGER, CHAMPION, MODEL_KIND, VERSION_KIND, ModelRegistry
+from mlplatform.training.trainer import TrainedModel, code_version, prepare, schema_hash, train
+
+EVALUATION_KIND = "evaluation"
+
+
+def training_set_of(ctx: StepContext) -> Artifact | None:
+    """This run's training set; run by hand (`platformctl train`), the pipeline's newest."""
+    found = ctx.upstream("training_set", TRAINING_SET_KIND)
+    if found:
+        return found[0]
+    latest = ctx.store.outputs(TRAINING_SET_KIND, pipeline=ctx.spec.name, step="training_set")
+    return latest[0][2] if latest else None
+
+
+def _log_trials(reg: ModelRegistry, pipeline: str, parent: str, m: TrainedModel) -> None:
+    if m.search is None:
+        return
+    for t in m.search.trials:
+        child = reg.start_run(pipeline, f"trial-{t.trial_id}", {"mlplatform.kind": "trial"},
+                              parent_run_id=parent)
+        reg.log(child, params=t.config, metrics={**t.metrics, "iterations": t.iterations,
+                                                 "restored": t.restored},
+                tags={"status": t.status, **({"error": t.error} if t.error else {})})
+        reg.end_run(child, "FINISHED" if t.status == "TERMINATED" else "FAILED")
+
+
+@step("train")
+def train_step(ctx: StepContext) -> StepResult:
+    art = training_set_of(ctx)
+    if art is None:
+        return StepResult(message="no training set (the spec has no feature views): nothing to train")
+    spec, props = ctx.spec, art.properties
+    prepared = prepare(spec, art)  # bad input fails here, before any cluster work
+    reg = ModelRegistry(ctx.settings, ctx.store)  # creates the MLflow database before any fan-out
+    ctx.log(f"training set {art.uri}: {prepared.rows} rows; "
+            f"{len(prepared.train)} model(s) to train")
+    models = train(spec, ctx.settings, prepared, name=ctx.run_id, log=ctx.log)
+    git = code_version()
+    outputs, lines = [], []
+    for m in models:
+        X, _ = prepared.train[m.segment or ""]
+        tags = {"mlplatform.pipeline": spec.name, "mlplatform.run_id": ctx.run_id,
+                "mlplatform.model_name": m.name, "mlplatform.segment": m.segment or "",
+                "data.training_set": art.uri, "data.training_set_sha256": art.content_hash or "",
+                "data.snapshots": ",".join(sorted({str(b) for b in props.get("batches", [])})),
+                "schema.hash": schema_hash(X), "feature_service": str(props.get("service")),
+                "feature_service.version": str(props.get("service_hash")),
+                "code.version": git, "seed": str(spec.model.seed), "estimator": spec.model.estimator}
+        run_id = reg.start_run(spec.name, f"{ctx.run_id}{'-' + m.segment if m.segment else ''}", tags)
+        params = {**spec.model.params, **m.config, "estimator": spec.model.estimator,
+                  "seed": spec.model.seed}
+        metrics = {f"holdout_{k}": v for k, v in m.holdout.items()}
+        metrics["training_duration_s"] = m.duration_s
+        if m.search:
+            metrics[f"search_best_{m.search.metric}"] = m.search.best_score
+            metrics["search_trials"] = len(m.search.trials)
+        reg.log(run_id, params=params, metrics=metrics)
+        reg.log_json(run_id, {"features": {c: str(t) for c, t in X.dtypes.items()},
+                              "view_versions": props.get("view_versions")}, "schema.json")
+        sha = reg.log_model(run_id, m.model, X.head(20))
+        _log_trials(reg, spec.name, run_id, m)
+        reg.end_run(run_id)
+        outputs.append(ArtifactOut(
+            uri=f"runs:/{run_id}/model", kind=MODEL_KIND, content_hash=sha,
+            properties={"model_name": m.name, "segment": m.segment, "mlflow_run_id": run_id,
+                        "config": m.config, "params": params, "seed": spec.model.seed,
+                        "estimator": spec.model.estimator, "holdout": m.holdout,
+                        "training_set": art.uri, "training_set_sha256": art.content_hash,
+                        "training_set_id": art.id, "duration_s": m.duration_s, "code_version": git,
+                        "search_best": m.search.best_score if m.search else None}))
+        score = m.holdout.get(spec.model.metric)
+        lines.append(f"{m.name}: holdout {spec.model.metric} "
+                     f"{'n/a' if score is None else f'{score:.4f}'} (MLflow run {run_id[:8]})")
+    used = ArtifactOut(uri=art.uri, kind=TRAINING_SET_KIND, content_hash=art.content_hash)
+    return StepResult(inputs=[used],
+                      outputs=outputs, message="; ".join(lines),
+                      summary={"models": [{"name": m.name, "holdout": m.holdout, "config": m.config,
+                                           "trials": len(m.search.trials) if m.search else 0}
+                                          for m in models]})
+
+
+def _by_id(ctx: StepContext, art_id: int) -> Artifact:
+    a = ctx.store.artifact(art_id)
+    if a is None:
+        raise PlatformError(f"artifact {art_id} is missing from the metadata store")
+    return a
+
+
+@step("evaluate")
+def evaluate_step(ctx: StepContext) -> StepResult:
+    trained = ctx.upstream("train", MODEL_KIND)
+    if not trained:
+        return StepResult(message="no model trained in this run: nothing to evaluate")
+    spec = ctx.spec
+    reg = ModelRegistry(ctx.settings, ctx.store)
+    prepared = prepare(spec, _by_id(ctx, trained[0].properties["training_set_id"]))
+    outputs, inputs, lines, summary = [], [], [], {}
+    for art in trained:
+        p = art.properties
+        name, seg = p["model_name"], p.get("segment") or ""
+        challenger = reg.load_run_model(p["mlflow_run_id"], art.content_hash or "")
+        champ_version = reg.alias(name, CHAMPION)
+        champion = reg.load(name, champ_version) if champ_version else None
+        Xt, yt, test = prepared.test[seg]
+        if champion is not None:
+            needed = list(getattr(champion, "feature_names_in_", Xt.columns))
+            missing = [c for c in needed if c not in test.columns]
+            if missing:
+                raise PlatformError(f"champion {name} v{champ_version} needs feature(s) {missing} that "
+                                    "this training set lacks: compare by hand or promote explicitly")
+        decision = evaluate(spec.model, spec.evaluation, challenger, champion, Xt, yt, test, champ_version)
+        record = decision.model_dump(mode="json")
+        reg.log(p["mlflow_run_id"],
+                metrics={**{f"eval_{k}": v for k, v in decision.challenger.items()},
+                         **{f"champion_{k}": v for k, v in (decision.champion or {}).items()}},
+                tags={"gate.decision": "passed" if decision.passed else "rejected",
+                      "gate.reason": decision.reason,
+                      "gate.champion_version": champ_version or ""})
+        reg.log_json(p["mlflow_run_id"], record, "evaluation.json")
+        inputs.append(ArtifactOut(uri=art.uri, kind=MODEL_KIND, content_hash=art.content_hash))
+        if champ_version:
+            champ_art = ctx.store.find_artifact(f"models:/{name}/{champ_version}", VERSION_KIND)
+            if champ_art:
+                inputs.append(ArtifactOut(uri=champ_art.uri, kind=VERSION_KIND,
+                                          content_hash=champ_art.content_hash))
+        digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+        outputs.append(ArtifactOut(uri=f"evaluation://{spec.name}/{ctx.run_id}/{name}", kind=EVALUATION_KIND,
+                                   content_hash=digest, properties={**record, "model_name": name,
+                                                                    "model_uri": art.uri}))
+        summary[name] = {"passed": decision.passed, "reason": decision.reason,
+                         "challenger": decision.challenger, "champion": decision.champion,
+                         "champion_version": champ_version}
+        lines.append(f"{name}: {decision.reason}")
+        ctx.log(f"{name}: {decision.reason}")
+    return StepResult(inputs=inputs, outputs=outputs, summary=summary, message="; ".join(lines))
+
+
+@step("register")
+def register_step(ctx: StepContext) -> StepResult:
+    trained = ctx.upstream("train", MODEL_KIND)
+    if not trained:
+        return StepResult(message="no model trained in this run: nothing to register")
+    decisions = {a.properties["model_name"]: a for a in ctx.upstream("evaluate", EVALUATION_KIND)}
+    reg = ModelRegistry(ctx.settings, ctx.store)
+    outputs, inputs, lines, summary = [], [], [], {}
+    any_passed = False
+    for art in trained:
+        p = art.properties
+        name = p["model_name"]
+        ev = decisions.get(name)
+        if ev is None:
+            raise PlatformError(f"model {name}: the evaluate step recorded no decision")
+        passed = bool(ev.properties["passed"])
+        version = reg.register(name, p["mlflow_run_id"], tags={
+            "gate.decision": "passed" if passed else "rejected",
+            "gate.reason": ev.properties["reason"][:4000],
+            "mlplatform.run_id": ctx.run_id, "mlplatform.pipeline": ctx.spec.name,
+            "data.training_set_sha256": p.get("training_set_sha256") or "",
+            "seed": str(p.get("seed")), "mlplatform.sha256": art.content_hash or ""})
+        before = reg.alias(name, CHAMPION)
+        if passed:
+            any_passed = True
+            reg.set_alias(name, CHALLENGER, version)
+            # Until the rollout step adds canaries, a passing challenger is promoted directly.
+            reg.set_alias(name, CHAMPION, version)
+            line = (f"{name} v{version}: passed the gate, now champion "
+                    f"(was {f'v{before}' if before else 'none'})")
+        else:
+            line = (f"{name} v{version}: rejected by the gate, champion "
+                    f"{f'v{before}' if before else '(none)'} stays: {ev.properties['reason']}")
+        inputs += [ArtifactOut(uri=art.uri, kind=MODEL_KIND, content_hash=art.content_hash),
+                   ArtifactOut(uri=ev.uri, kind=EVALUATION_KIND, content_hash=ev.content_hash)]
+        outputs.append(ArtifactOut(uri=f"models:/{name}/{version}", kind=VERSION_KIND,
+                                   content_hash=art.content_hash,
+                                   properties={"name": name, "version": version, "passed": passed,
+                                               "mlflow_run_id": p["mlflow_run_id"],
+                                               "segment": p.get("segment"),
+                                               "champion": version if passed else before}))
+        summary[name] = {"version": version, "passed": passed, "champion": version if passed else before,
+                         "previous_champion": before}
+        lines.append(line)
+        ctx.log(line)
+    return StepResult(inputs=inputs, outputs=outputs, summary=summary, message="; ".join(lines),
+                      stop_run=not any_passed)

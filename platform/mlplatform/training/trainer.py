@@ -1,0 +1,165 @@
+"""Training a pipeline's model(s) from a recorded training set: the code behind the `train`
+step, `platformctl tune` and `platformctl models reproduce`.
+
+The split is a function of the training set and the spec only (newest rows are the
+holdout), so the evaluate step and a reproduction see exactly the rows training left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from mlplatform import storage
+from mlplatform.errors import InputError
+from mlplatform.evaluation.metrics import evaluate_model
+from mlplatform.registry.metadata import Artifact
+from mlplatform.settings import Settings
+from mlplatform.spec import PipelineSpec
+from mlplatform.training.data import Columns, SplitData, check_labels, load_frame, search_split, split, xy
+from mlplatform.training.estimators import check_model
+from mlplatform.training.search import SearchResult, TrialRecord, final_fit, run_search
+
+ALL = ""  # the segment key of an unsegmented model
+
+
+@dataclass
+class Prepared:
+    """A training set split for training and evaluation, per segment."""
+
+    cols: Columns
+    train: dict[str, tuple[pd.DataFrame, np.ndarray]]
+    test: dict[str, tuple[pd.DataFrame, np.ndarray, pd.DataFrame]]
+    training_set: Artifact
+    rows: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class TrainedModel(BaseModel):
+    """One model of a run: what the registry and a reproduction need."""
+
+    model_config = {"arbitrary_types_allowed": True}
+    name: str
+    segment: str | None
+    config: dict[str, Any]
+    holdout: dict[str, float]
+    search: SearchResult | None = None
+    duration_s: float
+    model: Any = None
+
+
+def model_name(spec: PipelineSpec, segment: str | None) -> str:
+    if not segment:
+        return spec.name
+    return f"{spec.name}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', segment)}"
+
+
+def code_version() -> str:
+    """The git commit of the platform code when it runs from a checkout, else its version."""
+    from mlplatform import __version__
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        if sha.returncode == 0 and sha.stdout.strip():
+            return sha.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return f"mlplatform-{__version__}"
+
+
+def schema_of(X: pd.DataFrame) -> dict[str, str]:
+    return {c: str(t) for c, t in X.dtypes.items()}
+
+
+def schema_hash(X: pd.DataFrame) -> str:
+    return hashlib.sha256(json.dumps(schema_of(X), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def columns_of(spec: PipelineSpec, art: Artifact) -> Columns:
+    p = art.properties
+    if not p.get("label"):
+        raise InputError("source.label_column is not set: a model needs a label to train on")
+    return Columns(features=list(p["features"]), label=p["label"], timestamp=p.get("timestamp"),
+                   entity=p.get("entity"))
+
+
+def prepare(spec: PipelineSpec, art: Artifact) -> Prepared:
+    """Load the training set (hash-checked), split it, check labels, cut segments."""
+    cols = columns_of(spec, art)
+    df = load_frame(art.uri, art.content_hash)
+    ev, model = spec.evaluation, spec.model
+    seg_col = model.segment_column
+    if seg_col and seg_col not in df.columns:
+        raise InputError(f"model.segment_column {seg_col!r} is not a column of the training set "
+                         f"(features: {cols.features})")
+    train_df, test_df = split(df, cols, ev.test_fraction, ev.split, model.seed)
+    prepared = Prepared(cols=cols, train={}, test={}, training_set=art, rows=len(df))
+    segments = sorted(train_df[seg_col].dropna().astype(str).unique()) if seg_col else [ALL]
+    for seg in segments:
+        tr = train_df if not seg_col else train_df[train_df[seg_col].astype(str) == seg]
+        te = test_df if not seg_col else test_df[test_df[seg_col].astype(str) == seg]
+        X, y = xy(tr.reset_index(drop=True), cols)
+        where = "the training rows" + (f" of segment {seg_col}={seg!r}" if seg_col else "")
+        check_labels(y, model.task, where)
+        Xt, yt = xy(te.reset_index(drop=True), cols)
+        prepared.train[seg] = (X, y)
+        prepared.test[seg] = (Xt, yt, te.reset_index(drop=True))
+    return prepared
+
+
+def train(spec: PipelineSpec, settings: Settings, prepared: Prepared, *, name: str,
+          log: Callable[[str], None] = print, search: bool = True) -> list[TrainedModel]:
+    """Search (once, on all segments' rows) and fit the final model(s) on the cluster."""
+    from mlplatform.cluster import ensure_ray
+
+    model = spec.model
+    check_model(model, settings.estimator_modules)
+    ensure_ray()
+    tune_root = storage.join(settings.storage_uri, "tune", spec.name)
+    if not tune_root.startswith(("s3://", "gs://", "abfs://")):
+        Path(tune_root).mkdir(parents=True, exist_ok=True)
+    result: SearchResult | None = None
+    config: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if search and model.search:
+        X = pd.concat([x for x, _ in prepared.train.values()], ignore_index=True)
+        y = np.concatenate([y for _, y in prepared.train.values()])
+        data = (SplitData(X, y) if model.search.cv_folds
+                else search_split(X, y, model.search.validation_fraction))
+        n = model.search.num_samples
+        log(f"searching {len(model.search.space)} parameter(s), {n} trial(s), {model.search.algorithm}"
+            f"{' + ASHA' if model.search.scheduler == 'asha' else ''} on {len(X)} rows")
+
+        def on_trial(t: TrialRecord) -> None:
+            log(f"trial {t.trial_id}: {model.metric}={t.score if t.score is None else round(t.score, 4)} "
+                f"{json.dumps(t.config, default=str)}")
+
+        result = run_search(model, data, storage_path=tune_root, name=f"{name}-search",
+                            modules=settings.estimator_modules, on_trial=on_trial)
+        config = result.best_config
+        log(f"best {model.metric}={result.best_score:.4f} with {json.dumps(config, default=str)} "
+            f"({len(result.trials)} trials in {result.wall_s:.1f}s)")
+    datas = {seg: SplitData(X, y) for seg, (X, y) in prepared.train.items()}
+    models = final_fit(model, datas, config, storage_path=tune_root, name=f"{name}-fit",
+                       modules=settings.estimator_modules,
+                       max_failures=model.search.max_failures if model.search else 1)
+    duration = time.perf_counter() - t0
+    out = []
+    for seg, fitted in models.items():
+        Xt, yt, _ = prepared.test[seg]
+        holdout = evaluate_model(model.task, fitted, Xt, yt) if len(yt) else {}
+        out.append(TrainedModel(name=model_name(spec, seg or None), segment=seg or None, config=config,
+                                holdout=holdout, search=result, duration_s=duration, model=fitted))
+    return out
