@@ -240,6 +240,11 @@ class SearchSpec(Strict):
         if not self.space:
             raise ValueError("search.space is empty: name at least one parameter to search, or drop "
                              "`search` to train with model.params")
+        reports = -(-self.max_iterations // self.report_every)
+        if self.scheduler == "asha" and self.grace_period > reports:
+            raise ValueError(f"grace_period {self.grace_period} is more reports than a trial makes "
+                             f"({reports} = max_iterations {self.max_iterations} / report_every "
+                             f"{self.report_every})")
         if self.algorithm == "grid" and any(d.type != "grid" for d in self.space.values()):
             bad = sorted(k for k, d in self.space.items() if d.type != "grid")
             raise ValueError(f"algorithm 'grid' needs every dimension of type 'grid'; {bad} are not")

@@ -5,7 +5,17 @@ from __future__ import annotations
 import typer
 
 from mlplatform import __version__
-from mlplatform.cli import cluster_cmd, data_cmd, demo_cmd, features_cmd, jobs_cmd, runs_cmd, spec_cmd
+from mlplatform.cli import (
+    cluster_cmd,
+    data_cmd,
+    demo_cmd,
+    features_cmd,
+    jobs_cmd,
+    models_cmd,
+    runs_cmd,
+    spec_cmd,
+    train_cmd,
+)
 
 app = typer.Typer(
     name="platformctl",
@@ -22,9 +32,13 @@ app.add_typer(spec_cmd.config_app, name="config")
 app.add_typer(data_cmd.schema_app, name="schema")
 app.add_typer(data_cmd.alerts_app, name="alerts")
 app.add_typer(features_cmd.app, name="features")
+app.add_typer(models_cmd.app, name="models")
 app.command("init")(spec_cmd.init)
 app.command("validate")(data_cmd.validate)
 app.command("submit")(jobs_cmd.submit)
+app.command("train")(train_cmd.train)
+app.command("tune")(train_cmd.tune)
+app.command("ui")(train_cmd.ui)
 app.command("demo-data")(demo_cmd.demo_data)
 app.command("demo")(demo_cmd.demo)
 

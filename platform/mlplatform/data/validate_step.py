@@ -199,7 +199,7 @@ def validate(ctx: StepContext) -> StepResult:
         _drop(out_fs, storage.resolve(valid_tmp)[1])
         outputs.append(ArtifactOut(uri=snap.uri, kind="rejected_batch", content_hash=snap.content_hash,
                                    properties={"rows": result.rows_in, "reasons": reasons}))
-        return StepResult(inputs=[], outputs=outputs, summary=summary, fail=message)
+        return StepResult(inputs=[_input(snap)], outputs=outputs, summary=summary, fail=message)
     _drop(out_fs, valid_path)  # an earlier validation of the same snapshot is superseded
     if storage.exists(out_fs, storage.resolve(valid_tmp)[1]):
         out_fs.move(storage.resolve(valid_tmp)[1], valid_path)
@@ -208,7 +208,12 @@ def validate(ctx: StepContext) -> StepResult:
     msg = f"{result.rows_valid}/{result.rows_in} rows valid"
     if drift is not None:
         msg += f", drift on {drift.n_drifted}/{drift.n_features} feature(s)"
-    return StepResult(outputs=outputs, summary=summary, message=msg)
+    return StepResult(inputs=[_input(snap)], outputs=outputs, summary=summary, message=msg)
+
+
+def _input(snap: Artifact) -> ArtifactOut:
+    """The ingested snapshot, linked as this step's input so lineage reaches the source files."""
+    return ArtifactOut(uri=snap.uri, kind=snap.kind, content_hash=snap.content_hash)
 
 
 def _drop(fs: pafs.FileSystem, path: str) -> None:

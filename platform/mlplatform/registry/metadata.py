@@ -502,7 +502,7 @@ class MetadataStore:
             return [Alert.model_validate(r) for r in s.scalars(query)]
 
     def lineage(self, artifact_id: int, direction: Literal["upstream", "downstream"] = "upstream",
-                max_depth: int = 20) -> list[LineageNode]:
+                max_depth: int = 20, stop_at: frozenset[str] = frozenset()) -> list[LineageNode]:
         """Artifacts an artifact was made from (upstream) or that were made from it.
 
         Walks artifact -> producing execution -> its inputs (or the reverse),
@@ -534,7 +534,8 @@ class MetadataStore:
                     if art.id in seen:
                         continue
                     seen.add(art.id)
-                    frontier.append(art.id)
+                    if art.kind not in stop_at:  # listed, but not walked through
+                        frontier.append(art.id)
                     out.append(LineageNode(artifact=Artifact.model_validate(art),
                                            via=f"{run_name}/{step}", depth=depth))
         return out

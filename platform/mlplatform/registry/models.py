@@ -224,7 +224,14 @@ class ModelRegistry:
 
     def versions(self, name: str) -> list[ModelVersionInfo]:
         found = self.client.search_model_versions(f"name = '{name}'")
-        return sorted((self._info(mv) for mv in found), key=lambda v: int(v.version))
+        # search_model_versions leaves aliases out; the registered model has them all.
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (self.client.get_registered_model(name).aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        infos = [self._info(mv) for mv in found]
+        for info in infos:
+            info.aliases = sorted(set(info.aliases) | set(aliases.get(info.version, [])))
+        return sorted(infos, key=lambda v: int(v.version))
 
     def _info(self, mv: Any) -> ModelVersionInfo:
         metrics: dict[str, float] = {}

@@ -79,7 +79,8 @@ def check_labels(y: np.ndarray, task: str, where: str = "training set") -> None:
     if task == "classification":
         classes = np.unique(y)
         if len(classes) < 2:
-            raise InputError(f"{where}: the label has a single class ({classes[0]!r}) in {len(y)} rows; "
+            only = classes[0].item() if isinstance(classes[0], np.generic) else classes[0]
+            raise InputError(f"{where}: the label has a single class ({only!r}) in {len(y)} rows; "
                              "a classifier needs at least two")
 
 

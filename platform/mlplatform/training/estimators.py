@@ -73,7 +73,8 @@ def _with_params(est: BaseEstimator, params: dict[str, Any], field: str) -> Base
         raise InputError(f"{field}: {type(est).__name__} has no parameter(s) {unknown}; it takes "
                          f"{sorted(k for k in known if '__' not in k)}")
     est = clone(est).set_params(**params)
-    validate = getattr(est, "_validate_params", None)  # scikit-learn's own constraint check
+    # scikit-learn's own constraint check; xgboost inherits the method without the table it reads.
+    validate = getattr(est, "_validate_params", None) if hasattr(est, "_parameter_constraints") else None
     if validate is not None:
         try:
             validate()
@@ -84,6 +85,9 @@ def _with_params(est: BaseEstimator, params: dict[str, Any], field: str) -> Base
 
 def check_model(model: ModelSpec, modules: str = DEFAULT_ESTIMATOR_MODULES) -> BaseEstimator:
     """Every error a spec's model section can hold, before any cluster work starts."""
+    if model.num_workers and not model.estimator.startswith("xgboost."):
+        raise InputError(f"model.num_workers: data-parallel training needs an xgboost estimator, not "
+                         f"{model.estimator!r}; drop num_workers to train it on one worker")
     est = new_estimator(model.estimator, modules)
     if model.task == "classification" and is_regressor(est):
         raise InputError(f"model.estimator {model.estimator!r} is a regressor but model.task is "

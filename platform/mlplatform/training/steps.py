@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 
+from mlplatform.data.validate_step import VALIDATED_KIND
 from mlplatform.errors import PlatformError
 from mlplatform.evaluation.gate import evaluate
 from mlplatform.features.steps import TRAINING_SET_KIND
 from mlplatform.pipeline import ArtifactOut, StepContext, StepResult, step
 from mlplatform.registry.metadata import Artifact
 from mlplatform.registry.models import CHALLENGER, CHAMPION, MODEL_KIND, VERSION_KIND, ModelRegistry
+from mlplatform.training.estimators import check_model
 from mlplatform.training.trainer import TrainedModel, code_version, prepare, schema_hash, train
 
 EVALUATION_KIND = "evaluation"
@@ -51,19 +53,23 @@ def train_step(ctx: StepContext) -> StepResult:
     if art is None:
         return StepResult(message="no training set (the spec has no feature views): nothing to train")
     spec, props = ctx.spec, art.properties
-    prepared = prepare(spec, art)  # bad input fails here, before any cluster work
+    check_model(spec.model, ctx.settings.estimator_modules)  # bad input fails before any cluster work
+    prepared = prepare(spec.model, spec.evaluation, art)
     reg = ModelRegistry(ctx.settings, ctx.store)  # creates the MLflow database before any fan-out
     ctx.log(f"training set {art.uri}: {prepared.rows} rows; "
             f"{len(prepared.train)} model(s) to train")
     models = train(spec, ctx.settings, prepared, name=ctx.run_id, log=ctx.log)
     git = code_version()
+    snapshots = sorted({n.artifact.content_hash or ""
+                        for n in ctx.store.lineage(art.id, "upstream", max_depth=1)
+                        if n.artifact.kind == VALIDATED_KIND})
     outputs, lines = [], []
     for m in models:
         X, _ = prepared.train[m.segment or ""]
         tags = {"mlplatform.pipeline": spec.name, "mlplatform.run_id": ctx.run_id,
                 "mlplatform.model_name": m.name, "mlplatform.segment": m.segment or "",
                 "data.training_set": art.uri, "data.training_set_sha256": art.content_hash or "",
-                "data.snapshots": ",".join(sorted({str(b) for b in props.get("batches", [])})),
+                "data.snapshots": ",".join(h[:16] for h in snapshots),
                 "schema.hash": schema_hash(X), "feature_service": str(props.get("service")),
                 "feature_service.version": str(props.get("service_hash")),
                 "code.version": git, "seed": str(spec.model.seed), "estimator": spec.model.estimator}
@@ -87,8 +93,11 @@ def train_step(ctx: StepContext) -> StepResult:
                         "config": m.config, "params": params, "seed": spec.model.seed,
                         "estimator": spec.model.estimator, "holdout": m.holdout,
                         "training_set": art.uri, "training_set_sha256": art.content_hash,
-                        "training_set_id": art.id, "duration_s": m.duration_s, "code_version": git,
-                        "search_best": m.search.best_score if m.search else None}))
+                        "training_set_id": art.id, "snapshots": snapshots, "duration_s": m.duration_s,
+                        "code_version": git,
+                        "search_best": m.search.best_score if m.search else None,
+                        "model_spec": spec.model.model_dump(mode="json"),
+                        "evaluation_spec": spec.evaluation.model_dump(mode="json")}))
         score = m.holdout.get(spec.model.metric)
         lines.append(f"{m.name}: holdout {spec.model.metric} "
                      f"{'n/a' if score is None else f'{score:.4f}'} (MLflow run {run_id[:8]})")
@@ -114,7 +123,8 @@ def evaluate_step(ctx: StepContext) -> StepResult:
         return StepResult(message="no model trained in this run: nothing to evaluate")
     spec = ctx.spec
     reg = ModelRegistry(ctx.settings, ctx.store)
-    prepared = prepare(spec, _by_id(ctx, trained[0].properties["training_set_id"]))
+    source = _by_id(ctx, trained[0].properties["training_set_id"])
+    prepared = prepare(spec.model, spec.evaluation, source)
     outputs, inputs, lines, summary = [], [], [], {}
     for art in trained:
         p = art.properties

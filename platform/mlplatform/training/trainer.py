@@ -26,7 +26,7 @@ from mlplatform.errors import InputError
 from mlplatform.evaluation.metrics import evaluate_model
 from mlplatform.registry.metadata import Artifact
 from mlplatform.settings import Settings
-from mlplatform.spec import PipelineSpec
+from mlplatform.spec import EvaluationSpec, ModelSpec, PipelineSpec
 from mlplatform.training.data import Columns, SplitData, check_labels, load_frame, search_split, split, xy
 from mlplatform.training.estimators import check_model
 from mlplatform.training.search import SearchResult, TrialRecord, final_fit, run_search
@@ -87,7 +87,7 @@ def schema_hash(X: pd.DataFrame) -> str:
     return hashlib.sha256(json.dumps(schema_of(X), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def columns_of(spec: PipelineSpec, art: Artifact) -> Columns:
+def columns_of(art: Artifact) -> Columns:
     p = art.properties
     if not p.get("label"):
         raise InputError("source.label_column is not set: a model needs a label to train on")
@@ -95,11 +95,10 @@ def columns_of(spec: PipelineSpec, art: Artifact) -> Columns:
                    entity=p.get("entity"))
 
 
-def prepare(spec: PipelineSpec, art: Artifact) -> Prepared:
+def prepare(model: ModelSpec, ev: EvaluationSpec, art: Artifact) -> Prepared:
     """Load the training set (hash-checked), split it, check labels, cut segments."""
-    cols = columns_of(spec, art)
+    cols = columns_of(art)
     df = load_frame(art.uri, art.content_hash)
-    ev, model = spec.evaluation, spec.model
     seg_col = model.segment_column
     if seg_col and seg_col not in df.columns:
         raise InputError(f"model.segment_column {seg_col!r} is not a column of the training set "
@@ -151,10 +150,18 @@ def train(spec: PipelineSpec, settings: Settings, prepared: Prepared, *, name: s
         config = result.best_config
         log(f"best {model.metric}={result.best_score:.4f} with {json.dumps(config, default=str)} "
             f"({len(result.trials)} trials in {result.wall_s:.1f}s)")
-    datas = {seg: SplitData(X, y) for seg, (X, y) in prepared.train.items()}
-    models = final_fit(model, datas, config, storage_path=tune_root, name=f"{name}-fit",
-                       modules=settings.estimator_modules,
-                       max_failures=model.search.max_failures if model.search else 1)
+    retries = model.search.max_failures if model.search else 1
+    if model.num_workers:  # data-parallel xgboost on Ray Train, one segment after another
+        from mlplatform.training.distributed import fit_distributed
+
+        models = {seg: fit_distributed(model, X, y, config, storage_path=tune_root,
+                                       name=f"{name}-xgb{'-' + seg if seg else ''}",
+                                       modules=settings.estimator_modules, max_failures=retries)
+                  for seg, (X, y) in prepared.train.items()}
+    else:  # one Tune trial per segment, in parallel
+        datas = {seg: SplitData(X, y) for seg, (X, y) in prepared.train.items()}
+        models = final_fit(model, datas, config, storage_path=tune_root, name=f"{name}-fit",
+                           modules=settings.estimator_modules, max_failures=retries)
     duration = time.perf_counter() - t0
     out = []
     for seg, fitted in models.items():

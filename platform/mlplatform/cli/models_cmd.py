@@ -1,0 +1,227 @@
+"""`platformctl models list | show | compare | promote | rollback | reproduce`: the registry
+by hand. Every load behind these commands checks the model's sha256 first."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.table import Table
+
+from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, settings_for
+from mlplatform.errors import InputError
+from mlplatform.registry.metadata import LineageNode, MetadataStore
+from mlplatform.registry.models import CHALLENGER, CHAMPION, VERSION_KIND, ModelRegistry, ModelVersionInfo
+
+app = typer.Typer(help="Registered models: versions, aliases, lineage, reproduction.", no_args_is_help=True)
+
+NameArg = Annotated[str, typer.Argument(help="Registered model name (the pipeline's name, or "
+                                        "<pipeline>-<segment>).")]
+VersionArg = Annotated[str, typer.Argument(help="Model version number.")]
+
+
+def _registry() -> ModelRegistry:
+    return ModelRegistry(settings_for())
+
+
+def _metric(v: ModelVersionInfo, key: str) -> str:
+    value = v.metrics.get(key)
+    return "-" if value is None else f"{value:.4f}"
+
+
+class ModelSummary(BaseModel):
+    name: str
+    versions: int
+    latest: str | None
+    champion: str | None
+    challenger: str | None
+
+
+@app.command("list")
+@handle_errors
+def list_(name: Annotated[str | None, typer.Argument(help="List this model's versions.")] = None,
+          json_: JsonOpt = False) -> None:
+    """Registered models, or one model's versions with their gate decisions and metrics."""
+    reg = _registry()
+    if name is None:
+        models = []
+        for n in reg.names():
+            versions = reg.versions(n)
+            models.append(ModelSummary(name=n, versions=len(versions),
+                                       latest=versions[-1].version if versions else None,
+                                       champion=reg.alias(n, CHAMPION), challenger=reg.alias(n, CHALLENGER)))
+        if json_:
+            print_json(models)
+            return
+        table = Table("model", "versions", "latest", "champion", "challenger")
+        for m in models:
+            table.add_row(m.name, str(m.versions), m.latest or "-", m.champion or "-", m.challenger or "-")
+        console.print(table)
+        return
+    if name not in reg.names():
+        raise InputError(f"model {name!r} is not registered; registered models: {reg.names() or 'none'}")
+    versions = reg.versions(name)
+    if json_:
+        print_json(versions)
+        return
+    table = Table("version", "aliases", "created", "gate", "holdout roc_auc / rmse", "run")
+    for v in versions:
+        key = "holdout_roc_auc" if "holdout_roc_auc" in v.metrics else "holdout_rmse"
+        table.add_row(v.version, ", ".join(v.aliases), v.created_at[:19], v.tags.get("gate.decision", "-"),
+                      _metric(v, key), v.run_id or "-")
+    console.print(table)
+
+
+class VersionDetail(BaseModel):
+    version: ModelVersionInfo
+    upstream: list[LineageNode]
+    downstream: list[LineageNode]
+
+
+@app.command("show")
+@handle_errors
+def show(name: NameArg, version: VersionArg, json_: JsonOpt = False) -> None:
+    """One version: metrics, parameters, tags, the gate's reason and its lineage."""
+    reg = _registry()
+    info = reg.version(name, version)
+    store: MetadataStore = reg.store
+    art = store.find_artifact(f"models:/{name}/{version}", VERSION_KIND)
+    # Walking up through another model version (the champion this one was compared with)
+    # would list that version's whole history as if this one were made from it.
+    up = store.lineage(art.id, "upstream", stop_at=frozenset({VERSION_KIND})) if art else []
+    down = store.lineage(art.id, "downstream", stop_at=frozenset({VERSION_KIND})) if art else []
+    if json_:
+        print_json(VersionDetail(version=info, upstream=up, downstream=down))
+        return
+    console.print(f"[bold]{name} v{version}[/]  aliases: {', '.join(info.aliases) or '-'}  "
+                  f"created {info.created_at[:19]}  MLflow run {info.run_id}", highlight=False)
+    console.print(f"gate: {info.tags.get('gate.reason') or info.tags.get('gate.decision', '-')}",
+                  highlight=False)
+    console.print(f"sha256: {info.sha256 or '(not recorded)'}")
+    table = Table("metric", "value")
+    for k, v in sorted(info.metrics.items()):
+        table.add_row(k, f"{v:.6g}")
+    console.print(table)
+    params = Table("parameter", "value")
+    for k, v in sorted(info.params.items()):
+        params.add_row(k, v)
+    console.print(params)
+    if up:
+        lineage = Table("depth", "kind", "artifact", "made by")
+        for n in up:
+            lineage.add_row(str(n.depth), n.artifact.kind, n.artifact.uri, n.via)
+        console.print("[bold]made from[/]")
+        console.print(lineage)
+
+
+class Comparison(BaseModel):
+    name: str
+    a: str
+    b: str
+    metrics: dict[str, tuple[float | None, float | None, float | None]]
+    params: dict[str, tuple[str | None, str | None]]
+
+
+@app.command("compare")
+@handle_errors
+def compare(name: NameArg, a: VersionArg, b: Annotated[str, typer.Argument(help="The other version.")],
+            json_: JsonOpt = False) -> None:
+    """Two versions side by side: every metric (with B - A) and every parameter that differs."""
+    reg = _registry()
+    va, vb = reg.version(name, a), reg.version(name, b)
+    metrics: dict[str, Any] = {}
+    for k in sorted(set(va.metrics) | set(vb.metrics)):
+        x, y = va.metrics.get(k), vb.metrics.get(k)
+        metrics[k] = (x, y, (y - x) if x is not None and y is not None else None)
+    params = {k: (va.params.get(k), vb.params.get(k)) for k in sorted(set(va.params) | set(vb.params))
+              if va.params.get(k) != vb.params.get(k)}
+    result = Comparison(name=name, a=a, b=b, metrics=metrics, params=params)
+    if json_:
+        print_json(result)
+        return
+    table = Table("metric", f"v{a}", f"v{b}", f"v{b} - v{a}")
+    for k, (x, y, d) in metrics.items():
+        table.add_row(k, "-" if x is None else f"{x:.4f}", "-" if y is None else f"{y:.4f}",
+                      "-" if d is None else f"{d:+.4f}")
+    console.print(table)
+    if params:
+        ptable = Table("parameter", f"v{a}", f"v{b}")
+        for k, (x, y) in params.items():
+            ptable.add_row(k, x or "-", y or "-")
+        console.print(ptable)
+    else:
+        console.print("same parameters")
+
+
+class AliasChange(BaseModel):
+    name: str
+    alias: str
+    previous: str | None
+    version: str
+
+
+@app.command("promote")
+@handle_errors
+def promote(name: NameArg, version: VersionArg,
+            alias: Annotated[str, typer.Option(help="Alias to move (champion or challenger).")] = CHAMPION,
+            json_: JsonOpt = False) -> None:
+    """Point an alias at a version by hand (after checking its artifact's sha256)."""
+    if alias not in (CHAMPION, CHALLENGER):
+        raise InputError(f"--alias {alias!r}: choose {CHAMPION!r} or {CHALLENGER!r}")
+    reg = _registry()
+    reg.version(name, version)
+    reg.load(name, version)  # refuses a tampered or unrecorded artifact
+    previous = reg.alias(name, alias)
+    reg.set_alias(name, alias, version)
+    change = AliasChange(name=name, alias=alias, previous=previous, version=version)
+    if json_:
+        print_json(change)
+    else:
+        console.print(f"{name}: {alias} {f'v{previous}' if previous else '(none)'} -> v{version}")
+
+
+@app.command("rollback")
+@handle_errors
+def rollback(name: NameArg, json_: JsonOpt = False) -> None:
+    """Give the champion alias back to the version that held it before."""
+    frm, to = _registry().rollback(name)
+    change = AliasChange(name=name, alias=CHAMPION, previous=frm, version=to)
+    if json_:
+        print_json(change)
+    else:
+        console.print(f"{name}: champion v{frm} -> v{to} (rolled back)")
+
+
+@app.command("reproduce")
+@handle_errors
+def reproduce(name: NameArg, version: VersionArg,
+              tolerance: Annotated[float, typer.Option(help="Largest metric difference accepted "
+                                                       "(exit 1 above it).")] = 0.0,
+              json_: JsonOpt = False) -> None:
+    """Retrain a version from its recorded training set, parameters and seed; compare metrics."""
+    from mlplatform.training.reproduce import reproduce as run
+
+    with console.status(f"retraining {name} v{version}...") if not json_ else _null():
+        result = run(settings_for(), name, version)
+    if json_:
+        print_json(result)
+    else:
+        table = Table("holdout metric", "recorded", "reproduced", "difference")
+        for d in result.metrics:
+            table.add_row(d.metric, "-" if d.recorded is None else f"{d.recorded:.6f}",
+                          "-" if d.reproduced is None else f"{d.reproduced:.6f}",
+                          "-" if d.diff is None else f"{d.diff:+.2e}")
+        console.print(f"{name} v{version}: retrained from {result.training_set} with seed {result.seed}",
+                      highlight=False)
+        console.print(table)
+        console.print("identical metrics" if result.identical else
+                      f"largest difference {result.max_abs_diff:.3g}")
+    if result.max_abs_diff > tolerance:
+        raise typer.Exit(1)
+
+
+def _null() -> Any:
+    from contextlib import nullcontext
+
+    return nullcontext()

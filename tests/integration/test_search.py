@@ -1,0 +1,125 @@
+"""The search on the session's real Ray: ASHA stops weak trials of an iterative estimator,
+Optuna, grid and CV searches run, a killed trial resumes from its checkpoint and the search
+still finishes, and one model per segment is fitted in parallel."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+from sklearn.datasets import make_classification
+
+from mlplatform.spec import ModelSpec
+from mlplatform.training.data import SplitData
+from mlplatform.training.search import SearchResult, final_fit, run_search
+
+pytestmark = pytest.mark.ray
+SPACE = {"learning_rate": {"type": "loguniform", "low": 0.02, "high": 0.3},
+         "max_leaf_nodes": {"type": "randint", "low": 4, "high": 32}}
+
+
+def _data(n: int = 3000, seed: int = 0) -> SplitData:
+    X, y = make_classification(n, 8, n_informative=5, random_state=seed)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(8)])
+    frame["c"] = np.where(frame["f0"] > 0, "a", "b")
+    cut = int(n * 0.8)
+    return SplitData(frame.iloc[:cut].reset_index(drop=True), y[:cut],
+                     frame.iloc[cut:].reset_index(drop=True), y[cut:])
+
+
+def _model(**search: object) -> ModelSpec:
+    return ModelSpec.model_validate({
+        "estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+        "params": {"max_iter": 40, "early_stopping": False},
+        "search": {"space": SPACE, "num_samples": 4, **search}})
+
+
+def test_asha_stops_weak_trials_and_the_best_keeps_its_iterations(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
+    result = run_search(_model(num_samples=6, scheduler="asha", max_iterations=40, report_every=10,
+                               reduction_factor=2), _data(), storage_path=str(tmp_path), name="asha")
+    iterations = sorted(t.iterations or 0 for t in result.trials)
+    assert len(result.trials) == 6 and all(t.status == "TERMINATED" for t in result.trials)
+    assert iterations[0] < 40 and iterations[-1] == 40  # some stopped early, the best ran to the end
+    assert result.best_config["max_iter"] == 40
+    assert 0.5 < result.best_score <= 1
+
+
+def test_optuna_grid_and_cv_searches(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
+    data = _data(1500)
+    optuna = run_search(_model(algorithm="optuna"), data, storage_path=str(tmp_path), name="optuna")
+    assert len(optuna.trials) == 4 and optuna.best_score > 0.8
+    grid = run_search(ModelSpec.model_validate({
+        "estimator": "sklearn.linear_model.LogisticRegression",
+        "search": {"algorithm": "grid", "space": {"C": {"type": "grid", "values": [0.01, 1.0, 100.0]}}}}),
+        data, storage_path=str(tmp_path), name="grid")
+    assert sorted(t.config["C"] for t in grid.trials) == [0.01, 1.0, 100.0]
+    cv = run_search(_model(cv_folds=3, num_samples=2), data, storage_path=str(tmp_path), name="cv")
+    assert all(t.score is not None for t in cv.trials)
+
+
+def _trial_pids(temp_dir: str) -> list[int]:
+    """Worker processes of the session cluster that run a Tune trial right now."""
+    from mlplatform.cluster import cluster_processes
+
+    pids = []
+    for proc in cluster_processes(temp_dir):
+        try:
+            if " ".join(proc.cmdline()).startswith("ray::ImplicitFunc"):
+                pids.append(proc.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def test_a_killed_trial_resumes_from_its_checkpoint(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
+    model = _model(num_samples=2, scheduler="asha", max_iterations=60, report_every=5, grace_period=12,
+                   max_failures=2)
+    model.params["max_iter"] = 60
+    out: dict[str, SearchResult | BaseException] = {}
+
+    def search() -> None:
+        try:
+            out["result"] = run_search(model, _data(30000, 1), storage_path=str(tmp_path), name="killed")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            out["result"] = exc
+
+    thread = threading.Thread(target=search)
+    thread.start()
+    killed: list[int] = []
+    deadline = time.time() + 120
+    while time.time() < deadline and not killed and thread.is_alive():
+        if list(tmp_path.glob("**/checkpoint_000001")):  # a trial has checkpointed twice
+            for pid in _trial_pids(ray_connected["temp_dir"]):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.2)
+    thread.join(timeout=300)
+    from mlplatform.cluster import cluster_processes
+
+    assert killed, ("no trial worker was found to kill", repr(out.get("result"))[:1500], sorted(str(p) for p in tmp_path.rglob("*"))[:40],
+                    [" ".join(p.cmdline())[:50] for p in cluster_processes(ray_connected["temp_dir"])])
+    result = out["result"]
+    assert isinstance(result, SearchResult), result
+    assert all(t.status == "TERMINATED" and t.score is not None for t in result.trials)
+    assert max(t.restored for t in result.trials) >= 1  # resumed from a checkpoint, not from scratch
+    assert max(t.iterations or 0 for t in result.trials) == 60
+
+
+def test_one_model_per_segment_in_parallel(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
+    a, b = _data(1200, 1), _data(1200, 2)
+    models = final_fit(_model(), {"a": a, "b": b}, {"learning_rate": 0.1}, storage_path=str(tmp_path),
+                       name="segments")
+    assert set(models) == {"a", "b"}
+    for key, data in (("a", a), ("b", b)):
+        est = models[key].named_steps["model"]
+        assert est.learning_rate == 0.1
+        assert models[key].score(data.X_val, data.y_val) > 0.7
+    # Different data, different models.
+    assert not np.allclose(models["a"].predict_proba(a.X_val), models["b"].predict_proba(a.X_val))

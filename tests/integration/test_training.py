@@ -1,0 +1,147 @@
+"""Training, the gate and the registry on the session's demo runs (tests/integration/conftest.py):
+four days, the fourth with shuffled labels. Every day registers a version with its lineage;
+the noisy day's challenger is rejected and the champion stays; MLflow shows it all; a version
+reproduces exactly; a tampered artifact is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from mlflow import MlflowClient
+
+from mlplatform.errors import PlatformError
+from mlplatform.registry.metadata import MetadataStore
+from mlplatform.registry.models import CHAMPION, VERSION_KIND, ModelRegistry
+from tests.conftest import platformctl
+from tests.integration.conftest import NOISE_DAY
+
+pytestmark = pytest.mark.ray
+
+
+def _register_summary(demo_runs: dict, day: int) -> dict:
+    store = MetadataStore(demo_runs["settings"].metadata_url)
+    detail = store.run(demo_runs["reports"][day - 1].run_id)
+    assert detail is not None
+    return {s.step: s.summary for s in detail.steps}["register"]["demo"]
+
+
+def test_every_day_trains_evaluates_and_registers_a_version(demo_runs: dict) -> None:
+    for r in demo_runs["reports"]:
+        assert r.status == "SUCCEEDED", r.message
+        done = [s.step for s in r.steps if s.status == "COMPLETE"]
+        assert done[-3:] == ["train", "evaluate", "register"], done
+    reg = ModelRegistry(demo_runs["settings"])
+    versions = reg.versions("demo")
+    assert [v.version for v in versions] == ["1", "2", "3", "4"]
+    first = versions[0]
+    assert first.tags["gate.decision"] == "passed" and "first model" in first.tags["gate.reason"]
+    for day, v in enumerate(versions, start=1):
+        summary = _register_summary(demo_runs, day)
+        assert summary["version"] == v.version
+        assert v.tags["gate.decision"] == ("passed" if summary["passed"] else "rejected")
+
+
+def test_the_noisy_day_is_rejected_and_the_champion_stays(demo_runs: dict) -> None:
+    before = _register_summary(demo_runs, NOISE_DAY - 1)["champion"]
+    noisy = _register_summary(demo_runs, NOISE_DAY)
+    assert noisy["passed"] is False
+    assert noisy["previous_champion"] == before and noisy["champion"] == before
+    reg = ModelRegistry(demo_runs["settings"])
+    assert reg.alias("demo", CHAMPION) == before
+    v = reg.version("demo", noisy["version"])
+    assert v.tags["gate.decision"] == "rejected"
+    assert "min_value 0.6" in v.tags["gate.reason"]  # the noisy holdout scores near chance
+    assert v.metrics["eval_roc_auc"] < 0.6 and "champion_roc_auc" in v.metrics
+    assert CHAMPION not in v.aliases
+    report = demo_runs["reports"][NOISE_DAY - 1]
+    assert "rejected by the gate" in report.message
+
+
+def test_versions_metrics_aliases_and_trials_in_mlflow(demo_runs: dict) -> None:
+    settings = demo_runs["settings"]
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    model = client.get_registered_model("demo")
+    assert set(model.aliases) >= {"champion", "challenger"}
+    champion = client.get_model_version_by_alias("demo", "champion")
+    run = client.get_run(champion.run_id)
+    assert 0.6 <= run.data.metrics["holdout_roc_auc"] <= 1
+    assert {"learning_rate", "max_leaf_nodes", "seed", "estimator"} <= set(run.data.params)
+    tags = run.data.tags
+    assert len(tags["data.training_set_sha256"]) == 64
+    assert tags["data.snapshots"] and tags["schema.hash"] and tags["feature_service.version"]
+    assert tags["code.version"] and tags["seed"] == "0"
+    assert run.data.metrics["training_duration_s"] > 0
+    trials = client.search_runs([run.info.experiment_id],
+                                filter_string=f"tags.mlflow.parentRunId = '{champion.run_id}'")
+    assert len(trials) == demo_runs["spec"].model.search.num_samples
+    assert all("roc_auc" in t.data.metrics and "learning_rate" in t.data.params for t in trials)
+
+
+def test_lineage_runs_both_ways(demo_runs: dict) -> None:
+    store = MetadataStore(demo_runs["settings"].metadata_url)
+    version = store.find_artifact("models:/demo/2", VERSION_KIND)
+    assert version is not None
+    up = store.lineage(version.id, "upstream", stop_at=frozenset({VERSION_KIND}))
+    kinds = {n.artifact.kind for n in up}
+    assert {"model", "evaluation", "training_set", "validated_snapshot", "dataset_snapshot"} <= kinds
+    snapshot = next(n.artifact for n in up if n.artifact.kind == "validated_snapshot")
+    down = store.lineage(snapshot.id, "downstream", stop_at=frozenset({VERSION_KIND}))
+    assert "models:/demo/2" in {n.artifact.uri for n in down}
+    shown = platformctl("models", "show", "demo", "2", "--json", env=demo_runs["env"])
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert any(n["artifact"]["kind"] == "training_set" for n in detail["upstream"])
+
+
+def test_reproduce_gives_identical_metrics(demo_runs: dict) -> None:
+    proc = platformctl("models", "reproduce", "demo", "2", "--json", env=demo_runs["env"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["identical"] is True and result["max_abs_diff"] == 0.0
+    assert {m["metric"] for m in result["metrics"]} >= {"roc_auc", "log_loss", "accuracy", "f1"}
+    assert all(m["diff"] == 0.0 for m in result["metrics"])
+
+
+def test_models_cli_lists_compares_promotes_and_rolls_back(demo_runs: dict) -> None:
+    env = demo_runs["env"]
+    listed = json.loads(platformctl("models", "list", "demo", "--json", env=env).stdout)
+    assert [v["version"] for v in listed] == ["1", "2", "3", "4"]
+    compared = platformctl("models", "compare", "demo", "1", "2", "--json", env=env)
+    assert compared.returncode == 0, compared.stderr
+    assert "holdout_roc_auc" in json.loads(compared.stdout)["metrics"]
+    reg = ModelRegistry(demo_runs["settings"])
+    champion = reg.alias("demo", CHAMPION)
+    promoted = platformctl("models", "promote", "demo", "1", "--json", env=env)
+    assert promoted.returncode == 0, promoted.stderr
+    assert reg.alias("demo", CHAMPION) == "1"
+    back = platformctl("models", "rollback", "demo", "--json", env=env)
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["version"] == champion == reg.alias("demo", CHAMPION)
+    missing = platformctl("models", "show", "demo", "99", env=env)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_a_tampered_artifact_is_refused(demo_runs: dict) -> None:
+    settings, env = demo_runs["settings"], demo_runs["env"]
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    version = client.get_model_version("demo", "4")
+    folder = Path(urlparse(client.get_run(version.run_id).info.artifact_uri).path) / "model"
+    target = next(p for p in folder.iterdir() if p.suffix in (".pkl", ".skops"))
+    backup = target.with_suffix(".bak")
+    shutil.copy(target, backup)
+    try:
+        with target.open("ab") as f:
+            f.write(b"\0")
+        with pytest.raises(PlatformError, match="does not match the recorded"):
+            ModelRegistry(settings).load("demo", "4")
+        proc = platformctl("models", "promote", "demo", "4", env=env)
+        assert proc.returncode == 1 and "refusing to load" in proc.stderr
+        assert ModelRegistry(settings).alias("demo", CHAMPION) != "4"
+    finally:
+        shutil.move(backup, target)
+    assert ModelRegistry(settings).load("demo", "4") is not None

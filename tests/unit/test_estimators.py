@@ -1,0 +1,106 @@
+"""Estimators from a spec: the allow-list, parameter checks before any cluster work, and
+the preprocessing every model gets (strings with missing values, unseen categories)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from mlplatform.errors import InputError
+from mlplatform.spec import ModelSpec, SearchSpec
+from mlplatform.training.data import check_labels
+from mlplatform.training.estimators import build_estimator, check_model, iterative_kind, new_estimator
+
+
+def _model(**kw: object) -> ModelSpec:
+    return ModelSpec.model_validate(kw)
+
+
+def test_an_estimator_outside_the_allow_list_is_refused() -> None:
+    with pytest.raises(InputError, match=r"model.estimator 'os.system': module not on the allow-list"):
+        check_model(_model(estimator="os.system"))
+    with pytest.raises(InputError, match="not on the allow-list"):
+        check_model(_model(estimator="sklearnx.Evil"))  # a prefix match is by module, not by text
+    # An operator can extend the list.
+    est = new_estimator("tests.unit.test_estimators.MyClassifier", modules="sklearn,tests.unit")
+    assert type(est).__name__ == "MyClassifier"
+
+
+def test_a_missing_module_or_name_says_which() -> None:
+    with pytest.raises(InputError, match="'sklearn.ensemble.NoSuchForest': cannot import it"):
+        check_model(_model(estimator="sklearn.ensemble.NoSuchForest"))
+    if importlib.util.find_spec("lightgbm") is None:
+        with pytest.raises(InputError, match=r"module 'lightgbm' is not installed \(pip install lightgbm\)"):
+            check_model(_model(estimator="lightgbm.LGBMClassifier"))
+
+
+def test_parameters_the_estimator_rejects_are_named() -> None:
+    with pytest.raises(InputError, match=r"model.params: HistGradientBoostingClassifier has no "
+                                         r"parameter\(s\) \['learning_rat'\]"):
+        check_model(_model(params={"learning_rat": 0.1}))
+    with pytest.raises(InputError, match="model.params: .*learning_rate"):
+        check_model(_model(params={"learning_rate": -1.0}))
+    spec = _model(search={"space": {"max_leaf_nodes": {"type": "randint", "low": 1, "high": 8}}})
+    with pytest.raises(InputError, match=r"model.search.space.max_leaf_nodes=1: .*max_leaf_nodes"):
+        check_model(spec)
+    with pytest.raises(InputError, match="is a regressor but model.task is 'classification'"):
+        check_model(_model(estimator="sklearn.linear_model.Ridge"))
+
+
+def test_an_empty_search_space_is_a_spec_error() -> None:
+    with pytest.raises(ValidationError, match="search.space is empty"):
+        SearchSpec.model_validate({"space": {}})
+    with pytest.raises(ValidationError, match="not a classification metric"):
+        _model(metric="rmse")
+    assert _model(metric="log_loss").metric_mode == "min"
+
+
+def test_a_single_class_label_is_refused() -> None:
+    with pytest.raises(InputError, match=r"single class \(0\) in 5 rows"):
+        check_labels(np.zeros(5, dtype=int), "classification")
+    check_labels(np.zeros(5), "regression")
+
+
+def test_preprocessing_handles_strings_missing_values_and_unseen_categories() -> None:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=200), "n": rng.integers(0, 5, 200).astype(float),
+                      "c": pd.array(rng.choice(["a", "b", None], 200), dtype="string"),
+                      "flag": pd.array(rng.choice([True, False], 200), dtype="boolean")})
+    X.loc[::7, "x"] = np.nan
+    y = (X["x"].fillna(0) > 0).astype(int).to_numpy()
+    for encoding in ("onehot", "ordinal"):
+        model = _model(estimator="sklearn.linear_model.LogisticRegression", categorical_encoding=encoding)
+        pipe = build_estimator(model, X).fit(X, y)
+        new = pd.DataFrame({"x": [1.0, np.nan], "n": [2.0, 1.0],
+                            "c": pd.array(["zzz", None], dtype="string"),
+                            "flag": pd.array([None, True], dtype="boolean")})
+        assert pipe.predict_proba(new).shape == (2, 2)
+    assert build_estimator(_model(seed=5), X).named_steps["model"].random_state == 5
+
+
+def test_iterative_estimators_are_recognised() -> None:
+    assert iterative_kind(new_estimator("sklearn.ensemble.HistGradientBoostingClassifier")) == (
+        "warm_start", "max_iter")
+    assert iterative_kind(new_estimator("sklearn.ensemble.RandomForestClassifier")) == (
+        "warm_start", "n_estimators")
+    assert iterative_kind(new_estimator("sklearn.linear_model.SGDClassifier"))[0] in ("warm_start",
+                                                                                       "partial_fit")
+    assert iterative_kind(new_estimator("sklearn.naive_bayes.GaussianNB")) == ("partial_fit", None)
+    assert iterative_kind(new_estimator("sklearn.svm.SVC")) is None
+
+
+class MyClassifier:
+    """A stand-in user estimator living outside sklearn, to test the allow-list extension."""
+
+    def fit(self, X: object, y: object) -> MyClassifier:
+        return self
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {}
+
+    def set_params(self, **params: object) -> MyClassifier:
+        return self
