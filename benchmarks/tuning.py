@@ -156,8 +156,11 @@ def optuna_params(trial: Any) -> dict[str, Any]:
 
 
 def _round(config: dict[str, Any]) -> dict[str, Any]:
-    return {k.split("__")[-1]: (round(float(v), 4) if isinstance(v, float | np.floating) else
-                                int(v) if isinstance(v, np.integer) else v) for k, v in config.items()}
+    """A config with the pipeline prefix dropped, floats rounded, in SPACE's order."""
+    out = {k.split("__")[-1]: (round(float(v), 4) if isinstance(v, float | np.floating) else
+                               int(v) if isinstance(v, np.integer) else v) for k, v in config.items()}
+    order = list(SPACE)
+    return dict(sorted(out.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
 
 
 # --- the variants (child side) -------------------------------------------------------------------
@@ -225,15 +228,6 @@ def worker_optuna(args: argparse.Namespace) -> dict[str, Any]:
             "scores": [round(float(t.value), 5) for t in done]}
 
 
-def _get(obj: Any, *names: str) -> Any:
-    """A field of a trial record, whether it is a mapping or an object."""
-    for name in names:
-        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
-        if value is not None:
-            return value
-    return None
-
-
 def worker_tune(args: argparse.Namespace) -> dict[str, Any]:
     try:
         from mlplatform.training.search import SplitData, run_search
@@ -286,15 +280,11 @@ def worker_tune(args: argparse.Namespace) -> dict[str, Any]:
                            "ray_init_s": round(ray_init_s, 3), "algorithm": algorithm, "scheduler": scheduler,
                            "tmp_left": {"entries": len(left), "mb": round(left_mb, 1),
                                         "prefixes": sorted({p.name[:-8] for p in left})[:10]}}
-    iters = [_get(t, "iterations", "training_iteration", "iteration") for t in trials]
-    if iters and all(isinstance(i, int | float) for i in iters):
-        out["iterations"] = [int(i) for i in iters]
-    scores = [_get(t, "score", "metric", "best_score") for t in trials]
-    if scores and all(isinstance(s, int | float) for s in scores):
-        out["scores"] = [round(float(s), 5) for s in scores]
-    secs = [_get(t, "seconds", "time_total_s", "wall_s") for t in trials]
-    if secs and all(isinstance(s, int | float) for s in secs):
-        out["trial_s_sum"] = round(float(sum(secs)), 2)
+    out["iterations"] = [t.iterations for t in trials]
+    out["scores"] = [None if t.score is None else round(t.score, 5) for t in trials]
+    failed = [t.error or t.status for t in trials if t.status != "TERMINATED" or t.score is None]
+    if failed:
+        out["failed_trials"] = {"count": len(failed), "errors": sorted(set(failed))[:5]}
     return out
 
 
@@ -383,15 +373,16 @@ def notes(variant: str, rec: dict[str, Any], args: argparse.Namespace) -> str:
         if left.get("entries"):
             parts.append(f"the trials left {left['entries']} temp entries ({left['mb']:.0f} MB, "
                          f"{', '.join(left['prefixes'])}*) in TMPDIR")
-        iters = res.get("iterations")
+        iters = [i for i in res.get("iterations") or [] if isinstance(i, int)]
         if variant == "mlplatform-tune-asha" and iters:
             stopped = sum(1 for i in iters if i < MAX_ITER)
             parts.append(f"{stopped} of {len(iters)} trials stopped early; {sum(iters):,} of "
                          f"{len(iters) * MAX_ITER:,} boosting iterations trained")
     if "trial_s_sum" in res:
-        cores = rec["cpu_timed_run"].get("variant_cores")
-        parts.append(f"trial time summed {res['trial_s_sum']:.0f}s"
-                     + (f", variant used {cores:.2f} cores" if cores is not None else ""))
+        parts.append(f"trial time summed {res['trial_s_sum']:.0f}s")
+    if "failed_trials" in res:
+        ft = res["failed_trials"]
+        parts.append(f"{ft['count']} trials FAILED: {'; '.join(ft['errors'])[:300]}")
     if rec["trials"] != args.trials:
         parts.append(f"ONLY {rec['trials']} of {args.trials} trials reported")
     return "; ".join(parts) + _busy(rec)
@@ -407,10 +398,12 @@ def print_table(records: dict[str, dict[str, Any]], args: argparse.Namespace,
         xa = rec.get("x_time_vs_tune_random")
         target = rec.get("target_met")
         d_asha = rec.get("score_minus_tune_random")
+        cpu = rec.get("cpu_timed_run", {})
         rows.append([variant, h.fmt_float(rec.get("seconds"), 1), h.fmt_float(rec.get("best_score"), 4),
                      h.fmt_int(rec.get("trials")), h.fmt_float(x) + ("x" if x is not None else ""),
                      (h.fmt_float(xa) + f"x, {d_asha:+.4f}") if xa is not None else "-",
                      "-" if target is None else ("yes" if target else "NO"),
+                     f"{cpu['variant_cpu_s']:,.0f} ({cpu['variant_cores']:.2f})" if cpu else "-",
                      h.fmt_int(rec.get("peak_mem_mb")), escape(notes(variant, rec, args))])
     n_train = args.rows - int(round(args.rows * HOLDOUT))
     h.print_table(
@@ -419,15 +412,17 @@ def print_table(records: dict[str, dict[str, Any]], args: argparse.Namespace,
                f"({n_train:,} train / {args.rows - n_train:,} holdout), roc_auc; "
                f"{machine['cpu_count_logical']} CPUs, {machine['memory_total_mb'] / 1024:.0f} GiB"),
         [("variant", "left"), ("seconds", "right"), ("best roc_auc", "right"), ("trials", "right"),
-         ("time vs joblib", "right"), ("ASHA vs tune-random (time, score)", "right"), ("target", "center"),
-         ("peak MB", "right"), ("notes", "left")],
+         ("time vs joblib", "right"), ("ASHA / tune-random: time, score", "right"), ("target", "center"),
+         ("CPU s (cores)", "right"), ("peak MB", "right"), ("notes", "left")],
         rows,
         caption=escape(
             "time vs joblib: seconds / joblib's seconds, same run (< 1: faster). Targets: the full Tune "
             f"searches <= {TARGET_X_JOBLIB:g}x joblib; ASHA <= {TARGET_ASHA_X_FULL:g}x the time of "
             f"mlplatform-tune-random with a best score at most {TARGET_ASHA_SCORE:g} below it. Timed: the "
             "search call only (data loaded, Ray started before). Search algorithms sample differently, so "
-            "best scores differ by luck too. peak MB: private anonymous memory + /dev/shm of the variant's "
+            "best scores differ by luck too. CPU s: CPU seconds the variant's processes used during the "
+            "timed run (cores: per second of it); less sensitive than wall time to a busy machine, though "
+            "not immune. peak MB: private anonymous memory + /dev/shm of the variant's "
             f"processes, sampled every {args.sample_interval * 1000:.0f} ms during the timed run. "
             f"Details: {args.out}"),
     )

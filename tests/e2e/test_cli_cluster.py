@@ -58,7 +58,8 @@ def test_submit_wait_then_nothing_new(ray_cluster, demo_data: Path, session_home
     assert run["status"] == "SUCCEEDED"
     assert [(s["step"], s["status"]) for s in run["steps"]] == [
         ("ingest", "COMPLETE"), ("validate", "COMPLETE"), ("featurize", "COMPLETE"),
-        ("training_set", "COMPLETE")]
+        ("training_set", "COMPLETE"), ("train", "COMPLETE"), ("evaluate", "COMPLETE"),
+        ("register", "COMPLETE")]
     training = [e["artifact"] for e in run["artifacts"]
                 if e["type"] == "OUTPUT" and e["artifact"]["kind"] == "training_set"]
     assert len(training) == 1 and training[0]["properties"]["service"] == "churn"
@@ -79,6 +80,72 @@ def test_submit_wait_then_nothing_new(ray_cluster, demo_data: Path, session_home
     runs = json.loads(platformctl("runs", "list", "demo", "--json").stdout)
     assert runs[0]["run_id"] == job2["run_id"]
     assert "nothing new to ingest" in runs[0]["properties"]["message"]
+
+
+def test_train_tune_models_and_the_mlflow_ui_by_hand(ray_cluster, demo_data: Path) -> None:  # noqa: ANN001
+    """Manual mode on the training set the submitted run left: train (a Ray Job), tune (a
+    search from here), the registry commands, and the MLflow UI's own REST API."""
+    trained = platformctl("train", DEMO, "--json", timeout=600)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    out = json.loads(trained.stdout)
+    assert out["job"]["status"] == "SUCCEEDED" and out["register"]["demo"]["version"] == "2"
+    versions = json.loads(platformctl("models", "list", "demo", "--json").stdout)
+    assert [v["version"] for v in versions] == ["1", "2"]
+    assert all(v["tags"]["gate.decision"] in ("passed", "rejected") for v in versions)
+    tuned = platformctl("tune", DEMO, "--num-samples", "2", "--json", timeout=600)
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    result = json.loads(tuned.stdout)
+    assert len(result["trials"]) == 2 and 0 < result["best_score"] <= 1
+    assert set(result["best_config"]) == {"learning_rate", "max_leaf_nodes"}
+    listed = json.loads(platformctl("models", "list", "demo", "--json").stdout)
+    assert len(listed) == 2  # tune registers nothing
+
+    ui = platformctl("ui", "--port", "0", "--detach", "--json", timeout=120)
+    assert ui.returncode == 0, ui.stdout + ui.stderr
+    info = json.loads(ui.stdout)
+    assert info["url"].startswith("http://127.0.0.1:")
+    try:
+        api = info["url"] + "/api/2.0/mlflow"
+        models = requests.get(f"{api}/registered-models/search", timeout=30).json()["registered_models"]
+        demo = next(m for m in models if m["name"] == "demo")
+        aliases = {a["alias"]: a["version"] for a in demo.get("aliases", [])}
+        champion = next((v for v in versions if "champion" in v["aliases"]), None)
+        assert aliases.get("champion") == (champion["version"] if champion else None)
+        found = requests.get(f"{api}/model-versions/search", params={"filter": "name='demo'"},
+                             timeout=30).json()["model_versions"]
+        assert sorted(v["version"] for v in found) == ["1", "2"]
+        run = requests.get(f"{api}/runs/get", params={"run_id": found[0]["run_id"]}, timeout=30).json()
+        assert "holdout_roc_auc" in {m["key"] for m in run["run"]["data"]["metrics"]}
+        assert requests.get(info["url"], timeout=30).status_code == 200  # the UI page itself
+    finally:
+        import os
+        import signal
+
+        os.kill(info["pid"], signal.SIGTERM)
+
+
+def test_bad_model_input_is_refused_before_any_cluster_work(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
+    text = (ROOT / DEMO).read_text()
+    cases = {
+        "estimator: sklearn.ensemble.HistGradientBoostingClassifier":
+            ("estimator: os.system", "model.estimator 'os.system': module not on the allow-list"),
+        "params: {max_iter: 100}": ("params: {max_iterr: 100}", "has no parameter(s) ['max_iterr']"),
+    }
+    for old, (new, message) in cases.items():
+        spec = tmp_path / "bad.yaml"
+        spec.write_text(text.replace(old, new).replace("${PLATFORM_HOME}", str(ROOT / ".nowhere")))
+        for command in ("train", "tune"):
+            result = platformctl(command, str(spec))
+            assert result.returncode == 2, (command, result.stdout, result.stderr)
+            assert message in result.stderr and "Traceback" not in result.stderr
+            assert "submitted job" not in result.stdout
+    empty = tmp_path / "empty.yaml"
+    block = ("    space:\n      learning_rate: {type: loguniform, low: 0.02, high: 0.3}\n"
+             "      max_leaf_nodes: {type: randint, low: 8, high: 64}\n")
+    assert block in text
+    empty.write_text(text.replace(block, "    space: {}\n"))
+    result = platformctl("tune", str(empty))
+    assert result.returncode == 2 and "search.space is empty" in result.stderr, result.stderr
 
 
 def test_failing_job_is_reported(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001

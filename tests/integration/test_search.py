@@ -101,10 +101,7 @@ def test_a_killed_trial_resumes_from_its_checkpoint(ray_connected, tmp_path: Pat
                 killed.append(pid)
         time.sleep(0.2)
     thread.join(timeout=300)
-    from mlplatform.cluster import cluster_processes
-
-    assert killed, ("no trial worker was found to kill", repr(out.get("result"))[:1500], sorted(str(p) for p in tmp_path.rglob("*"))[:40],
-                    [" ".join(p.cmdline())[:50] for p in cluster_processes(ray_connected["temp_dir"])])
+    assert killed, ("no trial worker was found to kill", repr(out.get("result"))[:1500])
     result = out["result"]
     assert isinstance(result, SearchResult), result
     assert all(t.status == "TERMINATED" and t.score is not None for t in result.trials)

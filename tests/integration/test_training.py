@@ -145,3 +145,29 @@ def test_a_tampered_artifact_is_refused(demo_runs: dict) -> None:
     finally:
         shutil.move(backup, target)
     assert ModelRegistry(settings).load("demo", "4") is not None
+
+
+def test_one_model_per_segment_each_registered_and_gated(demo_runs: dict) -> None:
+    """Manual mode (only train -> evaluate -> register, on the newest training set) with
+    `segment_column`: one model per plan, fitted in parallel, each a registered model."""
+    from mlplatform.pipeline import run_pipeline
+    from mlplatform.spec import PipelineSpec
+
+    raw = demo_runs["spec"].model_dump(mode="json", by_alias=True)
+    raw["model"].update(segment_column="plan", search=None)
+    spec = PipelineSpec.model_validate(raw)
+    report = run_pipeline(spec, demo_runs["settings"], only=["train", "evaluate", "register"],
+                          log=lambda m: None)
+    assert report.status == "SUCCEEDED", report.message
+    store = MetadataStore(demo_runs["settings"].metadata_url)
+    detail = store.run(report.run_id)
+    steps = {s.step: s.summary for s in detail.steps}
+    assert set(steps["register"]) - {"message", "stop_run"} == {"demo-basic", "demo-free", "demo-premium"}
+    reg = ModelRegistry(demo_runs["settings"])
+    for name in ("demo-basic", "demo-free", "demo-premium"):
+        [version] = reg.versions(name)
+        assert version.tags["gate.decision"] in ("passed", "rejected")
+        run = MlflowClient(demo_runs["settings"].mlflow_tracking_uri).get_run(version.run_id)
+        assert run.data.tags["mlplatform.segment"] == name.removeprefix("demo-")
+        assert steps["evaluate"][name]["reason"]
+    assert [v.version for v in reg.versions("demo")] == ["1", "2", "3", "4"]  # untouched

@@ -40,6 +40,7 @@ def demo_data(
     drift_day: Annotated[int | None, typer.Option(help="Day from which features and the "
                          "label relation drift.")] = None,
     break_day: Annotated[int | None, typer.Option(help="Day written with schema breaks.")] = None,
+    noise_day: Annotated[int | None, typer.Option(help="Day whose labels are shuffled.")] = None,
     entities: Annotated[int, typer.Option(help="Distinct customers.")] = 5000,
     start: Annotated[str, typer.Option(help="Date of day 1 (YYYY-MM-DD).")] = "2026-01-01",
     json_: JsonOpt = False,
@@ -51,7 +52,7 @@ def demo_data(
     except ValueError:
         raise InputError(f"--start {start!r}: expected a date YYYY-MM-DD") from None
     cfg = _config(days=days, rows_per_day=rows_per_day, seed=seed, drift_day=drift_day,
-                  break_day=break_day, entities=entities, start=start_date)
+                  break_day=break_day, noise_day=noise_day, entities=entities, start=start_date)
     with Progress(TextColumn("demo data"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=json_, transient=True) as bar:
         task = bar.add_task("days", total=cfg.days)
@@ -60,7 +61,8 @@ def demo_data(
         print_json(files)
         return
     for f in files:
-        tags = " ".join(t for t, on in (("drifted", f.drifted), ("BROKEN", f.broken)) if on)
+        tags = " ".join(t for t, on in (("drifted", f.drifted), ("BROKEN", f.broken),
+                                        ("shuffled-labels", f.noisy)) if on)
         console.print(f"day {f.day:>3} {f.date} {f.rows:>8} rows  {f.path} {tags}", highlight=False)
 
 
@@ -80,6 +82,12 @@ class DayOutcome(BaseModel):
     drifted_features: list[str] = []
     report: str | None = None
     training_rows: int | None = None
+    model_version: str | None = None
+    gate: str | None = None
+    gate_reason: str | None = None
+    roc_auc: float | None = None
+    champion: str | None = None
+    noisy_labels: bool = False
     sample_entity: str | None = None
     sample_at: str | None = None
     expected: bool
@@ -89,6 +97,8 @@ def _outcome(f: DayFile, job_id: str, job_status: str, detail: RunDetail | None)
     steps: dict[str, Any] = {s.step: s.summary for s in detail.steps} if detail else {}
     ingest, validate = steps.get("ingest", {}), steps.get("validate", {})
     training = steps.get("training_set", {})
+    registered = (steps.get("register") or {}).get("demo") or {}
+    evaluated = (steps.get("evaluate") or {}).get("demo") or {}
     ok = job_status == "SUCCEEDED"
     failed_at_validate = bool(detail and detail.steps and detail.steps[-1].step == "validate"
                               and detail.steps[-1].status == "FAILED")
@@ -100,7 +110,11 @@ def _outcome(f: DayFile, job_id: str, job_status: str, detail: RunDetail | None)
         ingested_rows=ingest.get("rows"), valid_rows=validate.get("rows_valid"),
         quarantined_rows=validate.get("rows_quarantined"),
         drifted_features=validate.get("drifted_features", []), report=validate.get("report"),
-        training_rows=training.get("rows"), sample_entity=training.get("sample_entity"),
+        training_rows=training.get("rows"), model_version=registered.get("version"),
+        gate=None if not registered else ("passed" if registered.get("passed") else "rejected"),
+        gate_reason=evaluated.get("reason"), roc_auc=(evaluated.get("challenger") or {}).get("roc_auc"),
+        champion=registered.get("champion"), noisy_labels=f.noisy,
+        sample_entity=training.get("sample_entity"),
         sample_at=training.get("sample_at"),
         expected=ok if not f.broken else failed_at_validate)
 
@@ -112,6 +126,8 @@ def demo(
     drift_day: Annotated[int | None, typer.Option(help="Day from which the data drifts "
                          "(0: never).")] = 4,
     break_day: Annotated[int | None, typer.Option(help="Day whose batch breaks the schema.")] = None,
+    noise_day: Annotated[int | None, typer.Option(help="Day whose labels are shuffled: the gate "
+                         "rejects the model trained on it (0: never).")] = 5,
     seed: Annotated[int, typer.Option(help="Random seed of the data.")] = 7,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream each job's logs.")] = False,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs for the local cluster.")] = None,
@@ -119,9 +135,10 @@ def demo(
 ) -> None:
     """Bring up the local cluster and replay a stream of daily batches: each day's file
     lands, and the demo pipeline (jobs/examples/demo.yaml) runs on it as a Ray Job:
-    ingest -> validate -> featurize -> training_set."""
+    ingest -> validate -> featurize -> training_set -> train -> evaluate -> register."""
     cfg = _config(days=days, rows_per_day=rows_per_day, seed=seed,
-                  drift_day=drift_day or None, break_day=break_day)
+                  drift_day=drift_day or None, break_day=break_day,
+                  noise_day=noise_day if noise_day and noise_day <= days else None)
     say = (lambda *_: None) if json_ else console.print
     say("[bold]1/3[/] local Ray cluster")
     with console.status("starting Ray (about 15 s)...") if not json_ else nullcontext():
@@ -142,7 +159,8 @@ def demo(
         assert info is not None
         o = _outcome(f, sub.job_id, info.status, store.run(sub.run_id))
         outcomes.append(o)
-        tags = "".join(t for t, on in ((" (drifted data)", f.drifted), (" (broken data)", f.broken)) if on)
+        tags = "".join(t for t, on in ((" (drifted data)", f.drifted), (" (broken data)", f.broken),
+                                       (" (shuffled labels)", f.noisy)) if on)
         colour = "green" if o.job_status == "SUCCEEDED" else ("yellow" if o.expected else "red")
         detail = (f"ingested {o.ingested_rows}, valid {o.valid_rows}, quarantined {o.quarantined_rows}"
                   if o.valid_rows is not None else o.message[:160])
@@ -150,18 +168,23 @@ def demo(
         say(f"    day {day} {f.date}{tags}: [{colour}]{o.run_status}[/] {detail}{drift}", highlight=False)
         if f.broken and o.expected:
             say(f"      as expected, validation stopped the run: {o.message[:300]}", highlight=False)
+        if o.model_version:
+            say(f"      model v{o.model_version}: {o.gate_reason or o.gate}", highlight=False)
     say("[bold]3/3[/] summary")
     if json_:
         print_json({"cluster": started.state.model_dump(mode="json"),
                     "days": [o.model_dump(mode="json") for o in outcomes]})
     else:
         table = Table("day", "run", "status", "ingested", "valid", "quarantined", "training rows",
-                      "drifted features")
+                      "drifted features", "model", "holdout AUC", "gate", "champion")
         for o in outcomes:
             table.add_row(str(o.day), o.run_id, o.run_status, str(o.ingested_rows or "-"),
                           str(o.valid_rows if o.valid_rows is not None else "-"),
                           str(o.quarantined_rows if o.quarantined_rows is not None else "-"),
-                          str(o.training_rows or "-"), ", ".join(o.drifted_features))
+                          str(o.training_rows or "-"), ", ".join(o.drifted_features),
+                          f"v{o.model_version}" if o.model_version else "-",
+                          f"{o.roc_auc:.3f}" if o.roc_auc is not None else "-", o.gate or "-",
+                          f"v{o.champion}" if o.champion else "-")
         console.print(table)
         last = outcomes[-1]
         say("Where to look:")
@@ -177,6 +200,12 @@ def demo(
             say(f"  an online vector     platformctl features get customer_activity {last.sample_entity} "
                 f"--at {last.sample_at}")
         say("  all runs             platformctl runs list demo")
+        if any(o.model_version for o in outcomes):
+            newest = next(o.model_version for o in reversed(outcomes) if o.model_version)
+            say("  model versions       platformctl models list demo")
+            say(f"  one version          platformctl models show demo {newest}")
+            say(f"  reproduce it         platformctl models reproduce demo {newest}")
+            say("  the MLflow UI        platformctl ui")
         say("  stop the cluster     platformctl cluster down")
     unexpected = [o for o in outcomes if not o.expected]
     if unexpected:

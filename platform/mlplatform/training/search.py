@@ -211,6 +211,13 @@ def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in config.items()}
 
 
+def _quiet_tune() -> None:
+    """Tune's new console reporter prints an experiment box even at verbose=0, onto stdout,
+    where it breaks `--json` output; its legacy reporter honours verbose=0. Trial progress
+    reaches users through our own callback instead."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
 def run_search(model: ModelSpec, data: SplitData, *, storage_path: str, name: str,
                modules: str = DEFAULT_ESTIMATOR_MODULES,
                on_trial: Callable[[TrialRecord], None] | None = None) -> SearchResult:
@@ -256,6 +263,7 @@ def run_search(model: ModelSpec, data: SplitData, *, storage_path: str, name: st
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0, callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=search.max_failures)),
     )
+    _quiet_tune()
     t0 = time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - t0
@@ -343,6 +351,7 @@ def final_fit(model: ModelSpec, data: dict[str, SplitData], config: dict[str, An
                        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
                                                  failure_config=tune.FailureConfig(max_failures=max_failures)))
     models: dict[str, Any] = {}
+    _quiet_tune()
     for result in tuner.fit():
         segment = (result.config or {}).get(SEGMENT)
         if result.error or result.checkpoint is None:
