@@ -121,7 +121,7 @@ def test_train_tune_models_and_the_mlflow_ui_by_hand(ray_cluster, demo_data: Pat
         import os
         import signal
 
-        os.kill(info["pid"], signal.SIGTERM)
+        os.killpg(info["pid"], signal.SIGTERM)  # the server runs in a process group of its own
 
 
 def test_bad_model_input_is_refused_before_any_cluster_work(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001

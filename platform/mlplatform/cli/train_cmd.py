@@ -211,8 +211,11 @@ def ui(
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", settings.mlflow_tracking_uri,
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    # The server's background job runner (huey consumers, for GenAI scorers) is not used here;
+    # off, it leaves no stray processes behind. Its own session, so one signal stops it all.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=detach)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -224,7 +227,7 @@ def ui(
         except OSError:
             time.sleep(0.5)
     else:
-        proc.terminate()
+        _stop(proc)
         raise PlatformError(f"the MLflow UI did not answer on {url} within 90 s; see {log}")
     info = UiInfo(url=url, pid=proc.pid, tracking_uri=settings.mlflow_tracking_uri)
     if json_:
@@ -233,12 +236,23 @@ def ui(
         console.print(f"MLflow UI: {url}  (tracking store {settings.mlflow_tracking_uri})", highlight=False)
     if detach:
         if not json_:
-            console.print(f"running in the background as pid {proc.pid}; stop it with `kill {proc.pid}`")
+            console.print(f"running in the background (process group {proc.pid}); stop it with "
+                          f"`kill -- -{proc.pid}`")
         return
     if not json_:
         console.print("Ctrl-C stops it")
     try:
         proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=10)
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """The server and its workers (gunicorn/uvicorn children) share its process group."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
