@@ -38,6 +38,23 @@ def platformctl(*args: str, env: dict[str, str] | None = None, unset: tuple[str,
                           timeout=timeout)
 
 
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The same app in this process (typer's CliRunner), for tests of what a command does
+    rather than how it starts: no interpreter start-up and imports per call. The environment
+    is restored afterwards (commands set RAY_AUTH_MODE for themselves)."""
+    from typer.testing import CliRunner
+
+    from mlplatform.cli.app import app
+
+    saved = dict(os.environ)
+    try:
+        result = CliRunner().invoke(app, list(args), env=env)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
 @pytest.fixture(scope="session")
 def session_home() -> Iterator[Path]:
     yield SESSION_HOME

@@ -126,19 +126,18 @@ def test_train_tune_models_and_the_mlflow_ui_by_hand(ray_cluster, demo_data: Pat
 
 def test_bad_model_input_is_refused_before_any_cluster_work(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     text = (ROOT / DEMO).read_text()
-    cases = {
-        "estimator: sklearn.ensemble.HistGradientBoostingClassifier":
-            ("estimator: os.system", "model.estimator 'os.system': module not on the allow-list"),
-        "params: {max_iter: 100}": ("params: {max_iterr: 100}", "has no parameter(s) ['max_iterr']"),
-    }
-    for old, (new, message) in cases.items():
+    cases = [
+        ("train", "estimator: sklearn.ensemble.HistGradientBoostingClassifier", "estimator: os.system",
+         "model.estimator 'os.system': module not on the allow-list"),
+        ("tune", "params: {max_iter: 100}", "params: {max_iterr: 100}", "has no parameter(s) ['max_iterr']"),
+    ]
+    for command, old, new, message in cases:
         spec = tmp_path / "bad.yaml"
         spec.write_text(text.replace(old, new).replace("${PLATFORM_HOME}", str(ROOT / ".nowhere")))
-        for command in ("train", "tune"):
-            result = platformctl(command, str(spec))
-            assert result.returncode == 2, (command, result.stdout, result.stderr)
-            assert message in result.stderr and "Traceback" not in result.stderr
-            assert "submitted job" not in result.stdout
+        result = platformctl(command, str(spec))
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert "submitted job" not in result.stdout
     empty = tmp_path / "empty.yaml"
     block = ("    space:\n      learning_rate: {type: loguniform, low: 0.02, high: 0.3}\n"
              "      max_leaf_nodes: {type: randint, low: 8, high: 64}\n")

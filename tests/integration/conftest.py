@@ -1,5 +1,5 @@
 """The demo pipeline, run once per session on the real local Ray and shared by the feature
-store and training tests: four days of events, the fourth with shuffled labels (heavy
+store and training tests: three days of events, the third with shuffled labels (heavy
 label noise), each day one full in-process pipeline run."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from mlplatform.settings import load_settings
 from mlplatform.spec_loader import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-NOISE_DAY = 4
+NOISE_DAY = 3
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def demo_runs(ray_connected, tmp_path_factory: pytest.TempPathFactory) -> dict: 
     env = {"PLATFORM_HOME": str(home)}
     settings = load_settings(env=env)
     spec = load_spec(ROOT / "jobs" / "examples" / "demo.yaml", env=env)
-    cfg = DemoDataConfig(days=4, rows_per_day=1000, entities=300, noise_day=NOISE_DAY)
+    cfg = DemoDataConfig(days=3, rows_per_day=1000, entities=300, noise_day=NOISE_DAY)
     reports, logs = [], []
     for day in range(1, cfg.days + 1):
         write_day(home / "demo" / "data", cfg, day)

@@ -1,5 +1,5 @@
 """Training, the gate and the registry on the session's demo runs (tests/integration/conftest.py):
-four days, the fourth with shuffled labels. Every day registers a version with its lineage;
+three days, the third with shuffled labels. Every day registers a version with its lineage;
 the noisy day's challenger is rejected and the champion stays; MLflow shows it all; a version
 reproduces exactly; a tampered artifact is refused."""
 
@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlplatform.errors import PlatformError
 from mlplatform.registry.metadata import MetadataStore
 from mlplatform.registry.models import CHAMPION, VERSION_KIND, ModelRegistry
-from tests.conftest import platformctl
+from tests.conftest import cli
 from tests.integration.conftest import NOISE_DAY
 
 pytestmark = pytest.mark.ray
@@ -36,7 +36,7 @@ def test_every_day_trains_evaluates_and_registers_a_version(demo_runs: dict) -> 
         assert done[-3:] == ["train", "evaluate", "register"], done
     reg = ModelRegistry(demo_runs["settings"])
     versions = reg.versions("demo")
-    assert [v.version for v in versions] == ["1", "2", "3", "4"]
+    assert [v.version for v in versions] == ["1", "2", "3"]
     first = versions[0]
     assert first.tags["gate.decision"] == "passed" and "first model" in first.tags["gate.reason"]
     for day, v in enumerate(versions, start=1):
@@ -91,14 +91,14 @@ def test_lineage_runs_both_ways(demo_runs: dict) -> None:
     snapshot = next(n.artifact for n in up if n.artifact.kind == "validated_snapshot")
     down = store.lineage(snapshot.id, "downstream", stop_at=frozenset({VERSION_KIND}))
     assert "models:/demo/2" in {n.artifact.uri for n in down}
-    shown = platformctl("models", "show", "demo", "2", "--json", env=demo_runs["env"])
+    shown = cli("models", "show", "demo", "2", "--json", env=demo_runs["env"])
     assert shown.returncode == 0, shown.stderr
     detail = json.loads(shown.stdout)
     assert any(n["artifact"]["kind"] == "training_set" for n in detail["upstream"])
 
 
 def test_reproduce_gives_identical_metrics(demo_runs: dict) -> None:
-    proc = platformctl("models", "reproduce", "demo", "2", "--json", env=demo_runs["env"])
+    proc = cli("models", "reproduce", "demo", "2", "--json", env=demo_runs["env"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
     assert result["identical"] is True and result["max_abs_diff"] == 0.0
@@ -108,20 +108,20 @@ def test_reproduce_gives_identical_metrics(demo_runs: dict) -> None:
 
 def test_models_cli_lists_compares_promotes_and_rolls_back(demo_runs: dict) -> None:
     env = demo_runs["env"]
-    listed = json.loads(platformctl("models", "list", "demo", "--json", env=env).stdout)
-    assert [v["version"] for v in listed] == ["1", "2", "3", "4"]
-    compared = platformctl("models", "compare", "demo", "1", "2", "--json", env=env)
+    listed = json.loads(cli("models", "list", "demo", "--json", env=env).stdout)
+    assert [v["version"] for v in listed] == ["1", "2", "3"]
+    compared = cli("models", "compare", "demo", "1", "2", "--json", env=env)
     assert compared.returncode == 0, compared.stderr
     assert "holdout_roc_auc" in json.loads(compared.stdout)["metrics"]
     reg = ModelRegistry(demo_runs["settings"])
     champion = reg.alias("demo", CHAMPION)
-    promoted = platformctl("models", "promote", "demo", "1", "--json", env=env)
+    promoted = cli("models", "promote", "demo", "1", "--json", env=env)
     assert promoted.returncode == 0, promoted.stderr
     assert reg.alias("demo", CHAMPION) == "1"
-    back = platformctl("models", "rollback", "demo", "--json", env=env)
+    back = cli("models", "rollback", "demo", "--json", env=env)
     assert back.returncode == 0, back.stderr
     assert json.loads(back.stdout)["version"] == champion == reg.alias("demo", CHAMPION)
-    missing = platformctl("models", "show", "demo", "99", env=env)
+    missing = cli("models", "show", "demo", "99", env=env)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
 
@@ -129,7 +129,7 @@ def test_models_cli_lists_compares_promotes_and_rolls_back(demo_runs: dict) -> N
 def test_a_tampered_artifact_is_refused(demo_runs: dict) -> None:
     settings, env = demo_runs["settings"], demo_runs["env"]
     client = MlflowClient(settings.mlflow_tracking_uri)
-    version = client.get_model_version("demo", "4")
+    version = client.get_model_version("demo", str(NOISE_DAY))
     folder = Path(urlparse(client.get_run(version.run_id).info.artifact_uri).path) / "model"
     target = next(p for p in folder.iterdir() if p.suffix in (".pkl", ".skops"))
     backup = target.with_suffix(".bak")
@@ -138,13 +138,13 @@ def test_a_tampered_artifact_is_refused(demo_runs: dict) -> None:
         with target.open("ab") as f:
             f.write(b"\0")
         with pytest.raises(PlatformError, match="does not match the recorded"):
-            ModelRegistry(settings).load("demo", "4")
-        proc = platformctl("models", "promote", "demo", "4", env=env)
+            ModelRegistry(settings).load("demo", str(NOISE_DAY))
+        proc = cli("models", "promote", "demo", str(NOISE_DAY), env=env)
         assert proc.returncode == 1 and "refusing to load" in proc.stderr
-        assert ModelRegistry(settings).alias("demo", CHAMPION) != "4"
+        assert ModelRegistry(settings).alias("demo", CHAMPION) != str(NOISE_DAY)
     finally:
         shutil.move(backup, target)
-    assert ModelRegistry(settings).load("demo", "4") is not None
+    assert ModelRegistry(settings).load("demo", str(NOISE_DAY)) is not None
 
 
 def test_one_model_per_segment_each_registered_and_gated(demo_runs: dict) -> None:
@@ -170,4 +170,4 @@ def test_one_model_per_segment_each_registered_and_gated(demo_runs: dict) -> Non
         run = MlflowClient(demo_runs["settings"].mlflow_tracking_uri).get_run(version.run_id)
         assert run.data.tags["mlplatform.segment"] == name.removeprefix("demo-")
         assert steps["evaluate"][name]["reason"]
-    assert [v.version for v in reg.versions("demo")] == ["1", "2", "3", "4"]  # untouched
+    assert [v.version for v in reg.versions("demo")] == ["1", "2", "3"]  # untouched

@@ -57,6 +57,12 @@ def test_an_empty_search_space_is_a_spec_error() -> None:
     with pytest.raises(ValidationError, match="not a classification metric"):
         _model(metric="rmse")
     assert _model(metric="log_loss").metric_mode == "min"
+    space = {"alpha": {"type": "uniform", "low": 0, "high": 1}}
+    with pytest.raises(ValidationError, match="grace_period 5 is more reports than a trial makes"):
+        SearchSpec.model_validate({"space": space, "scheduler": "asha", "max_iterations": 40,
+                                   "report_every": 10, "grace_period": 5})
+    with pytest.raises(ValidationError, match="algorithm 'grid' needs every dimension"):
+        SearchSpec.model_validate({"space": space, "algorithm": "grid"})
 
 
 def test_a_single_class_label_is_refused() -> None:

@@ -128,6 +128,10 @@ def evaluate(model_spec: ModelSpec, spec: EvaluationSpec, challenger: Any, champ
              champion_version: str | None = None) -> GateDecision:
     """Score both models on (X, y) and decide. `test` carries the slice columns."""
     task, metric = model_spec.task, model_spec.metric
+    if len(y) == 0:
+        return GateDecision(passed=False, reason="rejected: the holdout has no rows to score on",
+                            metric=metric, rows=0, challenger={}, champion_version=champion_version,
+                            checks=[])
     ch_pred = predictions(task, challenger, X)
     ch = score(task, y, *ch_pred)
     base_pred = predictions(task, champion, X) if champion is not None else None

@@ -13,7 +13,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,6 @@ class Prepared:
     test: dict[str, tuple[pd.DataFrame, np.ndarray, pd.DataFrame]]
     training_set: Artifact
     rows: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class TrainedModel(BaseModel):
