@@ -245,6 +245,9 @@ class SearchSpec(Strict):
             raise ValueError(f"grace_period {self.grace_period} is more reports than a trial makes "
                              f"({reports} = max_iterations {self.max_iterations} / report_every "
                              f"{self.report_every})")
+        if self.algorithm == "optuna" and any(d.type == "grid" for d in self.space.values()):
+            bad = sorted(k for k, d in self.space.items() if d.type == "grid")
+            raise ValueError(f"algorithm 'optuna' cannot sample grid dimensions {bad}: use 'choice'")
         if self.algorithm == "grid" and any(d.type != "grid" for d in self.space.values()):
             bad = sorted(k for k, d in self.space.items() if d.type != "grid")
             raise ValueError(f"algorithm 'grid' needs every dimension of type 'grid'; {bad} are not")
@@ -275,8 +278,11 @@ class ModelSpec(Strict):
         if self.metric not in allowed:
             raise ValueError(f"model.metric {self.metric!r} is not a {self.task} metric; choose from "
                              f"{list(allowed)}")
-        if self.metric_mode is None:
-            self.metric_mode = "max" if greater_is_better(self.metric) else "min"
+        mode = "max" if greater_is_better(self.metric) else "min"
+        if self.metric_mode is not None and self.metric_mode != mode:
+            raise ValueError(f"model.metric_mode {self.metric_mode!r} contradicts {self.metric!r}, "
+                             f"which is better when {'higher' if mode == 'max' else 'lower'}")
+        self.metric_mode = mode
         return self
 
 
@@ -291,7 +297,7 @@ class ThresholdSpec(Strict):
     max_value: float | None = None
     min_absolute_change: float | None = None
     min_relative_change: float | None = None
-    greater_is_better: bool = True
+    greater_is_better: bool | None = Field(None, description="Default: the metric's own direction.")
 
 
 class EvaluationSpec(Strict):
@@ -402,6 +408,13 @@ class PipelineSpec(Strict):
             if taken:
                 raise ValueError(f"feature view {view.name!r}: {taken} is a key, timestamp or label "
                                  "column, not a feature")
+        from mlplatform.evaluation.metrics import TASK_METRICS
+
+        for i, t in enumerate(self.evaluation.thresholds):
+            allowed = list(TASK_METRICS[self.model.task])
+            if t.metric not in allowed:
+                raise ValueError(f"evaluation.thresholds[{i}].metric {t.metric!r} is not a "
+                                 f"{self.model.task} metric; choose from {allowed}")
         services = {s.name for s in self.features.services}
         if self.model.feature_service and self.model.feature_service not in services:
             raise ValueError(

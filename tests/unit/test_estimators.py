@@ -63,6 +63,16 @@ def test_an_empty_search_space_is_a_spec_error() -> None:
                                    "report_every": 10, "grace_period": 5})
     with pytest.raises(ValidationError, match="algorithm 'grid' needs every dimension"):
         SearchSpec.model_validate({"space": space, "algorithm": "grid"})
+    with pytest.raises(ValidationError, match="algorithm 'optuna' cannot sample grid dimensions"):
+        SearchSpec.model_validate({"space": {"a": {"type": "grid", "values": [1, 2]}}, "algorithm": "optuna"})
+    with pytest.raises(ValidationError, match="metric_mode 'min' contradicts 'roc_auc'"):
+        _model(metric="roc_auc", metric_mode="min")
+    asha = {"scheduler": "asha", "space": {"C": {"type": "uniform", "low": 0.1, "high": 1}}}
+    with pytest.raises(InputError, match="'asha' needs an iterative estimator"):
+        check_model(_model(estimator="sklearn.svm.SVC", search=asha))
+    grows = {"scheduler": "asha", "space": {"max_iter": {"type": "randint", "low": 10, "high": 50}}}
+    with pytest.raises(InputError, match="model.search.space.max_iter: with scheduler 'asha'"):
+        check_model(_model(search=grows))
 
 
 def test_a_single_class_label_is_refused() -> None:
@@ -93,8 +103,10 @@ def test_iterative_estimators_are_recognised() -> None:
         "warm_start", "max_iter")
     assert iterative_kind(new_estimator("sklearn.ensemble.RandomForestClassifier")) == (
         "warm_start", "n_estimators")
-    assert iterative_kind(new_estimator("sklearn.linear_model.SGDClassifier"))[0] in ("warm_start",
-                                                                                       "partial_fit")
+    # max_iter counts per fit call there: growing it would train more than was reported.
+    assert iterative_kind(new_estimator("sklearn.linear_model.SGDClassifier")) == ("partial_fit", None)
+    assert iterative_kind(new_estimator("sklearn.neural_network.MLPClassifier")) == ("partial_fit", None)
+    assert iterative_kind(new_estimator("sklearn.linear_model.LogisticRegression")) is None
     assert iterative_kind(new_estimator("sklearn.naive_bayes.GaussianNB")) == ("partial_fit", None)
     assert iterative_kind(new_estimator("sklearn.svm.SVC")) is None
 

@@ -101,3 +101,14 @@ def test_a_slice_that_regresses_fails_the_gate(data: tuple) -> None:
     assert premium.gated and premium.regression > 0.05 and premium.rows == 500
     small = EvaluationSpec.model_validate({"slices": ["plan"], "min_slice_rows": 1000})
     assert evaluate(ModelSpec(), small, challenger, champion, X, y, X).passed  # too small to gate
+
+
+def test_an_undefined_metric_never_passes(data: tuple) -> None:
+    X, y = data
+    one_class = np.zeros_like(y)
+    first = evaluate(ModelSpec(), EvaluationSpec(), _model(y, 1.0, 1), None, X, one_class)
+    assert not first.passed and "undefined on this holdout" in first.reason
+    both = evaluate(ModelSpec(), EvaluationSpec(), _model(y, 1.0, 1), _model(y, 0.5, 2), X, one_class)
+    assert not both.passed
+    empty = evaluate(ModelSpec(), EvaluationSpec(), _model(y, 1.0, 1), None, X.iloc[:0], y[:0])
+    assert not empty.passed and "no rows" in empty.reason

@@ -19,7 +19,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import pyarrow.parquet as pq
 import typer
 from pydantic import BaseModel
@@ -29,27 +28,21 @@ from mlplatform import storage
 from mlplatform.cli.jobs_cmd import print_outcome, submit_and_watch
 from mlplatform.cli.output import AddressOpt, JsonOpt, console, handle_errors, print_json, settings_for
 from mlplatform.errors import InputError, PlatformError
-from mlplatform.features.steps import TRAINING_SET_KIND
 from mlplatform.registry.metadata import Artifact, MetadataStore
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
 from mlplatform.spec_loader import load_spec
 from mlplatform.training.data import check_labels
 from mlplatform.training.estimators import check_model
+from mlplatform.training.trainer import newest_training_set
 
 SpecArg = Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")]
-
-
-def _newest_training_set(settings: Settings, spec: PipelineSpec) -> Artifact | None:
-    found = MetadataStore(settings.metadata_url).outputs(TRAINING_SET_KIND, pipeline=spec.name,
-                                                        step="training_set")
-    return found[0][2] if found else None
 
 
 def precheck(settings: Settings, spec: PipelineSpec) -> Artifact:
     """Everything that can be wrong with a training request, found before the cluster is used."""
     check_model(spec.model, settings.estimator_modules)
-    art = _newest_training_set(settings, spec)
+    art = newest_training_set(MetadataStore(settings.metadata_url), spec.name)
     if art is None:
         raise InputError(f"pipeline {spec.name!r} has no training set yet: run the pipeline first "
                          f"(platformctl submit SPEC) so that training_set has something to read")
@@ -114,9 +107,8 @@ def tune(
 ) -> None:
     """Run only the hyperparameter search on the cluster and show every trial (nothing is registered)."""
     from mlplatform.cluster import ensure_ray
-    from mlplatform.training.data import SplitData, search_split
     from mlplatform.training.search import TrialRecord, run_search
-    from mlplatform.training.trainer import prepare
+    from mlplatform.training.trainer import prepare, search_data, tune_root
 
     settings = settings_for()
     parsed = _spec(spec, settings)
@@ -129,19 +121,19 @@ def tune(
         parsed.model.search.num_samples = num_samples
     art = precheck(settings, parsed)
     prepared = prepare(parsed.model, parsed.evaluation, art)
-    import pandas as pd
-
-    X = pd.concat([x for x, _ in prepared.train.values()], ignore_index=True)
-    y = np.concatenate([v for _, v in prepared.train.values()])
     search = parsed.model.search
-    data = SplitData(X, y) if search.cv_folds else search_split(X, y, search.validation_fraction)
+    data = search_data(parsed.model, prepared)
     if settings.ray_address is None and not os.environ.get("RAY_ADDRESS"):
         raise PlatformError("no Ray cluster is up: start one with `platformctl cluster up`")
     ensure_ray()
     done: list[TrialRecord] = []
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    total = search.num_samples
+    grid = 1
+    for dim in search.space.values():
+        grid *= len(dim.values or []) if dim.type == "grid" else 1
+    total = grid * (1 if search.algorithm == "grid" else search.num_samples)
+    better = max if parsed.model.metric_mode == "max" else min
     with (Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.description}"), console=console, transient=True)
           if not json_ else nullcontext()) as bar:
@@ -150,13 +142,12 @@ def tune(
         def on_trial(t: TrialRecord) -> None:
             done.append(t)
             if bar is not None and task is not None:
-                best = max((d.score for d in done if d.score is not None), default=None)
+                best = better((d.score for d in done if d.score is not None), default=None)
                 bar.update(task, advance=1, description=f"best {parsed.model.metric} "
                            f"{'-' if best is None else f'{best:.4f}'}")
 
-        root = storage.join(settings.storage_uri, "tune", parsed.name)
-        Path(root).mkdir(parents=True, exist_ok=True) if "://" not in root else None
-        result = run_search(parsed.model, data, storage_path=root, name=f"tune-{int(time.time())}",
+        result = run_search(parsed.model, data, storage_path=tune_root(settings, parsed.name),
+                            name=f"tune-{int(time.time())}",
                             modules=settings.estimator_modules, on_trial=on_trial)
     outcome = TuneOutcome(pipeline=parsed.name, training_set=art.uri, metric=result.metric,
                           best_score=result.best_score, best_config=result.best_config,

@@ -57,17 +57,15 @@ def _finite(v: float | None) -> bool:
 
 
 def _direction(t: ThresholdSpec) -> bool:
-    if "greater_is_better" in t.model_fields_set:
-        return t.greater_is_better
-    try:
-        return greater_is_better(t.metric)
-    except KeyError:
-        return t.greater_is_better
+    return t.greater_is_better if t.greater_is_better is not None else greater_is_better(t.metric)
 
 
 def _threshold_checks(t: ThresholdSpec, ch: dict[str, float], base: dict[str, float] | None) -> list[Check]:
     out: list[Check] = []
     value = ch.get(t.metric)
+    if not _finite(value):  # e.g. AUC on a holdout with one class: nothing to judge, so no pass
+        return [Check(metric=t.metric, rule="defined", challenger=value, passed=False,
+                      detail=f"{t.metric} is undefined on this holdout (one class, or no rows)")]
     if t.min_value is not None:
         ok = _finite(value) and value >= t.min_value  # type: ignore[operator]
         out.append(Check(metric=t.metric, rule=f">= {t.min_value}", challenger=value, passed=ok,
@@ -81,12 +79,19 @@ def _threshold_checks(t: ThresholdSpec, ch: dict[str, float], base: dict[str, fl
             continue
         rule = f"{kind} change >= {bound}"
         old = base.get(t.metric) if base else None
+        if base is not None and not _finite(old):
+            out.append(Check(metric=t.metric, rule=rule, challenger=value, passed=False,
+                             detail=f"{t.metric}: the champion cannot be scored on this holdout"))
+            continue
         if not _finite(old):
             out.append(Check(metric=t.metric, rule=rule, challenger=value, passed=True, skipped=True,
                              detail=f"{t.metric}: no champion to compare with, {kind} change skipped"))
             continue
         gain = (value - old) if _direction(t) else (old - value)  # type: ignore[operator]
-        change = gain if kind == "absolute" else gain / abs(old) if old else math.inf  # type: ignore[arg-type]
+        if kind == "absolute":
+            change = gain
+        else:
+            change = gain / abs(old) if old else (math.inf if gain > 0 else -math.inf)  # type: ignore[arg-type]
         ok = _finite(value) and change >= bound
         out.append(Check(metric=t.metric, rule=rule, challenger=value, champion=old, passed=ok,
                          detail=f"{t.metric} {value:.4f} vs champion {old:.4f}: {kind} change "

@@ -195,6 +195,8 @@ class ModelRegistry:
 
     def rollback(self, name: str) -> tuple[str, str]:
         """Make the previous champion the champion again: (from, to)."""
+        if name not in self.names():
+            raise InputError(f"model {name!r} is not registered; registered models: {self.names() or 'none'}")
         history = self.champion_history(name)
         current = self.alias(name, CHAMPION)
         if current is None or len(history) < 2:
@@ -249,6 +251,9 @@ class ModelRegistry:
     def load(self, name: str, version: str) -> Any:
         """A registered version, after checking its files against the recorded sha256."""
         art = self.store.find_artifact(f"models:/{name}/{version}", VERSION_KIND)
+        if art is None:  # registered, but the step died before recording it: the train-time record
+            run_id = self.client.get_model_version(name, str(version)).run_id
+            art = self.store.find_artifact(f"runs:/{run_id}/model", MODEL_KIND)
         if art is None or not art.content_hash:
             raise PlatformError(f"model {name} v{version}: no sha256 recorded in the metadata store; "
                                 "refusing to load an artifact the platform did not register")

@@ -106,16 +106,35 @@ def check_model(model: ModelSpec, modules: str = DEFAULT_ESTIMATOR_MODULES) -> B
                 values = [dim.low, dim.high]
             for value in values:
                 _with_params(est, {**model.params, name: value}, f"model.search.space.{name}={value!r}")
+        if model.search.scheduler == "asha":
+            kind = iterative_kind(est)
+            if kind is None:
+                raise InputError(f"model.search.scheduler 'asha' needs an iterative estimator "
+                                 f"(warm_start trees or partial_fit); {model.estimator} is neither: "
+                                 "use scheduler 'fifo'")
+            if model.search.cv_folds:
+                raise InputError("model.search.scheduler 'asha' reports on a holdout: drop cv_folds")
+            grow = kind[1] or "max_iter"
+            if grow in model.search.space:
+                raise InputError(f"model.search.space.{grow}: with scheduler 'asha' the iterations are "
+                                 f"set by search.max_iterations, not searched")
     return est
+
+
+# Estimators whose `max_iter` counts iterations in total under warm_start (each fit adds trees
+# up to it). For MLP, SGD or LogisticRegression `max_iter` counts per fit call instead, so
+# growing it would train more than was reported: those go through partial_fit (or not at all).
+_TOTAL_MAX_ITER = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
 
 
 def iterative_kind(est: BaseEstimator) -> tuple[Iterative, str | None] | None:
     """How an estimator can report per iteration (for ASHA), and which parameter grows."""
     params = est.get_params()
     if "warm_start" in params:
-        for grow in ("max_iter", "n_estimators"):
-            if grow in params:
-                return "warm_start", grow
+        if "n_estimators" in params:
+            return "warm_start", "n_estimators"
+        if "max_iter" in params and type(est).__name__ in _TOTAL_MAX_ITER:
+            return "warm_start", "max_iter"
     if hasattr(est, "partial_fit"):
         return "partial_fit", None
     return None

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from sklearn.model_selection import TimeSeriesSplit
 
-from mlplatform.evaluation.metrics import greater_is_better, predictions, score
+from mlplatform.evaluation.metrics import predictions, score
 from mlplatform.settings import DEFAULT_ESTIMATOR_MODULES
 from mlplatform.spec import ModelSpec, ParamDistribution
 from mlplatform.training.data import SplitData
@@ -64,22 +64,23 @@ class TrialSetup(BaseModel):
     iterative: bool = False
 
 
-def _worst(metric: str) -> float:
-    return -np.inf if greater_is_better(metric) else np.inf
-
-
 def _score(setup: TrialSetup, pipe: Any, X: Any, y: Any) -> dict[str, float]:
     pred, proba = predictions(setup.model.task, pipe, X)
     return score(setup.model.task, y, pred, proba)
 
 
-def _save(state: dict[str, Any]) -> Any:
+def _report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None:
+    """Report, with the state as a checkpoint; tune.report persists it to the run's storage
+    before it returns, so the local folder goes right after."""
     from ray import tune
 
-    folder = tempfile.mkdtemp(prefix="mlp-ckpt-")
-    with open(os.path.join(folder, _STATE), "wb") as f:
-        pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
-    return tune.Checkpoint.from_directory(folder)
+    if state is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="mlp-ckpt-") as folder:
+        with open(os.path.join(folder, _STATE), "wb") as f:
+            pickle.dump(state, f, protocol=pickle.HIGHEST_PROTOCOL)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def _restore() -> dict[str, Any] | None:
@@ -95,7 +96,6 @@ def _restore() -> dict[str, Any] | None:
 def trainable(config: dict[str, Any], data: Any, setup: TrialSetup) -> None:
     """One trial (or, with setup.final, the final fit of the segment `config[SEGMENT]` of the
     dict `data`). Reports `setup.model.metric` and checkpoints its progress."""
-    from ray import tune
 
     model = setup.model
     state = _restore()
@@ -108,8 +108,8 @@ def trainable(config: dict[str, Any], data: Any, setup: TrialSetup) -> None:
         pipe = build_estimator(model, X, config, setup.modules)
         t0 = time.perf_counter()
         pipe.fit(X, y)
-        tune.report({"fit_s": time.perf_counter() - t0, "restored": restored},
-                    checkpoint=_save({"model": pipe, "restored": restored}))
+        _report({"fit_s": time.perf_counter() - t0, "restored": restored},
+                {"model": pipe, "restored": restored})
         return
     if setup.iterative:
         _iterative(config, data, setup, state, restored)
@@ -118,7 +118,7 @@ def trainable(config: dict[str, Any], data: Any, setup: TrialSetup) -> None:
         pipe = build_estimator(model, data.X_train, config, setup.modules)
         pipe.fit(data.X_train, data.y_train)
         metrics = _score(setup, pipe, data.X_val, data.y_val)
-        tune.report({**metrics, "restored": restored})
+        _report({**metrics, "restored": restored})
         return
     # Time-ordered CV: a checkpoint after each fold, so a retried trial resumes at the next fold.
     folds = list(TimeSeriesSplit(n_splits=model.search.cv_folds or 3).split(data.X_train))  # type: ignore[union-attr]
@@ -130,8 +130,8 @@ def trainable(config: dict[str, Any], data: Any, setup: TrialSetup) -> None:
         pipe.fit(data.X_train.iloc[tr], data.y_train[tr])
         done.append(_score(setup, pipe, data.X_train.iloc[va], data.y_train[va]))
         mean = {k: float(np.nanmean([d[k] for d in done])) for k in done[0]}
-        tune.report({**mean, "folds_done": len(done), "restored": restored},
-                    checkpoint=_save({"folds": done, "restored": restored}))
+        _report({**mean, "folds_done": len(done), "restored": restored},
+                {"folds": done, "restored": restored})
 
 
 def _concat(a: Any, b: Any) -> Any:
@@ -143,7 +143,6 @@ def _concat(a: Any, b: Any) -> Any:
 def _iterative(config: dict[str, Any], data: SplitData, setup: TrialSetup,
                state: dict[str, Any] | None, restored: int) -> None:
     """Grow the model `report_every` iterations at a time and report each step (for ASHA)."""
-    from ray import tune
 
     model, search = setup.model, setup.model.search
     assert search is not None and data.X_val is not None
@@ -172,8 +171,8 @@ def _iterative(config: dict[str, Any], data: SplitData, setup: TrialSetup,
                     est.partial_fit(Xt, data.y_train)
         done += step
         metrics = _score(setup, pipe, data.X_val, data.y_val)
-        tune.report({**metrics, "iterations": done, "restored": restored},
-                    checkpoint=_save({"model": pipe, "iterations": done, "restored": restored}))
+        _report({**metrics, "iterations": done, "restored": restored},
+                {"model": pipe, "iterations": done, "restored": restored})
 
 
 def tune_space(space: dict[str, ParamDistribution]) -> dict[str, Any]:
@@ -231,13 +230,7 @@ def run_search(model: ModelSpec, data: SplitData, *, storage_path: str, name: st
     metric, mode = model.metric, model.metric_mode or "max"
     if search.cv_folds and data.X_val is not None:
         data = SplitData(_concat(data.X_train, data.X_val), np.concatenate([data.y_train, data.y_val]))
-    iterative = search.scheduler == "asha"
-    if iterative and (data.X_val is None or iterative_kind(new_estimator(model.estimator, modules)) is None):
-        from mlplatform.errors import InputError
-
-        raise InputError(f"model.search.scheduler 'asha' needs an iterative estimator (warm_start or "
-                         f"partial_fit) and a holdout (no cv_folds); {model.estimator} with "
-                         f"cv_folds={search.cv_folds} is not")
+    iterative = search.scheduler == "asha"  # check_model has made sure the estimator can
     setup = TrialSetup(model=model, modules=modules, iterative=iterative)
     if search.algorithm == "optuna":
         from ray.tune.search.optuna import OptunaSearch
@@ -268,7 +261,9 @@ def run_search(model: ModelSpec, data: SplitData, *, storage_path: str, name: st
     grid = tuner.fit()
     wall = time.perf_counter() - t0
     trials = [_record(r, metric) for r in grid]
-    scored = [t for t in trials if t.score is not None and np.isfinite(t.score)]
+    # An errored trial's last result is partial (one fold, an early rung): never the best.
+    scored = [t for t in trials if t.status == "TERMINATED" and t.score is not None
+              and np.isfinite(t.score)]
     if not scored:
         from mlplatform.errors import PlatformError
 
@@ -279,8 +274,9 @@ def run_search(model: ModelSpec, data: SplitData, *, storage_path: str, name: st
     config = dict(best.config)
     if iterative and best.iterations:
         kind = iterative_kind(new_estimator(model.estimator, modules))
-        if kind and kind[0] == "warm_start" and kind[1]:
-            config[kind[1]] = best.iterations
+        grow = kind[1] if kind and kind[1] else "max_iter"  # partial_fit: epochs = max_iter of a fit
+        if grow in new_estimator(model.estimator, modules).get_params():
+            config[grow] = best.iterations
     return SearchResult(metric=metric, mode=mode, best_config=config, best_score=float(best.score or 0),
                         trials=trials, wall_s=wall, path=grid.experiment_path)
 

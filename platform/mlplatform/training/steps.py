@@ -21,7 +21,14 @@ from mlplatform.pipeline import ArtifactOut, StepContext, StepResult, step
 from mlplatform.registry.metadata import Artifact
 from mlplatform.registry.models import CHALLENGER, CHAMPION, MODEL_KIND, VERSION_KIND, ModelRegistry
 from mlplatform.training.estimators import check_model
-from mlplatform.training.trainer import TrainedModel, code_version, prepare, schema_hash, train
+from mlplatform.training.trainer import (
+    TrainedModel,
+    code_version,
+    newest_training_set,
+    prepare,
+    schema_hash,
+    train,
+)
 
 EVALUATION_KIND = "evaluation"
 
@@ -31,8 +38,7 @@ def training_set_of(ctx: StepContext) -> Artifact | None:
     found = ctx.upstream("training_set", TRAINING_SET_KIND)
     if found:
         return found[0]
-    latest = ctx.store.outputs(TRAINING_SET_KIND, pipeline=ctx.spec.name, step="training_set")
-    return latest[0][2] if latest else None
+    return newest_training_set(ctx.store, ctx.spec.name)
 
 
 def _log_trials(reg: ModelRegistry, pipeline: str, parent: str, m: TrainedModel) -> None:
@@ -182,13 +188,19 @@ def register_step(ctx: StepContext) -> StepResult:
         if ev is None:
             raise PlatformError(f"model {name}: the evaluate step recorded no decision")
         passed = bool(ev.properties["passed"])
+        reason = ev.properties["reason"]
+        before = reg.alias(name, CHAMPION)
+        if passed and before != ev.properties.get("champion_version"):
+            # Another run promoted a model since this one was compared: its win is void.
+            passed = False
+            reason = (f"rejected: the champion changed from v{ev.properties.get('champion_version')} to "
+                      f"v{before} after this model was evaluated; retrain to compare with it")
         version = reg.register(name, p["mlflow_run_id"], tags={
             "gate.decision": "passed" if passed else "rejected",
-            "gate.reason": ev.properties["reason"][:4000],
+            "gate.reason": reason[:4000],
             "mlplatform.run_id": ctx.run_id, "mlplatform.pipeline": ctx.spec.name,
             "data.training_set_sha256": p.get("training_set_sha256") or "",
             "seed": str(p.get("seed")), "mlplatform.sha256": art.content_hash or ""})
-        before = reg.alias(name, CHAMPION)
         if passed:
             any_passed = True
             reg.set_alias(name, CHALLENGER, version)
@@ -198,7 +210,7 @@ def register_step(ctx: StepContext) -> StepResult:
                     f"(was {f'v{before}' if before else 'none'})")
         else:
             line = (f"{name} v{version}: rejected by the gate, champion "
-                    f"{f'v{before}' if before else '(none)'} stays: {ev.properties['reason']}")
+                    f"{f'v{before}' if before else '(none)'} stays: {reason}")
         inputs += [ArtifactOut(uri=art.uri, kind=MODEL_KIND, content_hash=art.content_hash),
                    ArtifactOut(uri=ev.uri, kind=EVALUATION_KIND, content_hash=ev.content_hash)]
         outputs.append(ArtifactOut(uri=f"models:/{name}/{version}", kind=VERSION_KIND,

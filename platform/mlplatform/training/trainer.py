@@ -24,7 +24,8 @@ from pydantic import BaseModel
 from mlplatform import storage
 from mlplatform.errors import InputError
 from mlplatform.evaluation.metrics import evaluate_model
-from mlplatform.registry.metadata import Artifact
+from mlplatform.features.steps import TRAINING_SET_KIND
+from mlplatform.registry.metadata import Artifact, MetadataStore
 from mlplatform.settings import Settings
 from mlplatform.spec import EvaluationSpec, ModelSpec, PipelineSpec
 from mlplatform.training.data import Columns, SplitData, check_labels, load_frame, search_split, split, xy
@@ -43,6 +44,7 @@ class Prepared:
     test: dict[str, tuple[pd.DataFrame, np.ndarray, pd.DataFrame]]
     training_set: Artifact
     rows: int = 0
+    all_train: tuple[pd.DataFrame, np.ndarray] | None = None  # every segment, in time order
 
 
 class TrainedModel(BaseModel):
@@ -98,12 +100,19 @@ def prepare(model: ModelSpec, ev: EvaluationSpec, art: Artifact) -> Prepared:
     """Load the training set (hash-checked), split it, check labels, cut segments."""
     cols = columns_of(art)
     df = load_frame(art.uri, art.content_hash)
+    # Rows whose label has not arrived yet teach nothing and judge nothing.
+    df = df[df[cols.label].notna()].reset_index(drop=True)
+    missing = [c for c in ev.slices if c not in df.columns]
+    if missing:
+        raise InputError(f"evaluation.slices {missing}: not columns of the training set "
+                         f"(features: {cols.features})")
     seg_col = model.segment_column
     if seg_col and seg_col not in df.columns:
         raise InputError(f"model.segment_column {seg_col!r} is not a column of the training set "
                          f"(features: {cols.features})")
     train_df, test_df = split(df, cols, ev.test_fraction, ev.split, model.seed)
-    prepared = Prepared(cols=cols, train={}, test={}, training_set=art, rows=len(df))
+    prepared = Prepared(cols=cols, train={}, test={}, training_set=art, rows=len(df),
+                        all_train=xy(train_df, cols))
     segments = sorted(train_df[seg_col].dropna().astype(str).unique()) if seg_col else [ALL]
     for seg in segments:
         tr = train_df if not seg_col else train_df[train_df[seg_col].astype(str) == seg]
@@ -117,6 +126,27 @@ def prepare(model: ModelSpec, ev: EvaluationSpec, art: Artifact) -> Prepared:
     return prepared
 
 
+def tune_root(settings: Settings, pipeline: str) -> str:
+    """Where Tune and Train keep a pipeline's experiments (and checkpoints)."""
+    root = storage.join(settings.storage_uri, "tune", pipeline)
+    if "://" not in root:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def search_data(model: ModelSpec, prepared: Prepared) -> SplitData:
+    """What the search sees: every segment's training rows in time order (one search serves
+    all segments), the newest `validation_fraction` validating unless CV is asked for."""
+    assert model.search is not None and prepared.all_train is not None
+    X, y = prepared.all_train
+    return SplitData(X, y) if model.search.cv_folds else search_split(X, y, model.search.validation_fraction)
+
+
+def newest_training_set(store: MetadataStore, pipeline: str) -> Artifact | None:
+    found = store.outputs(TRAINING_SET_KIND, pipeline=pipeline, step="training_set")
+    return found[0][2] if found else None
+
+
 def train(spec: PipelineSpec, settings: Settings, prepared: Prepared, *, name: str,
           log: Callable[[str], None] = print, search: bool = True) -> list[TrainedModel]:
     """Search (once, on all segments' rows) and fit the final model(s) on the cluster."""
@@ -125,26 +155,21 @@ def train(spec: PipelineSpec, settings: Settings, prepared: Prepared, *, name: s
     model = spec.model
     check_model(model, settings.estimator_modules)
     ensure_ray()
-    tune_root = storage.join(settings.storage_uri, "tune", spec.name)
-    if not tune_root.startswith(("s3://", "gs://", "abfs://")):
-        Path(tune_root).mkdir(parents=True, exist_ok=True)
+    root = tune_root(settings, spec.name)
     result: SearchResult | None = None
     config: dict[str, Any] = {}
     t0 = time.perf_counter()
     if search and model.search:
-        X = pd.concat([x for x, _ in prepared.train.values()], ignore_index=True)
-        y = np.concatenate([y for _, y in prepared.train.values()])
-        data = (SplitData(X, y) if model.search.cv_folds
-                else search_split(X, y, model.search.validation_fraction))
+        data = search_data(model, prepared)
         n = model.search.num_samples
         log(f"searching {len(model.search.space)} parameter(s), {n} trial(s), {model.search.algorithm}"
-            f"{' + ASHA' if model.search.scheduler == 'asha' else ''} on {len(X)} rows")
+            f"{' + ASHA' if model.search.scheduler == 'asha' else ''} on {len(data.X_train)} rows")
 
         def on_trial(t: TrialRecord) -> None:
             log(f"trial {t.trial_id}: {model.metric}={t.score if t.score is None else round(t.score, 4)} "
                 f"{json.dumps(t.config, default=str)}")
 
-        result = run_search(model, data, storage_path=tune_root, name=f"{name}-search",
+        result = run_search(model, data, storage_path=root, name=f"{name}-search",
                             modules=settings.estimator_modules, on_trial=on_trial)
         config = result.best_config
         log(f"best {model.metric}={result.best_score:.4f} with {json.dumps(config, default=str)} "
@@ -153,13 +178,13 @@ def train(spec: PipelineSpec, settings: Settings, prepared: Prepared, *, name: s
     if model.num_workers:  # data-parallel xgboost on Ray Train, one segment after another
         from mlplatform.training.distributed import fit_distributed
 
-        models = {seg: fit_distributed(model, X, y, config, storage_path=tune_root,
+        models = {seg: fit_distributed(model, X, y, config, storage_path=root,
                                        name=f"{name}-xgb{'-' + seg if seg else ''}",
                                        modules=settings.estimator_modules, max_failures=retries)
                   for seg, (X, y) in prepared.train.items()}
     else:  # one Tune trial per segment, in parallel
         datas = {seg: SplitData(X, y) for seg, (X, y) in prepared.train.items()}
-        models = final_fit(model, datas, config, storage_path=tune_root, name=f"{name}-fit",
+        models = final_fit(model, datas, config, storage_path=root, name=f"{name}-fit",
                            modules=settings.estimator_modules, max_failures=retries)
     duration = time.perf_counter() - t0
     out = []
