@@ -185,7 +185,7 @@ def test_unknown_job_and_unreachable_cluster(ray_cluster) -> None:  # noqa: ANN0
 
 
 def test_demo_against_the_running_cluster(ray_cluster, session_home: Path) -> None:  # noqa: ANN001
-    result = platformctl("demo", "--days", "2", "--rows-per-day", "300", "--drift-day", "0",
+    result = platformctl("demo", "--days", "1", "--rows-per-day", "300", "--drift-day", "0",
                          timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "already running" in result.stdout

@@ -45,7 +45,8 @@ def test_broken_batch_stops_at_validate_and_a_fixed_one_passes(ray_cluster, tmp_
     run1 = json.loads(platformctl("runs", "show", first["run_id"], "--json").stdout)
     assert [(s["step"], s["status"]) for s in run1["steps"]] == [
         ("ingest", "COMPLETE"), ("validate", "COMPLETE"), ("featurize", "COMPLETE"),
-        ("training_set", "COMPLETE")]
+        ("training_set", "COMPLETE"), ("train", "COMPLETE"), ("evaluate", "COMPLETE"),
+        ("register", "COMPLETE")]
     assert "no feature views" in run1["steps"][2]["summary"]["message"]
     kinds = {a["artifact"]["kind"] for a in run1["artifacts"] if a["type"] == "OUTPUT"}
     assert {"schema", "statistics", "validated_snapshot", "validation_report"} <= kinds
@@ -89,7 +90,8 @@ def test_retry_resumes_at_validate_after_a_schema_fix(ray_cluster, tmp_path: Pat
     assert run["status"] == "SUCCEEDED"
     assert [(s["step"], s["status"]) for s in run["steps"]] == [
         ("ingest", "COMPLETE"), ("validate", "FAILED"), ("validate", "COMPLETE"),
-        ("featurize", "COMPLETE"), ("training_set", "COMPLETE")]
+        ("featurize", "COMPLETE"), ("training_set", "COMPLETE"), ("train", "COMPLETE"),
+        ("evaluate", "COMPLETE"), ("register", "COMPLETE")]
     again = platformctl("runs", "retry", failed["run_id"])
     assert again.returncode == 2 and "nothing to retry" in again.stderr
 

@@ -91,7 +91,8 @@ def test_unreadable_batch_fails_naming_the_file_and_resumes_when_fixed(
     steps = store.run("fix-me").steps  # type: ignore[union-attr]
     assert [(s.step, s.status) for s in steps] == [("ingest", "FAILED"), ("ingest", "COMPLETE"),
                                                    ("validate", "COMPLETE"), ("featurize", "COMPLETE"),
-                                                   ("training_set", "COMPLETE")]
+                                                   ("training_set", "COMPLETE"), ("train", "COMPLETE"),
+                                                   ("evaluate", "COMPLETE"), ("register", "COMPLETE")]
 
 
 def test_missing_source_path_is_a_clear_failure(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
