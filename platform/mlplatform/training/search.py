@@ -153,16 +153,17 @@ def _iterative(config: dict[str, Any], data: SplitData, setup: TrialSetup,
         pipe, done = state["model"], state["iterations"]
     else:
         pipe, done = build_estimator(model, data.X_train, config, setup.modules), 0
-        if how == "partial_fit":
-            pipe.named_steps["preprocess"].fit(data.X_train, data.y_train)
-    est = pipe.named_steps[MODEL_STEP]
-    Xt = pipe.named_steps["preprocess"].transform(data.X_train) if how == "partial_fit" else None
+        pipe.named_steps["preprocess"].fit(data.X_train, data.y_train)
+    # The preprocessing is fitted once; each step only grows the estimator on the
+    # transformed rows (refitting the whole Pipeline per report cost more than it saved).
+    pre, est = pipe.named_steps["preprocess"], pipe.named_steps[MODEL_STEP]
+    Xt, Xv = pre.transform(data.X_train), pre.transform(data.X_val)
     classes = np.unique(data.y_train) if model.task == "classification" else None
     while done < search.max_iterations:
         step = min(search.report_every, search.max_iterations - done)
         if how == "warm_start":
             est.set_params(warm_start=True, **{grow: done + step})  # type: ignore[arg-type]
-            pipe.fit(data.X_train, data.y_train)
+            est.fit(Xt, data.y_train)
         else:
             for _ in range(step):
                 if classes is not None:
@@ -170,7 +171,7 @@ def _iterative(config: dict[str, Any], data: SplitData, setup: TrialSetup,
                 else:
                     est.partial_fit(Xt, data.y_train)
         done += step
-        metrics = _score(setup, pipe, data.X_val, data.y_val)
+        metrics = score(model.task, data.y_val, *predictions(model.task, est, Xv))
         _report({**metrics, "iterations": done, "restored": restored},
                 {"model": pipe, "iterations": done, "restored": restored})
 
