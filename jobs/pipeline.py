@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mlplatform.errors import PlatformError
 from mlplatform.pipeline import run_pipeline
+from mlplatform.services import Services
 from mlplatform.settings import load_settings
 from mlplatform.spec_loader import load_spec
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.spec, env=env, base_dir=args.base_dir)
         job_id = os.environ.get("PLATFORM_JOB_ID")
         spec_file = (args.base_dir or args.spec.parent).resolve() / args.spec.name
-        report = run_pipeline(spec, settings, run_id=args.run_id, only=args.step,
+        report = run_pipeline(spec, Services(settings), run_id=args.run_id, only=args.step,
                               job_id=job_id, log=lambda m: print(m, flush=True),
                               properties={"spec_file": str(spec_file)})
     except PlatformError as exc:

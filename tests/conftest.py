@@ -63,7 +63,7 @@ def session_home() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def ray_cluster(session_home: Path) -> Iterator[dict[str, str]]:
     """The session's local Ray head: num_cpus=2, a small object store, free ports."""
-    from mlplatform import cluster
+    from mlplatform.runtime import local as cluster
     from mlplatform.settings import load_settings
 
     settings = load_settings()
@@ -83,9 +83,10 @@ def ray_cluster(session_home: Path) -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="session")
 def ray_connected(ray_cluster: dict[str, str]) -> dict[str, str]:
     """This test process connected to the session cluster as a Ray driver."""
-    from mlplatform.cluster import ensure_ray
+    from mlplatform.runtime.connect import connect
+    from mlplatform.settings import load_settings
 
-    ensure_ray()
+    connect(load_settings())
     return ray_cluster
 
 
@@ -96,7 +97,7 @@ def redis_url(session_home: Path) -> Iterator[str]:
     sets it, so that CI can never pass by skipping them)."""
     import time
 
-    from mlplatform.cluster import free_port
+    from mlplatform.runtime.local import free_port
 
     binary = shutil.which("redis-server")
     if binary is None:

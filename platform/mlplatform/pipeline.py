@@ -1,54 +1,50 @@
-"""The step graph: runs the steps of a pipeline run, records executions, resumes.
+"""The step graph: declared steps, executions, resume.
 
-Steps are plain functions registered by name. Each step run is one execution in
-the metadata store, with the artifacts it read (INPUT) and wrote (OUTPUT). The
-first failing step stops the run; running the same run id again resumes after
-the last completed step, so a fixed batch or schema does not redo finished work.
+A step is a function declared with what it consumes and produces (artifact contracts
+from `mlplatform.artifacts`); the order of a run comes from those declarations, so a
+new step (deploy, rollout, monitor) is a new module, not an edit here. Step modules are
+found by name: every `mlplatform.<package>.steps` and `mlplatform.<package>.<name>_step`
+module is imported once. Each step run is one execution in the metadata store, with the
+artifacts it read (INPUT) and wrote (OUTPUT). The first failing step stops the run;
+running the same run id again resumes after the last completed step, so a fixed batch or
+schema does not redo finished work.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import importlib
 import json
-import re
-import secrets
+import pkgutil
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+import mlplatform
+from mlplatform.artifacts import ArtifactModel
 from mlplatform.errors import InputError, PlatformError
-from mlplatform.registry.metadata import Artifact, MetadataStore
+from mlplatform.run_ids import check_run_id, new_run_id
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
 
-# The canonical order of the loop; a step joins the run once its module registers it.
-PIPELINE_ORDER: tuple[str, ...] = (
-    "ingest", "validate", "featurize", "training_set", "train", "evaluate", "register", "rollout",
-)
-# Modules that register the built-in steps (imported lazily: they pull in Ray).
-BUILTIN_STEP_MODULES: tuple[str, ...] = (
-    "mlplatform.data.ingest", "mlplatform.data.validate_step", "mlplatform.features.steps",
-    "mlplatform.training.steps",
-)
+if TYPE_CHECKING:
+    from mlplatform.metadata.store import MetadataStore
+    from mlplatform.services import Services
 
-
-class ArtifactOut(BaseModel):
-    """An artifact a step read or wrote, before it has an id."""
-
-    uri: str
-    kind: str
-    content_hash: str | None = None
-    properties: dict[str, Any] = Field(default_factory=dict)
+A = TypeVar("A", bound=ArtifactModel)
 
 
 class StepResult(BaseModel):
-    inputs: list[ArtifactOut] = Field(default_factory=list)
-    outputs: list[ArtifactOut] = Field(default_factory=list)
+    """What a step returns: typed artifacts it read and wrote, a summary, and how the run goes on."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    inputs: list[ArtifactModel] = Field(default_factory=list)
+    outputs: list[ArtifactModel] = Field(default_factory=list)
     summary: dict[str, Any] = Field(default_factory=dict)
     message: str = ""
     stop_run: bool = Field(False, description="End the run successfully here (e.g. no new data).")
@@ -58,14 +54,15 @@ class StepResult(BaseModel):
 
 
 class StepContext:
-    """What a step gets: the spec, the stores, the run, and a way to report progress."""
+    """What a step gets: the spec, the services (stores, registry, Ray), the run, a logger."""
 
-    def __init__(self, spec: PipelineSpec, settings: Settings, store: MetadataStore, run_id: str,
-                 step: str, log: Callable[[str], None], execution_id: int = 0):
+    def __init__(self, spec: PipelineSpec, services: Services, run_id: str, step: str,
+                 log: Callable[[str], None], execution_id: int = 0):
         self.execution_id = execution_id
         self.spec = spec
-        self.settings = settings
-        self.store = store
+        self.services = services
+        self.settings: Settings = services.settings
+        self.metadata: MetadataStore = services.metadata
         self.run_id = run_id
         self.step = step
         self._log = log
@@ -73,32 +70,79 @@ class StepContext:
     def log(self, message: str) -> None:
         self._log(f"[{self.step}] {message}")
 
-    def upstream(self, step: str, kind: str | None = None) -> list[Artifact]:
-        """Outputs of an earlier step of this run (from the store, so resumes see them)."""
-        return [a for a in self.store.artifacts_of_run(self.run_id, step)
-                if kind is None or a.kind == kind]
+    def upstream(self, model: type[A]) -> list[A]:
+        """This run's `model` artifacts, written by executions that completed (so a resume sees
+        them, and a failed attempt's outputs never feed the next step)."""
+        return self.metadata.run_outputs(self.run_id, model)
 
 
 StepFn = Callable[[StepContext], StepResult]
-_STEPS: dict[str, StepFn] = {}
 
 
-def step(name: str) -> Callable[[StepFn], StepFn]:
-    """Register a step function under `name`."""
-    if name not in PIPELINE_ORDER:
-        raise ValueError(f"unknown step {name!r}; the loop is {PIPELINE_ORDER}")
+@dataclass(frozen=True)
+class StepDef:
+    name: str
+    fn: StepFn
+    consumes: tuple[type[ArtifactModel], ...]
+    produces: tuple[type[ArtifactModel], ...]
+    after: tuple[str, ...]
+
+
+_STEPS: dict[str, StepDef] = {}
+_DISCOVERED = False
+
+
+def step(name: str, *, consumes: tuple[type[ArtifactModel], ...] = (),
+         produces: tuple[type[ArtifactModel], ...] = (),
+         after: tuple[str, ...] = ()) -> Callable[[StepFn], StepFn]:
+    """Declare a step: what it consumes and produces places it in the graph; `after` orders it
+    behind steps it shares no artifact with (rare)."""
 
     def register(fn: StepFn) -> StepFn:
-        _STEPS[name] = fn
+        existing = _STEPS.get(name)
+        if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
+            raise ValueError(f"step {name!r} is declared twice "
+                             f"({existing.fn.__module__} and {fn.__module__})")
+        _STEPS[name] = StepDef(name, fn, tuple(consumes), tuple(produces), tuple(after))
         return fn
 
     return register
 
 
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    for info in pkgutil.walk_packages(mlplatform.__path__, "mlplatform."):
+        leaf = info.name.rsplit(".", 1)[-1]
+        if not info.ispkg and (leaf == "steps" or leaf.endswith("_step")):
+            importlib.import_module(info.name)
+    _DISCOVERED = True
+
+
+def step_graph() -> list[StepDef]:
+    """Every declared step, in an order where each comes after the producers of what it consumes."""
+    _discover()
+    producers: dict[type[ArtifactModel], set[str]] = {}
+    for d in _STEPS.values():
+        for kind in d.produces:
+            producers.setdefault(kind, set()).add(d.name)
+    deps = {d.name: ({p for k in d.consumes for p in producers.get(k, set())} | set(d.after)) - {d.name}
+            for d in _STEPS.values()}
+    unknown = {a for d in _STEPS.values() for a in d.after if a not in _STEPS}
+    if unknown:
+        raise PlatformError(f"steps declared after unknown step(s): {sorted(unknown)}")
+    order: list[str] = []
+    while len(order) < len(deps):
+        ready = sorted(n for n, ds in deps.items() if n not in order and ds <= set(order))
+        if not ready:
+            raise PlatformError(f"the declared steps form a cycle: {sorted(set(deps) - set(order))}")
+        order.append(ready[0])
+    return [_STEPS[n] for n in order]
+
+
 def registered_steps() -> list[str]:
-    for module in BUILTIN_STEP_MODULES:
-        importlib.import_module(module)
-    return [s for s in PIPELINE_ORDER if s in _STEPS]
+    return [d.name for d in step_graph()]
 
 
 class StepReport(BaseModel):
@@ -117,41 +161,32 @@ class RunReport(BaseModel):
     steps: list[StepReport]
 
 
-def new_run_id(pipeline: str) -> str:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{pipeline}-{stamp}-{secrets.token_hex(2)}"
-
-
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
-
-
-def check_run_id(run_id: str) -> str:
-    """Run ids name folders and travel in a shell command: letters, digits, . _ - only."""
-    if not _RUN_ID.match(run_id) or ".." in run_id:
-        raise InputError(f"--run-id {run_id!r}: use letters, digits, '.', '_' and '-' only")
-    return run_id
-
-
 def spec_hash(spec: PipelineSpec) -> str:
     canonical = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def run_pipeline(spec: PipelineSpec, settings: Settings, *, run_id: str | None = None,
+def run_pipeline(spec: PipelineSpec, services: Services | Settings, *, run_id: str | None = None,
                  only: list[str] | None = None, job_id: str | None = None,
                  log: Callable[[str], None] = print,
                  properties: dict[str, Any] | None = None) -> RunReport:
     """Run (or resume) one pipeline run; never raises for a step's failure."""
-    available = registered_steps()
+    if isinstance(services, Settings):
+        from mlplatform.services import Services
+
+        services = Services(services)
+    graph = step_graph()
+    available = [d.name for d in graph]
     if only:
         unknown = [s for s in only if s not in available]
         if unknown:
             raise InputError(f"--step {', '.join(unknown)}: not a step; choose from {available}")
-    steps = [s for s in available if not only or s in only]
-    store = MetadataStore(settings.metadata_url)
+    steps = [d for d in graph if not only or d.name in only]
+    store = services.metadata
     run_id = run_id or new_run_id(spec.name)
     check_run_id(run_id)
-    props: dict[str, Any] = {**(properties or {}), "spec_hash": spec_hash(spec), "steps": steps}
+    props: dict[str, Any] = {**(properties or {}), "spec_hash": spec_hash(spec),
+                             "steps": [d.name for d in steps]}
     if job_id:
         props["job_id"] = job_id
     try:
@@ -159,10 +194,11 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, *, run_id: str | None =
     except ValueError as exc:
         raise InputError(f"--run-id {run_id}: {exc}") from None
     done = store.completed_steps(run_id)
-    log(f"run {run_id} of pipeline {spec.name!r}: steps {' -> '.join(steps)}")
+    log(f"run {run_id} of pipeline {spec.name!r}: steps {' -> '.join(d.name for d in steps)}")
     reports: list[StepReport] = []
     stopped: str | None = None
-    for name in steps:
+    for d in steps:
+        name = d.name
         if stopped is not None:
             reports.append(StepReport(step=name, status="SKIPPED", message=stopped))
             continue
@@ -173,7 +209,7 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, *, run_id: str | None =
             if prev.summary.get("stop_run"):
                 stopped = prev.summary.get("message", "stopped by an earlier step")
             continue
-        report = _run_step(name, spec, settings, store, run_id, log)
+        report = _run_step(d, spec, services, run_id, log)
         reports.append(report)
         if report.status == "FAILED":
             msg = f"step {name!r} failed: {report.message}"
@@ -190,14 +226,19 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, *, run_id: str | None =
                      steps=reports)
 
 
-def _run_step(name: str, spec: PipelineSpec, settings: Settings, store: MetadataStore,
-              run_id: str, log: Callable[[str], None]) -> StepReport:
+def _run_step(d: StepDef, spec: PipelineSpec, services: Services, run_id: str,
+              log: Callable[[str], None]) -> StepReport:
+    name, store = d.name, services.metadata
     exec_id = store.start_execution(run_id, name, {"spec_hash": spec_hash(spec)})
-    ctx = StepContext(spec, settings, store, run_id, name, log, execution_id=exec_id)
+    ctx = StepContext(spec, services, run_id, name, log, execution_id=exec_id)
     log(f"[{name}] started")
     t0 = time.perf_counter()
     try:
-        result = _STEPS[name](ctx)
+        result = d.fn(ctx)
+        undeclared = sorted({type(a).kind for a in result.outputs if type(a) not in d.produces})
+        if undeclared:
+            raise PlatformError(f"step {name!r} wrote {undeclared}, which it does not declare in "
+                                f"`produces` ({sorted(k.kind for k in d.produces)})")
     except PlatformError as exc:
         store.finish_execution(exec_id, "FAILED", error=exc.message)
         log(f"[{name}] FAILED: {exc.message}")
@@ -212,11 +253,9 @@ def _run_step(name: str, spec: PipelineSpec, settings: Settings, store: Metadata
     # Record lineage before marking the execution COMPLETE: a crash in between
     # leaves a RUNNING execution, which a resume re-runs.
     for art in result.inputs:
-        a = store.put_artifact(art.uri, art.kind, art.content_hash, art.properties)
-        store.link(exec_id, a.id, "INPUT")
+        store.link(exec_id, store.put(art).id or 0, "INPUT")
     for art in result.outputs:
-        a = store.put_artifact(art.uri, art.kind, art.content_hash, art.properties)
-        store.link(exec_id, a.id, "OUTPUT")
+        store.link(exec_id, store.put(art).id or 0, "OUTPUT")
     summary = {**result.summary, "message": result.message, "stop_run": result.stop_run}
     elapsed = time.perf_counter() - t0
     if result.fail:
@@ -229,4 +268,4 @@ def _run_step(name: str, spec: PipelineSpec, settings: Settings, store: Metadata
                       stop_run=result.stop_run)
 
 
-__all__ = ["ArtifactOut", "StepContext", "StepResult", "run_pipeline", "step"]
+__all__ = ["StepContext", "StepResult", "run_pipeline", "step", "step_graph"]

@@ -174,7 +174,7 @@ def test_bad_spec_is_refused_before_submitting(ray_cluster, tmp_path: Path) -> N
 def test_unknown_job_and_unreachable_cluster(ray_cluster) -> None:  # noqa: ANN001
     result = platformctl("jobs", "status", "no-such-job")
     assert result.returncode == 2 and "not found" in result.stderr
-    from mlplatform.cluster import free_port
+    from mlplatform.runtime.local import free_port
 
     t0 = time.monotonic()
     result = platformctl("jobs", "list", "--address", f"http://127.0.0.1:{free_port()}",
@@ -194,7 +194,7 @@ def test_demo_against_the_running_cluster(ray_cluster, session_home: Path) -> No
 
 
 def test_down_stops_only_its_own_cluster(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
-    from mlplatform.cluster import cluster_processes, free_port
+    from mlplatform.runtime.local import cluster_processes, free_port
 
     # As a new user would: no RAY_AUTH_* in the environment at all.
     other = {"PLATFORM_HOME": str(tmp_path / "other")}

@@ -18,7 +18,7 @@ from mlplatform.data.synthetic import DemoDataConfig, write_day
 from mlplatform.data.validate_step import VALIDATED_KIND
 from mlplatform.features.store import FeatureStore
 from mlplatform.pipeline import run_pipeline
-from mlplatform.registry.metadata import MetadataStore
+from mlplatform.metadata.store import MetadataStore
 from mlplatform.settings import load_settings
 from mlplatform.spec_loader import load_spec
 from tests.conftest import platformctl

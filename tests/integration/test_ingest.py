@@ -10,7 +10,7 @@ from mlplatform import storage
 from mlplatform.data.ingest import snapshot_hash
 from mlplatform.data.synthetic import DemoDataConfig, write_demo_data
 from mlplatform.pipeline import run_pipeline
-from mlplatform.registry.metadata import MetadataStore
+from mlplatform.metadata.store import MetadataStore
 from mlplatform.settings import load_settings
 from mlplatform.spec import PipelineSpec
 

@@ -66,7 +66,7 @@ def test_optuna_grid_and_cv_searches(ray_connected, tmp_path: Path) -> None:  # 
 
 def _trial_pids(temp_dir: str) -> list[int]:
     """Worker processes of the session cluster that run a Tune trial right now."""
-    from mlplatform.cluster import cluster_processes
+    from mlplatform.runtime.local import cluster_processes
 
     pids = []
     for proc in cluster_processes(temp_dir):

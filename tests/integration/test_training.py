@@ -14,8 +14,8 @@ import pytest
 from mlflow import MlflowClient
 
 from mlplatform.errors import PlatformError
-from mlplatform.registry.metadata import MetadataStore
-from mlplatform.registry.models import CHAMPION, VERSION_KIND, ModelRegistry
+from mlplatform.metadata.store import MetadataStore
+from mlplatform.models.registry import CHAMPION, VERSION_KIND, ModelRegistry
 from tests.conftest import cli
 from tests.integration.conftest import NOISE_DAY
 

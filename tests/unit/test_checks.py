@@ -11,7 +11,7 @@ from mlplatform.cli.app import app
 from mlplatform.data.validation import CheckPlan, check_block
 from mlplatform.errors import InputError
 from mlplatform.pipeline import check_run_id
-from mlplatform.registry.metadata import MetadataStore
+from mlplatform.metadata.store import MetadataStore
 from mlplatform.spec import ColumnSchema, SchemaSpec
 
 

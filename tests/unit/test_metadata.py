@@ -3,7 +3,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from mlplatform.registry.metadata import MetadataStore
+from mlplatform.metadata.store import MetadataStore
 
 
 def _record(store: MetadataStore, pipeline: str, run: str, status: str,

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mlplatform import cluster
 from mlplatform.cli.output import (
     AddressOpt,
     JsonOpt,
@@ -17,6 +16,8 @@ from mlplatform.cli.output import (
     print_json,
     settings_for,
 )
+from mlplatform.runtime import local as cluster
+from mlplatform.runtime.status import status as cluster_status
 
 app = typer.Typer(help="Start, inspect and stop the Ray cluster.", no_args_is_help=True)
 
@@ -49,7 +50,7 @@ def up(
 @handle_errors
 def status(address: AddressOpt = None, json_: JsonOpt = False) -> None:
     """Nodes, CPUs and memory, dashboard URL, running jobs and Serve applications."""
-    st = cluster.status(settings_for(address))
+    st = cluster_status(settings_for(address))
     if json_:
         print_json(st)
         return

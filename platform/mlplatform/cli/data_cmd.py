@@ -12,9 +12,9 @@ import typer
 from rich.table import Table
 
 from mlplatform import storage
-from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, settings_for
+from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, services_for, settings_for
 from mlplatform.errors import InputError
-from mlplatform.registry.metadata import MetadataStore
+from mlplatform.services import Services
 from mlplatform.spec import SchemaSpec
 from mlplatform.spec_loader import load_spec, validate_document
 
@@ -79,18 +79,18 @@ def validate(
 ) -> None:
     """Validate one batch by hand: a table per column, JSON and an HTML report.
     Exits 1 when the pipeline would reject the batch."""
-    from mlplatform.cluster import ensure_ray
     from mlplatform.data.ingest import batch_files
     from mlplatform.data.report import column_rows, write_reports
     from mlplatform.data.schema import infer_schema
     from mlplatform.data.stats import DatasetStats
     from mlplatform.data.validate_step import latest_stats, recorded_schema, verdict
     from mlplatform.data.validation import validate_dataset, validate_parquet
+    from mlplatform.runtime.connect import connect
 
     settings = settings_for()
     pipeline = load_spec(spec, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
     fmt, src = pipeline.source.format, pipeline.source
-    store = MetadataStore(settings.metadata_url)
+    store = Services(settings).metadata
     the_schema: SchemaSpec
     if schema is not None:
         if not schema.is_file():
@@ -109,7 +109,7 @@ def validate(
         if not json_:
             console.print(f"[yellow]no schema yet: inferred one from {basis}[/]")
     fs, paths = batch_files(batch, fmt, "--batch")
-    ensure_ray()
+    connect(settings, allow_private=True, announce=None if json_ else console.print)
     import ray
 
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -174,7 +174,7 @@ def alerts(pipeline: Annotated[str | None, typer.Argument(help="Only this pipeli
            limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
            json_: JsonOpt = False) -> None:
     """Alerts: schema breaks, rejected batches, drift."""
-    found = MetadataStore(settings_for().metadata_url).alerts(pipeline, limit)
+    found = services_for().metadata.alerts(pipeline, limit)
     if json_:
         print_json(found)
         return

@@ -12,13 +12,14 @@ from pydantic import BaseModel, ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mlplatform import cluster
 from mlplatform.cli.jobs_cmd import submit_and_watch
 from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, settings_for
 from mlplatform.data.synthetic import DayFile, DemoDataConfig, _entities, write_day, write_demo_data
 from mlplatform.errors import InputError, PlatformError
-from mlplatform.jobs_client import package_dir
-from mlplatform.registry.metadata import MetadataStore, RunDetail
+from mlplatform.metadata.store import RunDetail
+from mlplatform.runtime import local as cluster
+from mlplatform.runtime.jobs import package_dir
+from mlplatform.services import Services
 from mlplatform.settings import load_settings
 
 
@@ -106,7 +107,7 @@ def _outcome(f: DayFile, job_id: str, job_status: str, detail: RunDetail | None)
         day=f.day, file=f.path, drifted_data=f.drifted, broken_data=f.broken, job_id=job_id,
         job_status=job_status, run_id=detail.run_id if detail else "-",
         run_status=detail.status if detail else "-",
-        message=(detail.properties.get("message", "") if detail else ""),
+        message=(detail.message if detail else ""),
         ingested_rows=ingest.get("rows"), valid_rows=validate.get("rows_valid"),
         quarantined_rows=validate.get("rows_quarantined"),
         drifted_features=validate.get("drifted_features", []), report=validate.get("report"),
@@ -147,7 +148,7 @@ def demo(
     settings = settings_for()
     data_dir = settings.home / "demo" / "data"
     spec = package_dir("jobs") / "examples" / "demo.yaml"
-    store = MetadataStore(settings.metadata_url)
+    store = Services(settings).metadata
     say(f"[bold]2/3[/] {cfg.days} day(s) of events -> {data_dir}; one run of {spec.name} per day")
     base = _entities(cfg)
     outcomes: list[DayOutcome] = []

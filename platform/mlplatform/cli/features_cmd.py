@@ -13,9 +13,17 @@ from pydantic import BaseModel
 from rich.progress import Progress
 from rich.table import Table
 
-from mlplatform.cli.output import JsonOpt, console, err_console, handle_errors, print_json, settings_for
+from mlplatform.cli.output import (
+    JsonOpt,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    services_for,
+    settings_for,
+)
 from mlplatform.errors import InputError
-from mlplatform.registry.metadata import MetadataStore
+from mlplatform.services import Services
 
 app = typer.Typer(help="Feature views: offline and online stores.", no_args_is_help=True)
 
@@ -72,11 +80,11 @@ def _info(view, storage_uri: str) -> ViewInfo:  # noqa: ANN001
 @handle_errors
 def list_(pipeline: PipelineOpt = None, json_: JsonOpt = False) -> None:
     """Feature views the featurize step has registered."""
-    from mlplatform.features.registry import registered_views
+    from mlplatform.features.catalog import registered_views
 
     settings = settings_for()
     views = [_info(v, settings.storage_uri)
-             for v in registered_views(MetadataStore(settings.metadata_url), pipeline)]
+             for v in registered_views(Services(settings).metadata, pipeline)]
     if json_:
         print_json(views)
         return
@@ -97,10 +105,10 @@ def list_(pipeline: PipelineOpt = None, json_: JsonOpt = False) -> None:
 def show(view: Annotated[str, typer.Argument(help="Feature view name.")],
          pipeline: PipelineOpt = None, json_: JsonOpt = False) -> None:
     """A view's definition, versions and offline partitions."""
-    from mlplatform.features.registry import find_view
+    from mlplatform.features.catalog import find_view
 
     settings = settings_for()
-    info = _info(find_view(MetadataStore(settings.metadata_url), view, pipeline), settings.storage_uri)
+    info = _info(find_view(Services(settings).metadata, view, pipeline), settings.storage_uri)
     if json_:
         print_json(info)
         return
@@ -131,7 +139,7 @@ def materialize(
     Without --since / --until it is incremental: only offline writes this online
     store has not materialised yet.
     """
-    from mlplatform.features.store import FeatureStore, MaterializeReport
+    from mlplatform.features.store import MaterializeReport
     from mlplatform.spec_loader import load_spec
 
     start, end = parse_time(since, "--since"), parse_time(until, "--until")
@@ -140,7 +148,7 @@ def materialize(
     spec = load_spec(spec_path)
     # Transformations are imported from the spec's folder, as a job run there would.
     sys.path.insert(0, str(spec_path.resolve().parent))
-    fstore = FeatureStore(spec, settings_for())
+    fstore = services_for().feature_store(spec)
     names = view or list(fstore.views)
     for name in names:
         fstore.view(name)  # an unknown name fails before anything is written
@@ -177,14 +185,14 @@ def get(view: Annotated[str, typer.Argument(help="Feature view name.")],
                                                           "(repeatable).")] = None,
         json_: JsonOpt = False) -> None:
     """The online feature vector of one or more entities, as a model would be served it."""
+    from mlplatform.features.catalog import find_view
     from mlplatform.features.definitions import parse_refs
     from mlplatform.features.online_store import open_online_store
-    from mlplatform.features.registry import find_view
     from mlplatform.features.store import read_online
 
     when = parse_time(at, "--at")
     settings = settings_for()
-    found = find_view(MetadataStore(settings.metadata_url), view, pipeline)
+    found = find_view(Services(settings).metadata, view, pipeline)
     refs = parse_refs([f"{view}:{f}" for f in (feature or ["*"])], {view: found})
     online = open_online_store(settings.online_store_url)
     try:

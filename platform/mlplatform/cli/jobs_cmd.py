@@ -22,8 +22,8 @@ from mlplatform.cli.output import (
     settings_for,
 )
 from mlplatform.errors import InputError, PlatformError
-from mlplatform.jobs_client import JobInfo, JobsClient, Submission, submit_pipeline
 from mlplatform.pipeline import new_run_id
+from mlplatform.runtime.jobs import JobInfo, JobsClient, Submission, submit_pipeline
 from mlplatform.settings import Settings
 from mlplatform.spec_loader import load_spec
 

@@ -9,10 +9,11 @@ import typer
 from pydantic import BaseModel
 from rich.table import Table
 
-from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, settings_for
+from mlplatform.artifacts import ModelVersion
+from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, services_for
 from mlplatform.errors import InputError
-from mlplatform.registry.metadata import LineageNode, MetadataStore
-from mlplatform.registry.models import CHALLENGER, CHAMPION, VERSION_KIND, ModelRegistry, ModelVersionInfo
+from mlplatform.metadata.store import LineageNode, MetadataStore
+from mlplatform.models.registry import CHALLENGER, CHAMPION, ModelRegistry, ModelVersionInfo
 
 app = typer.Typer(help="Registered models: versions, aliases, lineage, reproduction.", no_args_is_help=True)
 
@@ -22,7 +23,7 @@ VersionArg = Annotated[str, typer.Argument(help="Model version number.")]
 
 
 def _registry() -> ModelRegistry:
-    return ModelRegistry(settings_for())
+    return services_for().models
 
 
 def _metric(v: ModelVersionInfo, key: str) -> str:
@@ -86,11 +87,11 @@ def show(name: NameArg, version: VersionArg, json_: JsonOpt = False) -> None:
     reg = _registry()
     info = reg.version(name, version)
     store: MetadataStore = reg.store
-    art = store.find_artifact(f"models:/{name}/{version}", VERSION_KIND)
+    art = store.find(ModelVersion, f"models:/{name}/{version}")
     # Walking up through another model version (the champion this one was compared with)
     # would list that version's whole history as if this one were made from it.
-    up = store.lineage(art.id, "upstream", stop_at=frozenset({VERSION_KIND})) if art else []
-    down = store.lineage(art.id, "downstream", stop_at=frozenset({VERSION_KIND})) if art else []
+    up = store.lineage(art.id or 0, "upstream", stop_at=frozenset({ModelVersion.kind})) if art else []
+    down = store.lineage(art.id or 0, "downstream", stop_at=frozenset({ModelVersion.kind})) if art else []
     if json_:
         print_json(VersionDetail(version=info, upstream=up, downstream=down))
         return
@@ -203,7 +204,7 @@ def reproduce(name: NameArg, version: VersionArg,
     from mlplatform.training.reproduce import reproduce as run
 
     with console.status(f"retraining {name} v{version}...") if not json_ else _null():
-        result = run(settings_for(), name, version)
+        result = run(services_for(), name, version)
     if json_:
         print_json(result)
     else:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from mlplatform.errors import PlatformError
+from mlplatform.services import Services
 from mlplatform.settings import Settings, apply_ray_auth_env, load_settings
 
 # Rich assumes 80 columns when output is not a terminal; logs and CI are wider than that.
@@ -37,6 +38,11 @@ def settings_for(address: str | None = None) -> Settings:
     settings = load_settings(address=address)
     apply_ray_auth_env(settings)
     return settings
+
+
+def services_for(address: str | None = None) -> Services:
+    """The platform's services for one CLI command (built from the effective settings)."""
+    return Services(settings_for(address))
 
 
 def print_json(data: Any) -> None:

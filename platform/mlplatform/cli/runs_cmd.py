@@ -15,16 +15,18 @@ from mlplatform.cli.output import (
     fmt_duration,
     handle_errors,
     print_json,
+    services_for,
     settings_for,
 )
 from mlplatform.errors import InputError
-from mlplatform.registry.metadata import MetadataStore
+from mlplatform.metadata.store import MetadataStore
+from mlplatform.services import Services
 
 app = typer.Typer(help="Pipeline runs, their steps and artifacts.", no_args_is_help=True)
 
 
 def _store() -> MetadataStore:
-    return MetadataStore(settings_for().metadata_url)
+    return services_for().metadata
 
 
 @app.command("list")
@@ -44,7 +46,7 @@ def list_(pipeline: Annotated[str, typer.Argument(help="Pipeline name.")],
     for r in runs:
         colour = {"SUCCEEDED": "green", "FAILED": "red"}.get(r.status, "yellow")
         table.add_row(r.run_id, f"[{colour}]{r.status}[/]", r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                      r.properties.get("job_id", "-"), r.properties.get("message", ""))
+                      r.job_id or "-", r.message)
     console.print(table)
 
 
@@ -59,7 +61,7 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id.")], json_: JsonOpt 
         print_json(detail)
         return
     console.print(f"run [bold]{detail.run_id}[/] of {detail.pipeline}: [bold]{detail.status}[/]"
-                  f"  {detail.properties.get('message', '')}", highlight=False)
+                  f"  {detail.message}", highlight=False)
     steps = Table("step", "status", "started", "duration", "host", "summary / error")
     for e in detail.steps:
         note = (e.error or "").strip().splitlines()[-1:] or [e.summary.get("message", "")]
@@ -108,12 +110,12 @@ def retry(run_id: Annotated[str, typer.Argument(help="A FAILED run.")],
     from mlplatform.cli.jobs_cmd import report_submission, submit_and_watch
 
     settings = settings_for(address)
-    detail = MetadataStore(settings.metadata_url).run(run_id)
+    detail = Services(settings).metadata.run(run_id)
     if detail is None:
         raise InputError(f"run {run_id!r} not found")
     if detail.status == "SUCCEEDED":
         raise InputError(f"run {run_id} SUCCEEDED: nothing to retry")
-    spec_file = detail.properties.get("spec_file")
+    spec_file = detail.spec_file
     if not spec_file or not Path(spec_file).is_file():
         raise InputError(f"run {run_id}: its spec file {spec_file!r} is not here any more")
     sub, info = submit_and_watch(settings, Path(spec_file), steps=None, run_id=run_id, wait=wait,

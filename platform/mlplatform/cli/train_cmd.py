@@ -25,10 +25,11 @@ from pydantic import BaseModel
 from rich.table import Table
 
 from mlplatform import storage
+from mlplatform.artifacts import TrainingSet
 from mlplatform.cli.jobs_cmd import print_outcome, submit_and_watch
 from mlplatform.cli.output import AddressOpt, JsonOpt, console, handle_errors, print_json, settings_for
 from mlplatform.errors import InputError, PlatformError
-from mlplatform.registry.metadata import Artifact, MetadataStore
+from mlplatform.services import Services
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
 from mlplatform.spec_loader import load_spec
@@ -39,14 +40,14 @@ from mlplatform.training.trainer import newest_training_set
 SpecArg = Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")]
 
 
-def precheck(settings: Settings, spec: PipelineSpec) -> Artifact:
+def precheck(settings: Settings, spec: PipelineSpec) -> TrainingSet:
     """Everything that can be wrong with a training request, found before the cluster is used."""
     check_model(spec.model, settings.estimator_modules)
-    art = newest_training_set(MetadataStore(settings.metadata_url), spec.name)
+    art = newest_training_set(Services(settings).metadata, spec.name)
     if art is None:
         raise InputError(f"pipeline {spec.name!r} has no training set yet: run the pipeline first "
                          f"(platformctl submit SPEC) so that training_set has something to read")
-    label = art.properties.get("label")
+    label = art.label
     if not label:
         raise InputError("source.label_column is not set: a model needs a label to train on")
     fs, path = storage.resolve(art.uri)
@@ -71,10 +72,10 @@ def train(
     parsed = _spec(spec, settings)
     art = precheck(settings, parsed)
     if not json_:
-        console.print(f"training set {art.uri} ({art.properties.get('rows')} rows)", highlight=False)
+        console.print(f"training set {art.uri} ({art.rows} rows)", highlight=False)
     sub, info = submit_and_watch(settings, spec, steps=["train", "evaluate", "register"], run_id=None,
                                  wait=not follow, follow=follow, json_=json_)
-    detail = MetadataStore(settings.metadata_url).run(sub.run_id)
+    detail = Services(settings).metadata.run(sub.run_id)
     steps = {s.step: s for s in detail.steps} if detail else {}
     register = steps.get("register")
     if json_:
@@ -106,7 +107,7 @@ def tune(
     json_: JsonOpt = False,
 ) -> None:
     """Run only the hyperparameter search on the cluster and show every trial (nothing is registered)."""
-    from mlplatform.cluster import ensure_ray
+    from mlplatform.runtime.connect import connect
     from mlplatform.training.search import TrialRecord, run_search
     from mlplatform.training.trainer import prepare, search_data, tune_root
 
@@ -125,7 +126,7 @@ def tune(
     data = search_data(parsed.model, prepared)
     if settings.ray_address is None and not os.environ.get("RAY_ADDRESS"):
         raise PlatformError("no Ray cluster is up: start one with `platformctl cluster up`")
-    ensure_ray()
+    connect(settings)
     done: list[TrialRecord] = []
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -191,9 +192,7 @@ def ui(
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 for this installation's tracking store; print its URL."""
     settings = settings_for()
-    from mlplatform.registry.models import ModelRegistry
-
-    ModelRegistry(settings)  # creates the database once, before the server's workers open it
+    Services(settings).models  # noqa: B018 - creates the database once, before the server's workers open it
     port = port or _free_port()
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", port)) == 0:

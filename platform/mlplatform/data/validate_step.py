@@ -20,22 +20,23 @@ import pyarrow.fs as pafs
 import yaml
 
 from mlplatform import storage
-from mlplatform.cluster import ensure_ray
-from mlplatform.data.ingest import SNAPSHOT_KIND
+from mlplatform.artifacts import (
+    InferredSchema,
+    Quarantine,
+    RejectedBatch,
+    Snapshot,
+    Statistics,
+    ValidatedBatch,
+    ValidationReport,
+)
 from mlplatform.data.report import write_reports
 from mlplatform.data.schema import infer_schema, schema_yaml
 from mlplatform.data.stats import DatasetStats
 from mlplatform.data.validation import ValidationResult, validate_parquet
 from mlplatform.errors import InputError
-from mlplatform.pipeline import ArtifactOut, StepContext, StepResult, step
-from mlplatform.registry.metadata import Artifact, MetadataStore
+from mlplatform.metadata.store import MetadataStore
+from mlplatform.pipeline import StepContext, StepResult, step
 from mlplatform.spec import PipelineSpec, SchemaSpec
-
-SCHEMA_KIND = "schema"
-STATS_KIND = "statistics"
-VALIDATED_KIND = "validated_snapshot"
-QUARANTINE_KIND = "quarantine"
-REPORT_KIND = "validation_report"
 
 
 def verdict(result: ValidationResult, spec: PipelineSpec) -> list[str]:
@@ -63,7 +64,7 @@ def _uri(settings_uri: str, *parts: str) -> str:
 
 def recorded_schema(store: MetadataStore, pipeline: str) -> SchemaSpec | None:
     """The schema this pipeline inferred and recorded on an earlier run, if any."""
-    art = store.latest_output(pipeline, "validate", SCHEMA_KIND)
+    art = store.latest(InferredSchema, pipeline, step="validate")
     if art is None:
         return None
     fs, path = storage.resolve(art.uri)
@@ -72,9 +73,9 @@ def recorded_schema(store: MetadataStore, pipeline: str) -> SchemaSpec | None:
 
 
 def latest_stats(store: MetadataStore, pipeline: str,
-                 exclude_run: str | None = None) -> tuple[DatasetStats, Artifact] | None:
+                 exclude_run: str | None = None) -> tuple[DatasetStats, Statistics] | None:
     """Statistics of the last batch of the pipeline that passed validation."""
-    art = store.latest_output(pipeline, "validate", STATS_KIND, exclude_run=exclude_run)
+    art = store.latest(Statistics, pipeline, step="validate", exclude_run=exclude_run)
     if art is None:
         return None
     fs, path = storage.resolve(art.uri)
@@ -82,11 +83,11 @@ def latest_stats(store: MetadataStore, pipeline: str,
 
 
 def resolve_schema(ctx: StepContext,
-                   table_for_inference: object | None) -> tuple[SchemaSpec, ArtifactOut | None]:
+                   table_for_inference: object | None) -> tuple[SchemaSpec, InferredSchema | None]:
     """The spec's schema; else the one this pipeline inferred before; else infer it now."""
     if isinstance(ctx.spec.schema_, SchemaSpec):
         return ctx.spec.schema_, None
-    previous = recorded_schema(ctx.store, ctx.spec.name)
+    previous = recorded_schema(ctx.metadata, ctx.spec.name)
     if previous is not None:
         return previous, None
     if table_for_inference is None:
@@ -102,27 +103,27 @@ def resolve_schema(ctx: StepContext,
     with fs.open_output_stream(path) as out:
         out.write(text.encode())
     ctx.log(f"no schema in the spec: inferred one from this batch -> {uri} (review it)")
-    return schema, ArtifactOut(uri=uri, kind=SCHEMA_KIND, content_hash=digest,
-                               properties={"inferred": True, "columns": len(schema.columns)})
+    return schema, InferredSchema(uri=uri, content_hash=digest, inferred=True, columns=len(schema.columns))
 
 
 def load_reference(ctx: StepContext) -> tuple[DatasetStats | None, str]:
-    found = latest_stats(ctx.store, ctx.spec.name, exclude_run=ctx.run_id)
+    found = latest_stats(ctx.metadata, ctx.spec.name, exclude_run=ctx.run_id)
     if found is None:
         return None, "none (first validated batch)"
     stats, art = found
-    return stats, f"previous batch ({art.properties.get('snapshot', '?')})"
+    return stats, f"previous batch ({art.snapshot})"
 
 
-@step("validate")
+@step("validate", consumes=(Snapshot,),
+      produces=(InferredSchema, Statistics, ValidationReport, Quarantine, RejectedBatch, ValidatedBatch))
 def validate(ctx: StepContext) -> StepResult:
-    snaps = ctx.upstream("ingest", SNAPSHOT_KIND)
+    snaps = ctx.upstream(Snapshot)
     if not snaps:
         raise InputError("validate needs this run's ingest snapshot: run the whole pipeline, "
                          "or `platformctl runs retry RUN` for a run whose ingest completed")
     snap = snaps[0]
     snap_id = (snap.content_hash or "unknown")[:16]
-    ensure_ray()
+    ctx.services.connect_ray()
     import pyarrow.dataset as pads
     import ray
 
@@ -150,7 +151,7 @@ def validate(ctx: StepContext) -> StepResult:
                                                  src.label_column) if c))
     except Exception as exc:  # e.g. files whose column types do not unify: name the batch
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"batch {snap_id} ({', '.join(snap.properties.get('files', []))}) "
+        raise InputError(f"batch {snap_id} ({', '.join(snap.files)}) "
                          f"cannot be read as one table: {last}") from None
     assert result.rows_in == result.rows_valid + result.rows_quarantined
     ctx.log(f"{result.rows_in} rows: {result.rows_valid} valid, {result.rows_quarantined} quarantined; "
@@ -162,15 +163,12 @@ def validate(ctx: StepContext) -> StepResult:
     rfs, rpath = storage.resolve(report_uri)
     write_reports(result, schema, reference, rfs, rpath, title=f"{ctx.spec.name} / {ctx.run_id}")
     outputs = [a for a in [schema_out] if a] + [
-        ArtifactOut(uri=stats_uri, kind=STATS_KIND, content_hash=snap.content_hash,
-                    properties={"snapshot": snap_id, "rows": result.rows_in}),
-        ArtifactOut(uri=report_uri, kind=REPORT_KIND,
-                    properties={"html": f"{report_uri}/validation.html",
-                                "json": f"{report_uri}/validation.json"}),
+        Statistics(uri=stats_uri, content_hash=snap.content_hash, snapshot=snap_id, rows=result.rows_in),
+        ValidationReport(uri=report_uri, html=f"{report_uri}/validation.html",
+                         json_=f"{report_uri}/validation.json", drift_reference=ref_label),
     ]
     if result.rows_quarantined:
-        outputs.append(ArtifactOut(uri=quarantine_uri, kind=QUARANTINE_KIND,
-                                   properties={"rows": result.rows_quarantined}))
+        outputs.append(Quarantine(uri=quarantine_uri, rows=result.rows_quarantined))
     drift = result.drift
     summary = {"rows_in": result.rows_in, "rows_valid": result.rows_valid,
                "rows_quarantined": result.rows_quarantined, "failures": len(result.failures),
@@ -181,7 +179,7 @@ def validate(ctx: StepContext) -> StepResult:
                                        ctx.spec.validation.drift.trigger_retraining),
                "report": f"{report_uri}/validation.html"}
     if drift and drift.n_drifted:
-        ctx.store.add_alert(ctx.spec.name, "critical" if drift.dataset_drift else "warning", "drift",
+        ctx.metadata.add_alert(ctx.spec.name, "critical" if drift.dataset_drift else "warning", "drift",
                             f"drift on {', '.join(drift.drifted_features)} against {ref_label}",
                             run_id=ctx.run_id, step="validate",
                             details={"dataset_drift": drift.dataset_drift,
@@ -194,26 +192,21 @@ def validate(ctx: StepContext) -> StepResult:
                    f"{result.rows_quarantined} failing row(s) under {quarantine_uri}): "
                    + " | ".join(reasons))
         kind = "schema_break" if result.schema_breaks else "invalid_data"
-        ctx.store.add_alert(ctx.spec.name, "critical", kind, message, run_id=ctx.run_id, step="validate",
+        ctx.metadata.add_alert(ctx.spec.name, "critical", kind, message, run_id=ctx.run_id, step="validate",
                             details={"failures": [f.model_dump(mode="json") for f in result.failures]})
         _drop(out_fs, storage.resolve(valid_tmp)[1])
-        outputs.append(ArtifactOut(uri=snap.uri, kind="rejected_batch", content_hash=snap.content_hash,
-                                   properties={"rows": result.rows_in, "reasons": reasons}))
-        return StepResult(inputs=[_input(snap)], outputs=outputs, summary=summary, fail=message)
+        outputs.append(RejectedBatch(uri=snap.uri, content_hash=snap.content_hash, rows=result.rows_in,
+                                     reasons=reasons))
+        return StepResult(inputs=[snap], outputs=outputs, summary=summary, fail=message)
     _drop(out_fs, valid_path)  # an earlier validation of the same snapshot is superseded
     if storage.exists(out_fs, storage.resolve(valid_tmp)[1]):
         out_fs.move(storage.resolve(valid_tmp)[1], valid_path)
-    outputs.append(ArtifactOut(uri=valid_uri, kind=VALIDATED_KIND, content_hash=snap.content_hash,
-                               properties={"rows": result.rows_valid, "snapshot": snap_id}))
+    outputs.append(ValidatedBatch(uri=valid_uri, content_hash=snap.content_hash, rows=result.rows_valid,
+                                  snapshot=snap_id))
     msg = f"{result.rows_valid}/{result.rows_in} rows valid"
     if drift is not None:
         msg += f", drift on {drift.n_drifted}/{drift.n_features} feature(s)"
-    return StepResult(inputs=[_input(snap)], outputs=outputs, summary=summary, message=msg)
-
-
-def _input(snap: Artifact) -> ArtifactOut:
-    """The ingested snapshot, linked as this step's input so lineage reaches the source files."""
-    return ArtifactOut(uri=snap.uri, kind=snap.kind, content_hash=snap.content_hash)
+    return StepResult(inputs=[snap], outputs=outputs, summary=summary, message=msg)
 
 
 def _drop(fs: pafs.FileSystem, path: str) -> None:

@@ -13,43 +13,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
 
+from mlplatform.artifacts import GateCheck as Check
+from mlplatform.artifacts import GateDecision, SliceResult
 from mlplatform.evaluation.metrics import greater_is_better, predictions, score
 from mlplatform.spec import EvaluationSpec, ModelSpec, ThresholdSpec
-
-
-class Check(BaseModel):
-    metric: str
-    rule: str
-    challenger: float | None
-    champion: float | None = None
-    passed: bool
-    skipped: bool = False
-    detail: str
-
-
-class SliceResult(BaseModel):
-    column: str
-    value: str
-    rows: int
-    challenger: float | None
-    champion: float | None = None
-    regression: float | None = Field(None, description="How much worse the challenger is (>0: worse).")
-    gated: bool
-    passed: bool
-
-
-class GateDecision(BaseModel):
-    passed: bool
-    reason: str
-    metric: str
-    rows: int
-    challenger: dict[str, float]
-    champion: dict[str, float] | None = None
-    champion_version: str | None = None
-    checks: list[Check]
-    slices: list[SliceResult] = Field(default_factory=list)
 
 
 def _finite(v: float | None) -> bool:

@@ -23,8 +23,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from mlplatform import storage
-from mlplatform.cluster import ensure_ray
-from mlplatform.data.validate_step import VALIDATED_KIND
+from mlplatform.artifacts import FeatureRows, FeatureViewDefinition, TrainingSet, ValidatedBatch
 from mlplatform.errors import InputError
 from mlplatform.features.compute import (
     HISTORY_FLAG,
@@ -36,18 +35,12 @@ from mlplatform.features.compute import (
 )
 from mlplatform.features.definitions import FeatureView
 from mlplatform.features.offline_store import time_range
-from mlplatform.features.registry import FEATURE_VIEW_KIND
-from mlplatform.features.store import FeatureStore
-from mlplatform.pipeline import ArtifactOut, StepContext, StepResult, step
-from mlplatform.registry.metadata import Artifact
+from mlplatform.pipeline import StepContext, StepResult, step
 from mlplatform.spec import duration_seconds
 
-FEATURE_ROWS_KIND = "feature_rows"
-TRAINING_SET_KIND = "training_set"
 
-
-def _validated_batch(ctx: StepContext) -> Artifact:
-    found = ctx.upstream("validate", VALIDATED_KIND)
+def _validated_batch(ctx: StepContext) -> ValidatedBatch:
+    found = ctx.upstream(ValidatedBatch)
     if not found:
         raise InputError(f"{ctx.step} needs this run's validated batch: run the whole pipeline, or "
                          "`platformctl runs retry RUN` for a run whose validate step completed")
@@ -62,11 +55,11 @@ def _read(uri: str, ts: str, start: dt.datetime | None = None, end: dt.datetime 
     return ds.to_table(columns=columns, filter=expr)
 
 
-def _history(ctx: StepContext, current: Artifact, view: FeatureView, start: dt.datetime,
+def _history(ctx: StepContext, current: ValidatedBatch, view: FeatureView, start: dt.datetime,
              end: dt.datetime) -> list[pa.Table]:
     """Rows of earlier validated batches inside the view's longest window."""
     tables = []
-    for _, _, art in ctx.store.outputs(VALIDATED_KIND, pipeline=ctx.spec.name, step="validate"):
+    for _, _, art in ctx.metadata.outputs_of(ValidatedBatch, pipeline=ctx.spec.name, step="validate"):
         if art.uri == current.uri:
             continue
         try:
@@ -131,12 +124,12 @@ def _aggregate_group(df: pd.DataFrame, view: FeatureView) -> pd.DataFrame:
     return aggregate(view, df)
 
 
-@step("featurize")
+@step("featurize", consumes=(ValidatedBatch,), produces=(FeatureRows, FeatureViewDefinition))
 def featurize(ctx: StepContext) -> StepResult:
     if not ctx.spec.features.views:
         return StepResult(message="no feature views in the spec: nothing to featurize")
     batch = _validated_batch(ctx)
-    fstore = FeatureStore(ctx.spec, ctx.settings)
+    fstore = ctx.services.feature_store(ctx.spec)
     snap = (batch.content_hash or "unknown")[:16]
     ts_col = ctx.spec.source.timestamp_column
     fs, path = storage.resolve(batch.uri)
@@ -148,7 +141,7 @@ def featurize(ctx: StepContext) -> StepResult:
     for view in fstore.views.values():
         check_columns(view, list(transform(view, sample.copy()).columns), f"batch {snap}")
         compute_frame(view, sample)
-    ensure_ray()
+    ctx.services.connect_ray()
     import ray
 
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -159,13 +152,11 @@ def featurize(ctx: StepContext) -> StepResult:
         df = compute_view_on_ray(view, batch.uri, history)
         result = fstore.write(view.name, df, f"{snap}-{view.version}")
         outputs += [
-            ArtifactOut(uri=fstore.offline.view_uri(view.name), kind=FEATURE_ROWS_KIND,
-                        content_hash=result.content_hash,
-                        properties={"view": view.name, "version": view.version, "rows": result.rows,
-                                    "write_id": result.write_id, "dates": result.dates,
-                                    "files": result.files, "snapshot": snap}),
-            ArtifactOut(uri=f"feature-view://{ctx.spec.name}/{view.name}", kind=FEATURE_VIEW_KIND,
-                        content_hash=view.version, properties=view.model_dump(mode="json")),
+            FeatureRows(uri=fstore.offline.view_uri(view.name), content_hash=result.content_hash,
+                        view=view.name, version=view.version, rows=result.rows, write_id=result.write_id,
+                        dates=result.dates, files=result.files, snapshot=snap),
+            FeatureViewDefinition(uri=f"feature-view://{ctx.spec.name}/{view.name}",
+                                  content_hash=view.version, **view.model_dump(mode="json")),
         ]
         summary[view.name] = {"rows": result.rows, "history_rows": sum(len(t) for t in history),
                               "version": view.version}
@@ -179,13 +170,13 @@ def featurize(ctx: StepContext) -> StepResult:
     return StepResult(inputs=[], outputs=outputs, summary=summary, message="; ".join(lines))
 
 
-@step("training_set")
+@step("training_set", consumes=(ValidatedBatch, FeatureRows), produces=(TrainingSet,))
 def training_set(ctx: StepContext) -> StepResult:
     if not ctx.spec.features.views:
         return StepResult(message="no feature views in the spec: no training set")
     batch = _validated_batch(ctx)
     src = ctx.spec.source
-    fstore = FeatureStore(ctx.spec, ctx.settings)
+    fstore = ctx.services.feature_store(ctx.spec)
     service, refs = fstore.features(None)
     keys = [c for c in dict.fromkeys([src.entity_column, *(fstore.views[r.view].entity for r in refs),
                                       src.timestamp_column, src.label_column]) if c]
@@ -194,7 +185,7 @@ def training_set(ctx: StepContext) -> StepResult:
     window = ctx.spec.features.training_window
     start = newest - dt.timedelta(seconds=duration_seconds(window)) if window else None
     tables, used = [], []
-    for _, _, art in ctx.store.outputs(VALIDATED_KIND, pipeline=ctx.spec.name, step="validate"):
+    for _, _, art in ctx.metadata.outputs_of(ValidatedBatch, pipeline=ctx.spec.name, step="validate"):
         try:
             t = _read(art.uri, src.timestamp_column, start, newest, columns=keys)
         except (FileNotFoundError, OSError):
@@ -232,17 +223,15 @@ def training_set(ctx: StepContext) -> StepResult:
     msg = (f"{report.rows} rows x {len(report.features)} features from {len(used)} batch(es); "
            + ", ".join(f"{v}: {n} row(s) without a value in the TTL" for v, n in unmatched.items()))
     ctx.log(msg)
-    props = {"rows": report.rows, "service": service, "view_versions": report.view_versions,
-             "features": report.features, "label": src.label_column,
-             "timestamp": src.timestamp_column, "entity": src.entity_column,
-             "report": f"{out_uri}/report.json",
-             "service_hash": hashlib.sha256(json.dumps(report.view_versions, sort_keys=True)
-                                            .encode()).hexdigest()[:12]}
-    inputs = [ArtifactOut(uri=a.uri, kind=VALIDATED_KIND, content_hash=a.content_hash) for a in used]
+    out = TrainingSet(uri=f"{out_uri}/data.parquet", content_hash=digest, rows=report.rows,
+                      service=service, view_versions=report.view_versions, features=report.features,
+                      label=src.label_column, timestamp=src.timestamp_column, entity=src.entity_column,
+                      report=f"{out_uri}/report.json",
+                      service_hash=hashlib.sha256(json.dumps(report.view_versions, sort_keys=True)
+                                                  .encode()).hexdigest()[:12])
     fstore.close()
-    return StepResult(inputs=inputs,
-                      outputs=[ArtifactOut(uri=f"{out_uri}/data.parquet", kind=TRAINING_SET_KIND,
-                                           content_hash=digest, properties=props)],
+    return StepResult(inputs=list(used),
+                      outputs=[out],
                       summary={"rows": report.rows, "views": [v.model_dump() for v in report.views],
                                "sample_entity": str(df[src.entity_column].iloc[-1]) if len(df) else None,
                                "sample_at": df[src.timestamp_column].iloc[-1].isoformat() if len(df)

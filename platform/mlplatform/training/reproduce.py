@@ -12,11 +12,10 @@ import math
 
 from pydantic import BaseModel
 
+from mlplatform.artifacts import ModelVersion, TrainedModel, TrainingSet
 from mlplatform.errors import PlatformError
 from mlplatform.evaluation.metrics import evaluate_model
-from mlplatform.registry.metadata import MetadataStore
-from mlplatform.registry.models import MODEL_KIND, VERSION_KIND, ModelRegistry
-from mlplatform.settings import Settings
+from mlplatform.services import Services
 from mlplatform.spec import EvaluationSpec, ModelSpec
 from mlplatform.training.estimators import build_estimator
 from mlplatform.training.trainer import prepare
@@ -41,30 +40,28 @@ class Reproduction(BaseModel):
     identical: bool
 
 
-def reproduce(settings: Settings, name: str, version: str) -> Reproduction:
-    store = MetadataStore(settings.metadata_url)
-    reg = ModelRegistry(settings, store)
+def reproduce(services: Services, name: str, version: str) -> Reproduction:
+    store, reg = services.metadata, services.models
     info = reg.version(name, version)  # a clear error for an unknown name or version
-    ver = store.find_artifact(f"models:/{name}/{version}", VERSION_KIND)
-    run_id = (ver.properties.get("mlflow_run_id") if ver else None) or info.run_id
-    art = store.find_artifact(f"runs:/{run_id}/model", MODEL_KIND)
-    if art is None or "model_spec" not in art.properties:
-        raise PlatformError(f"model {name} v{version}: no training record in the metadata store "
-                            f"({settings.metadata_url}); it cannot be reproduced from here")
-    p = art.properties
-    model = ModelSpec.model_validate(p["model_spec"])
-    ev = EvaluationSpec.model_validate(p["evaluation_spec"])
-    source = store.artifact(int(p["training_set_id"]))
+    ver = store.find(ModelVersion, f"models:/{name}/{version}")
+    run_id = (ver.mlflow_run_id if ver else None) or info.run_id
+    art = store.find(TrainedModel, f"runs:/{run_id}/model")
+    if art is None:
+        raise PlatformError(f"model {name} v{version}: no training record in the metadata store; "
+                            "it cannot be reproduced from here")
+    model = ModelSpec.model_validate(art.model_spec)
+    ev = EvaluationSpec.model_validate(art.evaluation_spec)
+    source = store.get(TrainingSet, art.training_set_id)
     if source is None:
         raise PlatformError(f"model {name} v{version}: its training set (artifact "
-                            f"{p['training_set_id']}) is missing from the metadata store")
+                            f"{art.training_set_id}) is missing from the metadata store")
     prepared = prepare(model, ev, source)
-    seg = p.get("segment") or ""
+    seg = art.segment or ""
     X, y = prepared.train[seg]
-    fitted = build_estimator(model, X, p.get("config") or {}, settings.estimator_modules).fit(X, y)
+    fitted = build_estimator(model, X, art.config, services.settings.estimator_modules).fit(X, y)
     Xt, yt, _ = prepared.test[seg]
     got = evaluate_model(model.task, fitted, Xt, yt)
-    recorded: dict[str, float] = p.get("holdout") or {}
+    recorded = art.holdout
     diffs = []
     for metric in sorted(set(recorded) | set(got)):
         a, b = recorded.get(metric), got.get(metric)
@@ -72,5 +69,5 @@ def reproduce(settings: Settings, name: str, version: str) -> Reproduction:
         diffs.append(MetricDiff(metric=metric, recorded=a, reproduced=b, diff=(b - a) if both else None))
     worst = max((abs(d.diff) for d in diffs if d.diff is not None), default=0.0)
     return Reproduction(name=name, version=str(version), mlflow_run_id=str(run_id), training_set=source.uri,
-                        config=p.get("config") or {}, seed=model.seed, metrics=diffs, max_abs_diff=worst,
+                        config=art.config, seed=model.seed, metrics=diffs, max_abs_diff=worst,
                         identical=worst == 0.0)

@@ -13,16 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 
-from mlplatform.data.validate_step import VALIDATED_KIND
+from mlplatform.artifacts import Evaluation, ModelVersion, TrainedModel, TrainingSet, ValidatedBatch
 from mlplatform.errors import PlatformError
 from mlplatform.evaluation.gate import evaluate
-from mlplatform.features.steps import TRAINING_SET_KIND
-from mlplatform.pipeline import ArtifactOut, StepContext, StepResult, step
-from mlplatform.registry.metadata import Artifact
-from mlplatform.registry.models import CHALLENGER, CHAMPION, MODEL_KIND, VERSION_KIND, ModelRegistry
+from mlplatform.models.registry import CHALLENGER, CHAMPION, ModelRegistry
+from mlplatform.pipeline import StepContext, StepResult, step
 from mlplatform.training.estimators import check_model
 from mlplatform.training.trainer import (
-    TrainedModel,
+    FitResult,
     code_version,
     newest_training_set,
     prepare,
@@ -30,18 +28,16 @@ from mlplatform.training.trainer import (
     train,
 )
 
-EVALUATION_KIND = "evaluation"
 
-
-def training_set_of(ctx: StepContext) -> Artifact | None:
+def training_set_of(ctx: StepContext) -> TrainingSet | None:
     """This run's training set; run by hand (`platformctl train`), the pipeline's newest."""
-    found = ctx.upstream("training_set", TRAINING_SET_KIND)
+    found = ctx.upstream(TrainingSet)
     if found:
         return found[0]
-    return newest_training_set(ctx.store, ctx.spec.name)
+    return newest_training_set(ctx.metadata, ctx.spec.name)
 
 
-def _log_trials(reg: ModelRegistry, pipeline: str, parent: str, m: TrainedModel) -> None:
+def _log_trials(reg: ModelRegistry, pipeline: str, parent: str, m: FitResult) -> None:
     if m.search is None:
         return
     for t in m.search.trials:
@@ -53,22 +49,22 @@ def _log_trials(reg: ModelRegistry, pipeline: str, parent: str, m: TrainedModel)
         reg.end_run(child, "FINISHED" if t.status == "TERMINATED" else "FAILED")
 
 
-@step("train")
+@step("train", consumes=(TrainingSet,), produces=(TrainedModel,))
 def train_step(ctx: StepContext) -> StepResult:
     art = training_set_of(ctx)
     if art is None:
         return StepResult(message="no training set (the spec has no feature views): nothing to train")
-    spec, props = ctx.spec, art.properties
+    spec = ctx.spec
     check_model(spec.model, ctx.settings.estimator_modules)  # bad input fails before any cluster work
     prepared = prepare(spec.model, spec.evaluation, art)
-    reg = ModelRegistry(ctx.settings, ctx.store)  # creates the MLflow database before any fan-out
+    reg = ctx.services.models  # creates the MLflow database before any fan-out
     ctx.log(f"training set {art.uri}: {prepared.rows} rows; "
             f"{len(prepared.train)} model(s) to train")
     models = train(spec, ctx.settings, prepared, name=ctx.run_id, log=ctx.log)
     git = code_version()
     snapshots = sorted({n.artifact.content_hash or ""
-                        for n in ctx.store.lineage(art.id, "upstream", max_depth=1)
-                        if n.artifact.kind == VALIDATED_KIND})
+                        for n in ctx.metadata.lineage(art.id or 0, "upstream", max_depth=1)
+                        if n.artifact.kind == ValidatedBatch.kind})
     outputs, lines = [], []
     for m in models:
         X, _ = prepared.train[m.segment or ""]
@@ -76,8 +72,8 @@ def train_step(ctx: StepContext) -> StepResult:
                 "mlplatform.model_name": m.name, "mlplatform.segment": m.segment or "",
                 "data.training_set": art.uri, "data.training_set_sha256": art.content_hash or "",
                 "data.snapshots": ",".join(h[:16] for h in snapshots),
-                "schema.hash": schema_hash(X), "feature_service": str(props.get("service")),
-                "feature_service.version": str(props.get("service_hash")),
+                "schema.hash": schema_hash(X), "feature_service": art.service,
+                "feature_service.version": art.service_hash,
                 "code.version": git, "seed": str(spec.model.seed), "estimator": spec.model.estimator}
         run_id = reg.start_run(spec.name, f"{ctx.run_id}{'-' + m.segment if m.segment else ''}", tags)
         params = {**spec.model.params, **m.config, "estimator": spec.model.estimator,
@@ -89,53 +85,51 @@ def train_step(ctx: StepContext) -> StepResult:
             metrics["search_trials"] = len(m.search.trials)
         reg.log(run_id, params=params, metrics=metrics)
         reg.log_json(run_id, {"features": {c: str(t) for c, t in X.dtypes.items()},
-                              "view_versions": props.get("view_versions")}, "schema.json")
+                              "view_versions": art.view_versions}, "schema.json")
         sha = reg.log_model(run_id, m.model, X.head(20))
         _log_trials(reg, spec.name, run_id, m)
         reg.end_run(run_id)
-        outputs.append(ArtifactOut(
-            uri=f"runs:/{run_id}/model", kind=MODEL_KIND, content_hash=sha,
-            properties={"model_name": m.name, "segment": m.segment, "mlflow_run_id": run_id,
-                        "config": m.config, "params": params, "seed": spec.model.seed,
-                        "estimator": spec.model.estimator, "holdout": m.holdout,
-                        "training_set": art.uri, "training_set_sha256": art.content_hash,
-                        "training_set_id": art.id, "snapshots": snapshots, "duration_s": m.duration_s,
-                        "code_version": git,
-                        "search_best": m.search.best_score if m.search else None,
-                        "model_spec": spec.model.model_dump(mode="json"),
-                        "evaluation_spec": spec.evaluation.model_dump(mode="json")}))
+        outputs.append(TrainedModel(
+            uri=f"runs:/{run_id}/model", content_hash=sha, model_name=m.name, segment=m.segment,
+            mlflow_run_id=run_id, config=m.config, params=params, seed=spec.model.seed,
+            estimator=spec.model.estimator, holdout=m.holdout, training_set=art.uri,
+            training_set_sha256=art.content_hash, training_set_id=art.id or 0, snapshots=snapshots,
+            duration_s=m.duration_s, code_version=git,
+            search_best=m.search.best_score if m.search else None,
+            model_spec=spec.model.model_dump(mode="json"),
+            evaluation_spec=spec.evaluation.model_dump(mode="json")))
         score = m.holdout.get(spec.model.metric)
         lines.append(f"{m.name}: holdout {spec.model.metric} "
                      f"{'n/a' if score is None else f'{score:.4f}'} (MLflow run {run_id[:8]})")
-    used = ArtifactOut(uri=art.uri, kind=TRAINING_SET_KIND, content_hash=art.content_hash)
-    return StepResult(inputs=[used],
+    return StepResult(inputs=[art],
                       outputs=outputs, message="; ".join(lines),
                       summary={"models": [{"name": m.name, "holdout": m.holdout, "config": m.config,
                                            "trials": len(m.search.trials) if m.search else 0}
                                           for m in models]})
 
 
-def _by_id(ctx: StepContext, art_id: int) -> Artifact:
-    a = ctx.store.artifact(art_id)
+def _training_set(ctx: StepContext, art_id: int) -> TrainingSet:
+    a = ctx.metadata.get(TrainingSet, art_id)
     if a is None:
-        raise PlatformError(f"artifact {art_id} is missing from the metadata store")
+        raise PlatformError(f"training set (artifact {art_id}) is missing from the metadata store")
     return a
 
 
-@step("evaluate")
+@step("evaluate", consumes=(TrainedModel,), produces=(Evaluation,))
 def evaluate_step(ctx: StepContext) -> StepResult:
-    trained = ctx.upstream("train", MODEL_KIND)
+    trained = ctx.upstream(TrainedModel)
     if not trained:
         return StepResult(message="no model trained in this run: nothing to evaluate")
     spec = ctx.spec
-    reg = ModelRegistry(ctx.settings, ctx.store)
-    source = _by_id(ctx, trained[0].properties["training_set_id"])
+    reg = ctx.services.models
+    source = _training_set(ctx, trained[0].training_set_id)
     prepared = prepare(spec.model, spec.evaluation, source)
-    outputs, inputs, lines, summary = [], [], [], {}
+    outputs: list[Evaluation] = []
+    inputs: list[TrainedModel | ModelVersion] = []
+    lines, summary = [], {}
     for art in trained:
-        p = art.properties
-        name, seg = p["model_name"], p.get("segment") or ""
-        challenger = reg.load_run_model(p["mlflow_run_id"], art.content_hash or "")
+        name, seg = art.model_name, art.segment or ""
+        challenger = reg.load_run_model(art.mlflow_run_id, art.content_hash or "")
         champ_version = reg.alias(name, CHAMPION)
         champion = reg.load(name, champ_version) if champ_version else None
         Xt, yt, test = prepared.test[seg]
@@ -147,23 +141,21 @@ def evaluate_step(ctx: StepContext) -> StepResult:
                                     "this training set lacks: compare by hand or promote explicitly")
         decision = evaluate(spec.model, spec.evaluation, challenger, champion, Xt, yt, test, champ_version)
         record = decision.model_dump(mode="json")
-        reg.log(p["mlflow_run_id"],
+        reg.log(art.mlflow_run_id,
                 metrics={**{f"eval_{k}": v for k, v in decision.challenger.items()},
                          **{f"champion_{k}": v for k, v in (decision.champion or {}).items()}},
                 tags={"gate.decision": "passed" if decision.passed else "rejected",
                       "gate.reason": decision.reason,
                       "gate.champion_version": champ_version or ""})
-        reg.log_json(p["mlflow_run_id"], record, "evaluation.json")
-        inputs.append(ArtifactOut(uri=art.uri, kind=MODEL_KIND, content_hash=art.content_hash))
+        reg.log_json(art.mlflow_run_id, record, "evaluation.json")
+        inputs.append(art)
         if champ_version:
-            champ_art = ctx.store.find_artifact(f"models:/{name}/{champ_version}", VERSION_KIND)
+            champ_art = ctx.metadata.find(ModelVersion, f"models:/{name}/{champ_version}")
             if champ_art:
-                inputs.append(ArtifactOut(uri=champ_art.uri, kind=VERSION_KIND,
-                                          content_hash=champ_art.content_hash))
+                inputs.append(champ_art)
         digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-        outputs.append(ArtifactOut(uri=f"evaluation://{spec.name}/{ctx.run_id}/{name}", kind=EVALUATION_KIND,
-                                   content_hash=digest, properties={**record, "model_name": name,
-                                                                    "model_uri": art.uri}))
+        outputs.append(Evaluation(uri=f"evaluation://{spec.name}/{ctx.run_id}/{name}", content_hash=digest,
+                                  model_name=name, model_uri=art.uri, **decision.model_dump()))
         summary[name] = {"passed": decision.passed, "reason": decision.reason,
                          "challenger": decision.challenger, "champion": decision.champion,
                          "champion_version": champ_version}
@@ -172,35 +164,36 @@ def evaluate_step(ctx: StepContext) -> StepResult:
     return StepResult(inputs=inputs, outputs=outputs, summary=summary, message="; ".join(lines))
 
 
-@step("register")
+@step("register", consumes=(TrainedModel, Evaluation), produces=(ModelVersion,))
 def register_step(ctx: StepContext) -> StepResult:
-    trained = ctx.upstream("train", MODEL_KIND)
+    trained = ctx.upstream(TrainedModel)
     if not trained:
         return StepResult(message="no model trained in this run: nothing to register")
-    decisions = {a.properties["model_name"]: a for a in ctx.upstream("evaluate", EVALUATION_KIND)}
-    reg = ModelRegistry(ctx.settings, ctx.store)
-    outputs, inputs, lines, summary = [], [], [], {}
+    decisions = {a.model_name: a for a in ctx.upstream(Evaluation)}
+    reg = ctx.services.models
+    outputs: list[ModelVersion] = []
+    inputs: list[TrainedModel | Evaluation] = []
+    lines, summary = [], {}
     any_passed = False
     for art in trained:
-        p = art.properties
-        name = p["model_name"]
+        name = art.model_name
         ev = decisions.get(name)
         if ev is None:
             raise PlatformError(f"model {name}: the evaluate step recorded no decision")
-        passed = bool(ev.properties["passed"])
-        reason = ev.properties["reason"]
+        passed = ev.passed
+        reason = ev.reason
         before = reg.alias(name, CHAMPION)
-        if passed and before != ev.properties.get("champion_version"):
+        if passed and before != ev.champion_version:
             # Another run promoted a model since this one was compared: its win is void.
             passed = False
-            reason = (f"rejected: the champion changed from v{ev.properties.get('champion_version')} to "
+            reason = (f"rejected: the champion changed from v{ev.champion_version} to "
                       f"v{before} after this model was evaluated; retrain to compare with it")
-        version = reg.register(name, p["mlflow_run_id"], tags={
+        version = reg.register(name, art.mlflow_run_id, tags={
             "gate.decision": "passed" if passed else "rejected",
             "gate.reason": reason[:4000],
             "mlplatform.run_id": ctx.run_id, "mlplatform.pipeline": ctx.spec.name,
-            "data.training_set_sha256": p.get("training_set_sha256") or "",
-            "seed": str(p.get("seed")), "mlplatform.sha256": art.content_hash or ""})
+            "data.training_set_sha256": art.training_set_sha256 or "",
+            "seed": str(art.seed), "mlplatform.sha256": art.content_hash or ""})
         if passed:
             any_passed = True
             reg.set_alias(name, CHALLENGER, version)
@@ -211,14 +204,11 @@ def register_step(ctx: StepContext) -> StepResult:
         else:
             line = (f"{name} v{version}: rejected by the gate, champion "
                     f"{f'v{before}' if before else '(none)'} stays: {reason}")
-        inputs += [ArtifactOut(uri=art.uri, kind=MODEL_KIND, content_hash=art.content_hash),
-                   ArtifactOut(uri=ev.uri, kind=EVALUATION_KIND, content_hash=ev.content_hash)]
-        outputs.append(ArtifactOut(uri=f"models:/{name}/{version}", kind=VERSION_KIND,
-                                   content_hash=art.content_hash,
-                                   properties={"name": name, "version": version, "passed": passed,
-                                               "mlflow_run_id": p["mlflow_run_id"],
-                                               "segment": p.get("segment"),
-                                               "champion": version if passed else before}))
+        inputs += [art, ev]
+        outputs.append(ModelVersion(uri=f"models:/{name}/{version}", content_hash=art.content_hash,
+                                    name=name, version=version, passed=passed,
+                                    mlflow_run_id=art.mlflow_run_id, segment=art.segment,
+                                    training_set_id=art.training_set_id))
         summary[name] = {"version": version, "passed": passed, "champion": version if passed else before,
                          "previous_champion": before}
         lines.append(line)

@@ -22,10 +22,10 @@ import pandas as pd
 from pydantic import BaseModel
 
 from mlplatform import storage
+from mlplatform.artifacts import TrainingSet
 from mlplatform.errors import InputError
 from mlplatform.evaluation.metrics import evaluate_model
-from mlplatform.features.steps import TRAINING_SET_KIND
-from mlplatform.registry.metadata import Artifact, MetadataStore
+from mlplatform.metadata.store import MetadataStore
 from mlplatform.settings import Settings
 from mlplatform.spec import EvaluationSpec, ModelSpec, PipelineSpec
 from mlplatform.training.data import Columns, SplitData, check_labels, load_frame, search_split, split, xy
@@ -42,12 +42,12 @@ class Prepared:
     cols: Columns
     train: dict[str, tuple[pd.DataFrame, np.ndarray]]
     test: dict[str, tuple[pd.DataFrame, np.ndarray, pd.DataFrame]]
-    training_set: Artifact
+    training_set: TrainingSet
     rows: int = 0
     all_train: tuple[pd.DataFrame, np.ndarray] | None = None  # every segment, in time order
 
 
-class TrainedModel(BaseModel):
+class FitResult(BaseModel):
     """One model of a run: what the registry and a reproduction need."""
 
     model_config = {"arbitrary_types_allowed": True}
@@ -88,15 +88,13 @@ def schema_hash(X: pd.DataFrame) -> str:
     return hashlib.sha256(json.dumps(schema_of(X), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def columns_of(art: Artifact) -> Columns:
-    p = art.properties
-    if not p.get("label"):
+def columns_of(art: TrainingSet) -> Columns:
+    if not art.label:
         raise InputError("source.label_column is not set: a model needs a label to train on")
-    return Columns(features=list(p["features"]), label=p["label"], timestamp=p.get("timestamp"),
-                   entity=p.get("entity"))
+    return Columns(features=list(art.features), label=art.label, timestamp=art.timestamp, entity=art.entity)
 
 
-def prepare(model: ModelSpec, ev: EvaluationSpec, art: Artifact) -> Prepared:
+def prepare(model: ModelSpec, ev: EvaluationSpec, art: TrainingSet) -> Prepared:
     """Load the training set (hash-checked), split it, check labels, cut segments."""
     cols = columns_of(art)
     df = load_frame(art.uri, art.content_hash)
@@ -142,19 +140,18 @@ def search_data(model: ModelSpec, prepared: Prepared) -> SplitData:
     return SplitData(X, y) if model.search.cv_folds else search_split(X, y, model.search.validation_fraction)
 
 
-def newest_training_set(store: MetadataStore, pipeline: str) -> Artifact | None:
-    found = store.outputs(TRAINING_SET_KIND, pipeline=pipeline, step="training_set")
-    return found[0][2] if found else None
+def newest_training_set(store: MetadataStore, pipeline: str) -> TrainingSet | None:
+    return store.latest(TrainingSet, pipeline, step="training_set")
 
 
 def train(spec: PipelineSpec, settings: Settings, prepared: Prepared, *, name: str,
-          log: Callable[[str], None] = print, search: bool = True) -> list[TrainedModel]:
+          log: Callable[[str], None] = print, search: bool = True) -> list[FitResult]:
     """Search (once, on all segments' rows) and fit the final model(s) on the cluster."""
-    from mlplatform.cluster import ensure_ray
+    from mlplatform.runtime.connect import connect
 
     model = spec.model
     check_model(model, settings.estimator_modules)
-    ensure_ray()
+    connect(settings)
     root = tune_root(settings, spec.name)
     result: SearchResult | None = None
     config: dict[str, Any] = {}
@@ -191,6 +188,6 @@ def train(spec: PipelineSpec, settings: Settings, prepared: Prepared, *, name: s
     for seg, fitted in models.items():
         Xt, yt, _ = prepared.test[seg]
         holdout = evaluate_model(model.task, fitted, Xt, yt) if len(yt) else {}
-        out.append(TrainedModel(name=model_name(spec, seg or None), segment=seg or None, config=config,
+        out.append(FitResult(name=model_name(spec, seg or None), segment=seg or None, config=config,
                                 holdout=holdout, search=result, duration_s=duration, model=fitted))
     return out

@@ -1,4 +1,4 @@
-"""Connect to / start Ray: the local head that `platformctl cluster up` manages.
+"""The local Ray head that `platformctl cluster up` manages.
 
 The local cluster binds everything to 127.0.0.1, runs with token authentication
 (the token kept under PLATFORM_HOME), and keeps its Ray temp dir in a folder named
@@ -20,16 +20,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 import requests
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from mlplatform.errors import ClusterUnreachable, InputError, PlatformError
-from mlplatform.settings import Settings, apply_ray_auth_env, load_settings
-
-REACH_TIMEOUT_S = 5.0
+from mlplatform.runtime.dashboard import ray_version_at
+from mlplatform.settings import Settings
 
 
 class ClusterState(BaseModel):
@@ -43,84 +41,10 @@ class ClusterState(BaseModel):
     ray_version: str
 
 
-class NodeInfo(BaseModel):
-    node_id: str
-    ip: str
-    state: str
-    is_head: bool
-    cpus: float = 0
-    memory_gb: float = 0
-    object_store_gb: float = 0
-
-
-class ClusterStatus(BaseModel):
-    address: str
-    ray_version: str
-    dashboard_url: str
-    local: bool = Field(description="Started by `platformctl cluster up` from this PLATFORM_HOME.")
-    nodes: list[NodeInfo]
-    running_jobs: list[dict[str, Any]]
-    serve_applications: dict[str, str]
-
-
 class UpResult(BaseModel):
     started: bool
     message: str
     state: ClusterState
-
-
-# --- HTTP to the dashboard ---------------------------------------------------------
-
-
-def auth_headers(settings: Settings) -> dict[str, str]:
-    if settings.ray_auth_mode != "token":
-        return {}
-    token = os.environ.get("RAY_AUTH_TOKEN")
-    if not token and settings.auth_token_path.exists():
-        token = settings.auth_token_path.read_text().strip()
-    return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def require_address(settings: Settings) -> str:
-    if not settings.ray_address:
-        raise ClusterUnreachable(
-            "no Ray cluster configured",
-            hint="start one with `platformctl cluster up`, or pass --address / set RAY_ADDRESS "
-                 "to a Ray dashboard (http://host:8265)",
-        )
-    return settings.ray_address.rstrip("/")
-
-
-def dashboard_get(settings: Settings, path: str, timeout: float = REACH_TIMEOUT_S) -> Any:
-    """GET a dashboard endpoint; unreachable or unauthorised clusters become clear errors."""
-    url = require_address(settings)
-    try:
-        resp = requests.get(url + path, headers=auth_headers(settings), timeout=timeout)
-    except requests.RequestException as exc:
-        raise ClusterUnreachable(
-            f"cannot reach the Ray cluster at {url}: {type(exc).__name__}",
-            hint="is it up? `platformctl cluster up` starts a local one; --address picks another",
-        ) from None
-    if resp.status_code in (401, 403):
-        raise ClusterUnreachable(
-            f"the Ray cluster at {url} refused the request ({resp.status_code}): token "
-            "authentication failed",
-            hint="set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) for it",
-        )
-    try:
-        resp.raise_for_status()
-        return resp.json()
-    except (requests.HTTPError, ValueError):
-        raise ClusterUnreachable(
-            f"{url}{path} answered {resp.status_code} with no Ray dashboard JSON: is {url} a Ray "
-            "dashboard (http://host:8265)?") from None
-
-
-def ray_version_at(settings: Settings) -> str:
-    return str(dashboard_get(settings, "/api/version").get("ray_version", "?"))
-
-
-# --- the local head ----------------------------------------------------------------
 
 
 def _temp_dir(home: Path) -> str:
@@ -162,10 +86,15 @@ def _ray_executable() -> str:
 
 def _ensure_token(settings: Settings) -> None:
     path = settings.auth_token_path
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-    path.chmod(0o600)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # Created 0600 from the start: a chmod afterwards leaves a window where others can read it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+        return
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
 
 
 def cluster_processes(temp_dir: str, gcs_port: int | None = None) -> list[psutil.Process]:
@@ -284,52 +213,3 @@ def down(settings: Settings) -> int:
     n = _terminate(cluster_processes(state.temp_dir, _port(state)))
     settings.cluster_state_path.unlink(missing_ok=True)
     return n
-
-
-def status(settings: Settings) -> ClusterStatus:
-    version = ray_version_at(settings)
-    url = require_address(settings)
-    raw = dashboard_get(settings, "/api/v0/nodes?limit=1000&detail=true", timeout=15)
-    nodes = []
-    for n in raw.get("data", {}).get("result", {}).get("result", []):
-        res = n.get("resources_total") or {}
-        nodes.append(NodeInfo(
-            node_id=n.get("node_id", "?"), ip=n.get("node_ip", "?"), state=n.get("state", "?"),
-            is_head=bool(n.get("is_head_node")), cpus=res.get("CPU", 0),
-            memory_gb=round(res.get("memory", 0) / 2**30, 2),
-            object_store_gb=round(res.get("object_store_memory", 0) / 2**30, 2)))
-    from mlplatform.jobs_client import JobsClient
-
-    jobs = [j.model_dump(mode="json") for j in JobsClient(settings).list()
-            if j.status in ("PENDING", "RUNNING")]
-    try:
-        serve = dashboard_get(settings, "/api/serve/applications/", timeout=10)
-        apps = {name: a.get("status", "?") for name, a in (serve.get("applications") or {}).items()}
-    except (ClusterUnreachable, ValueError):  # Serve not started: no applications
-        apps = {}
-    state = read_state(settings)
-    return ClusterStatus(address=url, ray_version=version, dashboard_url=url,
-                         local=bool(state and state.dashboard_url == url), nodes=nodes,
-                         running_jobs=jobs, serve_applications=apps)
-
-
-def ensure_ray() -> None:
-    """Connect this process to Ray once: the job's cluster, or the configured one.
-
-    Inside a Ray Job RAY_ADDRESS is set by Ray; elsewhere the local cluster's GCS
-    address is used. RAY_AUTH_MODE is always set explicitly first.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    settings = load_settings()
-    if "RAY_AUTH_MODE" not in os.environ:
-        apply_ray_auth_env(settings)
-    address = os.environ.get("RAY_ADDRESS")
-    if not address or address.startswith("http"):
-        state = read_state(settings)
-        address = state.gcs_address if state else None
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=True,
-             logging_level="WARNING")
-

@@ -4,11 +4,10 @@ read views without the spec at hand, like Feast's registry."""
 
 from __future__ import annotations
 
+from mlplatform.artifacts import FeatureViewDefinition
 from mlplatform.errors import InputError
 from mlplatform.features.definitions import FeatureView
-from mlplatform.registry.metadata import MetadataStore
-
-FEATURE_VIEW_KIND = "feature_view"
+from mlplatform.metadata.store import MetadataStore
 
 
 class RegisteredView(FeatureView):
@@ -19,8 +18,8 @@ class RegisteredView(FeatureView):
 def registered_views(store: MetadataStore, pipeline: str | None = None) -> list[RegisteredView]:
     """The newest definition of each (pipeline, view), with every version seen."""
     latest: dict[tuple[str, str], RegisteredView] = {}
-    for pipe, run, art in store.outputs(FEATURE_VIEW_KIND, pipeline=pipeline, step="featurize"):
-        view = FeatureView.model_validate(art.properties)
+    for pipe, run, art in store.outputs_of(FeatureViewDefinition, pipeline=pipeline, step="featurize"):
+        view = FeatureView.model_validate(art.model_dump(exclude={"id", "uri", "content_hash"}))
         key = (pipe, view.name)
         if key not in latest:
             latest[key] = RegisteredView(**view.model_dump(), run_id=run, versions=[view.version])

@@ -38,6 +38,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from mlplatform.artifacts import A
 from mlplatform.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -163,6 +164,10 @@ class Run(BaseModel):
     pipeline: str
     status: str
     created_at: dt.datetime
+    message: str = ""
+    job_id: str | None = None
+    spec_file: str | None = None
+    attempts: int = 0
     properties: dict[str, Any]
 
 
@@ -288,17 +293,13 @@ class MetadataStore:
             run.properties = {**run.properties, "status": status, "message": message,
                               "ended_at": utcnow().isoformat()}
 
-    def update_run(self, run_id: str, **properties: Any) -> None:
-        with self.session() as s:
-            run = self._context(s, "pipeline_run", run_id, create=False)
-            if run is None:
-                raise KeyError(run_id)
-            run.properties = {**run.properties, **properties}
-
     @staticmethod
     def _run_out(row: ContextRow, pipeline: str) -> Run:
-        return Run(run_id=row.name, pipeline=pipeline, status=row.properties.get("status", "?"),
-                   created_at=row.created_at, properties=row.properties)
+        props = row.properties or {}
+        return Run(run_id=row.name, pipeline=pipeline, status=props.get("status", "?"),
+                   created_at=row.created_at, message=props.get("message") or "",
+                   job_id=props.get("job_id"), spec_file=props.get("spec_file"),
+                   attempts=int(props.get("attempts", 0)), properties=props)
 
     def runs(self, pipeline: str) -> list[Run]:
         """Runs of a pipeline, newest first."""
@@ -539,3 +540,58 @@ class MetadataStore:
                     out.append(LineageNode(artifact=Artifact.model_validate(art),
                                            via=f"{run_name}/{step}", depth=depth))
         return out
+
+    # -- typed artifacts (the contracts of mlplatform.artifacts) ---------------------------
+
+    def put(self, art: A) -> A:
+        """Record a typed artifact (or find the identical one) and return it with its id."""
+        row = self.put_artifact(art.uri, art.kind, art.content_hash, art.properties())
+        return art.model_copy(update={"id": row.id})
+
+    @staticmethod
+    def typed(model: type[A], art: Artifact, where: str = "") -> A:
+        return model.from_record(id=art.id, uri=art.uri, kind=art.kind, content_hash=art.content_hash,
+                                 properties=art.properties, where=where)
+
+    def get(self, model: type[A], artifact_id: int) -> A | None:
+        art = self.artifact(artifact_id)
+        return None if art is None else self.typed(model, art, f"artifact {artifact_id}")
+
+    def find(self, model: type[A], uri: str) -> A | None:
+        """The newest `model` artifact recorded under `uri`."""
+        art = self.find_artifact(uri, model.kind)
+        return None if art is None else self.typed(model, art)
+
+    def run_outputs(self, run_id: str, model: type[A]) -> list[A]:
+        """`model` artifacts written by COMPLETE executions of one run, in the order written."""
+        with self.session() as s:
+            rows = s.execute(
+                select(ArtifactRow, ExecutionRow.step)
+                .join(EventRow, EventRow.artifact_id == ArtifactRow.id)
+                .join(ExecutionRow, EventRow.execution_id == ExecutionRow.id)
+                .join(ContextRow, ExecutionRow.context_id == ContextRow.id)
+                .where(ContextRow.type == "pipeline_run", ContextRow.name == run_id,
+                       ExecutionRow.status == "COMPLETE", EventRow.type == "OUTPUT",
+                       ArtifactRow.kind == model.kind)
+                .order_by(EventRow.id)
+            ).all()
+            return [self.typed(model, Artifact.model_validate(a), f"run {run_id}, step {step}:")
+                    for a, step in rows]
+
+    def latest(self, model: type[A], pipeline: str, *, step: str | None = None,
+               exclude_run: str | None = None) -> A | None:
+        """The newest `model` artifact a COMPLETE execution of the pipeline wrote."""
+        query = self._outputs_query(model.kind, pipeline, step)
+        if exclude_run:
+            query = query.where(ContextRow.name != exclude_run)
+        with self.session() as s:
+            row = s.execute(query.limit(1)).first()
+            if row is None:
+                return None
+            return self.typed(model, Artifact.model_validate(row[0]), f"run {row[2]}:")
+
+    def outputs_of(self, model: type[A], *, pipeline: str | None = None,
+                   step: str | None = None) -> list[tuple[str, str, A]]:
+        """Every `model` artifact of COMPLETE executions, newest first: (pipeline, run id, artifact)."""
+        return [(pipe, run, self.typed(model, art, f"run {run}:"))
+                for pipe, run, art in self.outputs(model.kind, pipeline=pipeline, step=step)]

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from mlplatform import storage
 from mlplatform.errors import InputError, PlatformError
-from mlplatform.registry.metadata import MetadataStore
+from mlplatform.metadata.store import MetadataStore
 from mlplatform.settings import Settings
 
 MODEL_KIND = "model"  # a trained model in an MLflow run: runs:/<run>/model

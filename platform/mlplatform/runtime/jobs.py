@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mlplatform.cluster import auth_headers, ray_version_at, require_address
 from mlplatform.errors import InputError, PlatformError
-from mlplatform.pipeline import check_run_id
+from mlplatform.run_ids import check_run_id
+from mlplatform.runtime.dashboard import auth_headers, ray_version_at, require_address
 from mlplatform.settings import Settings, apply_ray_auth_env
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")

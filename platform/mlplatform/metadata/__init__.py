@@ -1,0 +1,1 @@
+"""The platform's own lineage store (MLMD-style tables, Alembic migrations)."""
