@@ -23,6 +23,10 @@ os.environ["PLATFORM_HOME"] = str(SESSION_HOME)
 os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_AUTH_TOKEN_PATH"] = str(SESSION_HOME / "ray" / "auth_token")
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# The operator's allow-list of feature code: the examples, plus the broken transformations the
+# tests define under tests/. The session cluster inherits it, as a real cluster would its own.
+os.environ["PLATFORM_TRANSFORMATION_MODULES"] = "jobs,tests"
+os.environ.pop("PLATFORM_ESTIMATOR_MODULES", None)
 os.environ.pop("RAY_ADDRESS", None)
 os.environ.pop("PLATFORM_RAY_ADDRESS", None)
 os.environ.pop("RAY_AUTH_TOKEN", None)

@@ -265,10 +265,24 @@ class ModelVersion(ArtifactModel):
     training_set_id: int | None = None
 
 
+class ChampionChange(ArtifactModel):
+    """A change of a model's champion the promote step made (champion://<name>/<change id>): a row
+    of the metadata store's champion history, which is who is champion; MLflow's alias mirrors it."""
+
+    kind: ClassVar[str] = "champion_change"
+    name: str
+    version: str
+    previous_version: str | None = None
+    change_id: int
+    run_id: str | None = None
+    segment: str | None = None
+
+
 KINDS: dict[str, type[ArtifactModel]] = {
     m.kind: m for m in (SourceFile, RejectedSourceFile, Snapshot, InferredSchema, Statistics,
                         ValidationReport, Quarantine, RejectedBatch, ValidatedBatch, FeatureRows,
-                        FeatureViewDefinition, TrainingSet, TrainedModel, Evaluation, ModelVersion)
+                        FeatureViewDefinition, TrainingSet, TrainedModel, Evaluation, ModelVersion,
+                        ChampionChange)
 }
 
 

@@ -4,6 +4,12 @@ Values come, in order of precedence, from environment variables, an optional
 `platform.yaml` (in the working directory, or the file named by PLATFORM_CONFIG)
 and defaults derived from PLATFORM_HOME. Every value remembers where it came from
 so that `platformctl config show` can explain the effective configuration.
+
+Two kinds of value never travel with a submitted job (`Settings.job_env`), because the
+Ray dashboard shows a job's runtime_env to everyone who can see the cluster and the
+submitter is not the operator: the allow-lists of code a spec may name
+(`estimator_modules`, `transformation_modules`) and store URLs that carry a password.
+A job reads both from its own, the cluster's, environment or PLATFORM_CONFIG file.
 """
 
 from __future__ import annotations
@@ -11,18 +17,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlplatform.errors import InputError
+from mlplatform.redact import has_secret, redact_text, redact_url, url_location
 
 AuthMode = Literal["token", "disabled"]
 _APPLIED_MARK = "_PLATFORM_APPLIED_RAY_AUTH_MODE"
 
 # Environment variable(s) read for each setting, first match wins.
 DEFAULT_ESTIMATOR_MODULES = "sklearn,xgboost,lightgbm"
+DEFAULT_TRANSFORMATION_MODULES = "jobs"
 
 ENV_VARS: dict[str, tuple[str, ...]] = {
     "home": ("PLATFORM_HOME",),
@@ -32,8 +40,14 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "storage_uri": ("PLATFORM_STORAGE_URI",),
     "online_store_url": ("PLATFORM_ONLINE_STORE_URL",),
     "estimator_modules": ("PLATFORM_ESTIMATOR_MODULES",),
+    "transformation_modules": ("PLATFORM_TRANSFORMATION_MODULES",),
     "ray_auth_mode": ("RAY_AUTH_MODE",),
 }
+# Store URLs a job needs; forwarded to it unless they carry a password (see job_env).
+STORE_URL_KEYS = ("metadata_url", "mlflow_tracking_uri", "storage_uri", "online_store_url")
+# Set by job_env for a URL left out: the redacted URL the submitter used, so that a job on a
+# cluster that lacks the credentials fails naming the setting instead of using another store.
+EXPECT_PREFIX = "PLATFORM_EXPECT_"
 
 
 class ConfigFile(BaseModel):
@@ -48,6 +62,7 @@ class ConfigFile(BaseModel):
     storage_uri: str | None = None
     online_store_url: str | None = None
     estimator_modules: str | None = None
+    transformation_modules: str | None = None
     ray_auth_mode: AuthMode | None = None
 
 
@@ -65,6 +80,9 @@ class Settings(BaseModel):
     estimator_modules: str = Field(
         DEFAULT_ESTIMATOR_MODULES, description="Comma-separated module prefixes a spec's "
         "model.estimator may be imported from (a spec names code that the cluster will run).")
+    transformation_modules: str = Field(
+        DEFAULT_TRANSFORMATION_MODULES, description="Comma-separated module prefixes a spec's "
+        "features.views[].transformation may be imported from.")
     ray_auth_mode: AuthMode
     auth_token_path: Path
     sources: dict[str, str] = Field(default_factory=dict)
@@ -73,16 +91,27 @@ class Settings(BaseModel):
     def cluster_state_path(self) -> Path:
         return self.home / "cluster.json"
 
+    def __repr_args__(self) -> Any:
+        # repr() and str() end up in logs and tracebacks: never with a password.
+        for key, value in super().__repr_args__():
+            yield key, redact_url(value) if isinstance(value, str) else value
+
     def job_env(self) -> dict[str, str]:
-        """Environment a job on the cluster needs to see the same stores."""
-        return {
-            "PLATFORM_HOME": str(self.home),
-            "PLATFORM_METADATA_URL": self.metadata_url,
-            "PLATFORM_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
-            "PLATFORM_STORAGE_URI": self.storage_uri,
-            "PLATFORM_ONLINE_STORE_URL": self.online_store_url,
-            "PLATFORM_ESTIMATOR_MODULES": self.estimator_modules,
-        }
+        """Environment a job on the cluster needs to see the same stores.
+
+        Shown on the Ray dashboard, so it holds nothing secret and nothing that decides
+        what code may run: a store URL with a password is left out (the job resolves it from
+        the cluster's own environment; PLATFORM_EXPECT_<VAR> holds the redacted URL so the job
+        can tell it resolved the same store), and so are the allow-lists (the operator's).
+        """
+        env = {"PLATFORM_HOME": str(self.home)}
+        for key in STORE_URL_KEYS:
+            var, value = ENV_VARS[key][0], getattr(self, key)
+            if has_secret(value):
+                env[EXPECT_PREFIX + var.removeprefix("PLATFORM_")] = redact_url(value)
+            else:
+                env[var] = value
+        return env
 
 
 def _config_file(env: dict[str, str]) -> tuple[ConfigFile, str | None]:
@@ -97,11 +126,24 @@ def _config_file(env: dict[str, str]) -> tuple[ConfigFile, str | None]:
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(
+        problems = redact_text("; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
             for e in exc.errors()
-        )
+        ))
         raise InputError(f"{path}: {problems}") from None
+
+
+def _check_expected_stores(values: dict[str, str], sources: dict[str, str], env: dict[str, str]) -> None:
+    """In a job: each store whose URL the submitter could not send (it had a password) must
+    be the one this process resolved from the cluster's configuration."""
+    for key in STORE_URL_KEYS:
+        var = ENV_VARS[key][0]
+        expected = env.get(EXPECT_PREFIX + var.removeprefix("PLATFORM_"))
+        if expected and url_location(expected) != url_location(values[key]):
+            raise InputError(
+                f"{key}: the submitter uses {expected} but this job resolved {redact_url(values[key])} "
+                f"({sources.get(key, 'default')}); credentials never travel with a job: set {var} "
+                "in the cluster's environment (or its PLATFORM_CONFIG file)")
 
 
 def _local_cluster_address(home: Path) -> str | None:
@@ -180,18 +222,30 @@ def load_settings(env: dict[str, str] | None = None, *, address: str | None = No
     sources["auth_token_path"] = (
         "env RAY_AUTH_TOKEN_PATH" if env.get("RAY_AUTH_TOKEN_PATH") else "default (from home)"
     )
+    stores = {
+        "metadata_url": with_default("metadata_url", f"sqlite:///{home / 'metadata.db'}"),
+        "mlflow_tracking_uri": with_default("mlflow_tracking_uri", f"sqlite:///{home / 'mlflow.db'}"),
+        "storage_uri": with_default("storage_uri", str(home / "storage")),
+        "online_store_url": with_default("online_store_url", f"sqlite:///{home / 'online.db'}"),
+    }
+    _check_expected_stores(stores, sources, env)
     return Settings(
         home=home,
         ray_address=ray_address,
-        metadata_url=with_default("metadata_url", f"sqlite:///{home / 'metadata.db'}"),
-        mlflow_tracking_uri=with_default("mlflow_tracking_uri", f"sqlite:///{home / 'mlflow.db'}"),
-        storage_uri=with_default("storage_uri", str(home / "storage")),
-        online_store_url=with_default("online_store_url", f"sqlite:///{home / 'online.db'}"),
+        **stores,
         estimator_modules=pick("estimator_modules") or DEFAULT_ESTIMATOR_MODULES,
+        transformation_modules=pick("transformation_modules") or DEFAULT_TRANSFORMATION_MODULES,
         ray_auth_mode=auth_raw,  # type: ignore[arg-type]
         auth_token_path=token_path,
         sources=sources,
     )
+
+
+def on_allow_list(path: str, modules: str) -> bool:
+    """Whether import path `path` lies in one of the comma-separated module prefixes: by
+    module, not by text (`sklearnx.Evil` is not under `sklearn`)."""
+    prefixes = [m.strip() for m in modules.split(",") if m.strip()]
+    return any(path == p or path.startswith(p + ".") for p in prefixes)
 
 
 def apply_ray_auth_env(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import requests
@@ -12,13 +13,34 @@ from tests.conftest import ROOT, platformctl
 
 pytestmark = pytest.mark.ray
 DEMO = "jobs/examples/demo.yaml"
+# The submit and train tests run the demo spec under a pipeline name and a data folder of their
+# own: the `demo` pipeline (its runs, recorded schema, feature rows, model versions and the files
+# under <home>/demo/data) belongs to `platformctl demo`, which test_demo_against_the_running_cluster
+# runs, so no test's outcome depends on whether that one ran before it.
+PIPELINE = "cli-e2e"
+
+
+class Submitted(NamedTuple):
+    spec: Path  # inside its own folder, which is the working directory the jobs upload
+    first: dict  # `submit --wait --json` of the first run, which ingested both days
 
 
 @pytest.fixture(scope="module")
-def demo_data(ray_cluster, session_home: Path) -> Path:  # noqa: ANN001
-    out = session_home / "demo" / "data"
-    write_demo_data(out, DemoDataConfig(days=2, rows_per_day=300, seed=11))
-    return out
+def submitted(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> Submitted:  # noqa: ANN001
+    """Two days of data and one completed run of the pipeline, for every test that needs a
+    training set, whichever of them runs first (or alone)."""
+    root = tmp_path_factory.mktemp("cli-e2e")
+    data, folder = root / "data", root / "spec"
+    write_demo_data(data, DemoDataConfig(days=2, rows_per_day=300, seed=11))
+    folder.mkdir()
+    text = (ROOT / DEMO).read_text()
+    assert "name: demo\n" in text and "${PLATFORM_HOME}/demo/data" in text
+    spec = folder / "pipeline.yaml"
+    spec.write_text(text.replace("name: demo\n", f"name: {PIPELINE}\n")
+                    .replace("${PLATFORM_HOME}/demo/data", str(data)))
+    first = platformctl("submit", str(spec), "--wait", "--json", cwd=folder)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return Submitted(spec, json.loads(first.stdout))
 
 
 def test_cluster_up_is_idempotent_and_status_reports_it(ray_cluster) -> None:  # noqa: ANN001
@@ -40,10 +62,8 @@ def test_dashboard_requires_the_token(ray_cluster) -> None:  # noqa: ANN001
     assert resp.status_code == 401
 
 
-def test_submit_wait_then_nothing_new(ray_cluster, demo_data: Path, session_home: Path) -> None:  # noqa: ANN001
-    first = platformctl("submit", DEMO, "--wait", "--json")
-    assert first.returncode == 0, first.stdout + first.stderr
-    sub = json.loads(first.stdout)
+def test_submit_wait_then_nothing_new(ray_cluster, submitted: Submitted, session_home: Path) -> None:  # noqa: ANN001
+    sub = submitted.first
     assert sub["job"]["status"] == "SUCCEEDED"
 
     # The dashboard's own job API lists the job.
@@ -59,7 +79,7 @@ def test_submit_wait_then_nothing_new(ray_cluster, demo_data: Path, session_home
     assert [(s["step"], s["status"]) for s in run["steps"]] == [
         ("ingest", "COMPLETE"), ("validate", "COMPLETE"), ("featurize", "COMPLETE"),
         ("training_set", "COMPLETE"), ("train", "COMPLETE"), ("evaluate", "COMPLETE"),
-        ("register", "COMPLETE")]
+        ("register", "COMPLETE"), ("promote", "COMPLETE")]
     training = [e["artifact"] for e in run["artifacts"]
                 if e["type"] == "OUTPUT" and e["artifact"]["kind"] == "training_set"]
     assert len(training) == 1 and training[0]["properties"]["service"] == "churn"
@@ -72,32 +92,35 @@ def test_submit_wait_then_nothing_new(ray_cluster, demo_data: Path, session_home
     table = platformctl("runs", "show", sub["run_id"])
     assert "ingest" in table.stdout and snaps[0]["content_hash"][:16] in table.stdout
 
-    again = platformctl("submit", DEMO, "--wait", "--json")
+    again = platformctl("submit", str(submitted.spec), "--wait", "--json", cwd=submitted.spec.parent)
     assert again.returncode == 0, again.stderr
     job2 = json.loads(again.stdout)
     logs = platformctl("jobs", "logs", job2["job_id"])
     assert "nothing new to ingest" in logs.stdout
-    runs = json.loads(platformctl("runs", "list", "demo", "--json").stdout)
+    runs = json.loads(platformctl("runs", "list", PIPELINE, "--json").stdout)
     assert runs[0]["run_id"] == job2["run_id"]
     assert "nothing new to ingest" in runs[0]["properties"]["message"]
 
 
-def test_train_tune_models_and_the_mlflow_ui_by_hand(ray_cluster, demo_data: Path) -> None:  # noqa: ANN001
-    """Manual mode on the training set the submitted run left: train (a Ray Job), tune (a
-    search from here), the registry commands, and the MLflow UI's own REST API."""
-    trained = platformctl("train", DEMO, "--json", timeout=600)
+def test_train_tune_models_and_the_mlflow_ui_by_hand(ray_cluster, submitted: Submitted) -> None:  # noqa: ANN001
+    """Manual mode on the training set the submitted run left (the fixture's, not another
+    test's): train (a Ray Job), tune (a search from here), the registry commands, and the
+    MLflow UI's own REST API. Version 1 is the fixture run's model; nothing else registers
+    models of this pipeline."""
+    spec, cwd = str(submitted.spec), submitted.spec.parent
+    trained = platformctl("train", spec, "--json", timeout=600, cwd=cwd)
     assert trained.returncode == 0, trained.stdout + trained.stderr
     out = json.loads(trained.stdout)
-    assert out["job"]["status"] == "SUCCEEDED" and out["register"]["demo"]["version"] == "2"
-    versions = json.loads(platformctl("models", "list", "demo", "--json").stdout)
+    assert out["job"]["status"] == "SUCCEEDED" and out["register"][PIPELINE]["version"] == "2"
+    versions = json.loads(platformctl("models", "list", PIPELINE, "--json").stdout)
     assert [v["version"] for v in versions] == ["1", "2"]
     assert all(v["tags"]["gate.decision"] in ("passed", "rejected") for v in versions)
-    tuned = platformctl("tune", DEMO, "--num-samples", "2", "--json", timeout=600)
+    tuned = platformctl("tune", spec, "--num-samples", "2", "--json", timeout=600, cwd=cwd)
     assert tuned.returncode == 0, tuned.stdout + tuned.stderr
     result = json.loads(tuned.stdout)
     assert len(result["trials"]) == 2 and 0 < result["best_score"] <= 1
     assert set(result["best_config"]) == {"learning_rate", "max_leaf_nodes"}
-    listed = json.loads(platformctl("models", "list", "demo", "--json").stdout)
+    listed = json.loads(platformctl("models", "list", PIPELINE, "--json").stdout)
     assert len(listed) == 2  # tune registers nothing
 
     ui = platformctl("ui", "--port", "0", "--detach", "--json", timeout=120)
@@ -107,11 +130,11 @@ def test_train_tune_models_and_the_mlflow_ui_by_hand(ray_cluster, demo_data: Pat
     try:
         api = info["url"] + "/api/2.0/mlflow"
         models = requests.get(f"{api}/registered-models/search", timeout=30).json()["registered_models"]
-        demo = next(m for m in models if m["name"] == "demo")
-        aliases = {a["alias"]: a["version"] for a in demo.get("aliases", [])}
+        mine = next(m for m in models if m["name"] == PIPELINE)
+        aliases = {a["alias"]: a["version"] for a in mine.get("aliases", [])}
         champion = next((v for v in versions if "champion" in v["aliases"]), None)
         assert aliases.get("champion") == (champion["version"] if champion else None)
-        found = requests.get(f"{api}/model-versions/search", params={"filter": "name='demo'"},
+        found = requests.get(f"{api}/model-versions/search", params={"filter": f"name='{PIPELINE}'"},
                              timeout=30).json()["model_versions"]
         assert sorted(v["version"] for v in found) == ["1", "2"]
         run = requests.get(f"{api}/runs/get", params={"run_id": found[0]["run_id"]}, timeout=30).json()

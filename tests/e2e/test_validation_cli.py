@@ -5,7 +5,6 @@ manual commands (`validate`, `schema infer`) work on their own."""
 import json
 from pathlib import Path
 
-import pyarrow.dataset as pads
 import pytest
 import yaml
 
@@ -46,7 +45,7 @@ def test_broken_batch_stops_at_validate_and_a_fixed_one_passes(ray_cluster, tmp_
     assert [(s["step"], s["status"]) for s in run1["steps"]] == [
         ("ingest", "COMPLETE"), ("validate", "COMPLETE"), ("featurize", "COMPLETE"),
         ("training_set", "COMPLETE"), ("train", "COMPLETE"), ("evaluate", "COMPLETE"),
-        ("register", "COMPLETE")]
+        ("register", "COMPLETE"), ("promote", "COMPLETE")]
     assert "no feature views" in run1["steps"][2]["summary"]["message"]
     kinds = {a["artifact"]["kind"] for a in run1["artifacts"] if a["type"] == "OUTPUT"}
     assert {"schema", "statistics", "validated_snapshot", "validation_report"} <= kinds
@@ -60,9 +59,11 @@ def test_broken_batch_stops_at_validate_and_a_fixed_one_passes(ray_cluster, tmp_
     for name in ("creditScore", "credit_score", "age", "sessions_7d", "country"):
         assert name in validate["error"], name
     summary = validate["summary"]
-    assert summary["rows_in"] == 800 == summary["rows_valid"] + summary["rows_quarantined"]
-    quarantine = next(a["artifact"] for a in run2["artifacts"] if a["artifact"]["kind"] == "quarantine")
-    assert pads.dataset(quarantine["uri"], format="parquet").count_rows() == summary["rows_quarantined"]
+    # The inferred country domain is soft: the unseen "XX" is named as a shift, not quarantined;
+    # the batch is still rejected for its schema breaks and stays in its snapshot.
+    assert "shift on country" in validate["error"] and "country" in summary["shifted_columns"]
+    assert summary["rows_in"] == 800 == summary["rows_valid"] and summary["rows_quarantined"] == 0
+    assert not any(a["artifact"]["kind"] == "quarantine" for a in run2["artifacts"])
     assert not any(a["artifact"]["kind"] == "validated_snapshot" for a in run2["artifacts"])
     logs = platformctl("jobs", "logs", second["job_id"]).stdout
     assert "schema break" in logs and "creditScore" in logs
@@ -91,7 +92,7 @@ def test_retry_resumes_at_validate_after_a_schema_fix(ray_cluster, tmp_path: Pat
     assert [(s["step"], s["status"]) for s in run["steps"]] == [
         ("ingest", "COMPLETE"), ("validate", "FAILED"), ("validate", "COMPLETE"),
         ("featurize", "COMPLETE"), ("training_set", "COMPLETE"), ("train", "COMPLETE"),
-        ("evaluate", "COMPLETE"), ("register", "COMPLETE")]
+        ("evaluate", "COMPLETE"), ("register", "COMPLETE"), ("promote", "COMPLETE")]
     again = platformctl("runs", "retry", failed["run_id"])
     assert again.returncode == 2 and "nothing to retry" in again.stderr
 
@@ -106,14 +107,15 @@ def test_manual_validate_and_schema_infer(ray_cluster, tmp_path: Path) -> None: 
                            "--entity", "customer_id", "--label", "churned")
     assert inferred.returncode == 0, inferred.stderr
     text = (tmp_path / "schema.yaml").read_text()
-    assert "# Schema inferred" in text
+    assert "# Schema inferred" in text and "soft: [min, max]   # soft: reported as a shift" in text
+    assert "Soft (reported as a shift, not enforced)" in inferred.stdout
     assert SchemaSpec.model_validate(yaml.safe_load(text)).columns
 
     r = platformctl("validate", str(spec), "--batch", bad, "--reference", good,
                     "--out", str(tmp_path / "report"), "--json")
     assert r.returncode == 1, r.stderr
     report = json.loads(r.stdout)
-    assert report["passed"] is False
+    assert report["passed"] is False and report["schema_source"].startswith("inferred from --reference")
     assert any("creditScore" in reason for reason in report["reasons"])
     assert report["rows_in"] == report["rows_valid"] + report["rows_quarantined"] == 500
     html = (tmp_path / "report" / "validation.html").read_text()
@@ -132,6 +134,36 @@ def test_manual_validate_and_schema_infer(ray_cluster, tmp_path: Path) -> None: 
     junk = tmp_path / "junk" / "x.parquet"
     junk.parent.mkdir()
     junk.write_text("not parquet")
-    broken = platformctl("validate", str(spec), "--batch", str(junk.parent))
+    broken = platformctl("validate", str(spec), "--batch", str(junk.parent), "--reference", good)
     assert broken.returncode == 2 and str(junk) in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+def test_validate_never_checks_a_batch_against_itself(tmp_path: Path) -> None:
+    """No schema anywhere and no --reference: nothing to compare with, so no verdict (the
+    broken batch, with a renamed column, a changed type and 20% unseen values, used to pass
+    against a schema inferred from itself)."""
+    cfg = DemoDataConfig(rows_per_day=200, seed=6, break_day=2)
+    bad = write_day(tmp_path / "bad", cfg, 2).path
+    spec = _spec(tmp_path, "selfcheck")
+    r = platformctl("validate", str(spec), "--batch", bad, "--out", str(tmp_path / "report"))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "nothing to validate it against" in r.stderr and bad in r.stderr
+    assert "schema infer" in r.stderr and "--reference" in r.stderr
+    assert "passes" not in r.stdout and "Traceback" not in r.stderr
+    assert not (tmp_path / "report").exists()
+
+
+def test_validate_prefers_a_given_schema_to_one_inferred_from_the_reference(ray_cluster,  # noqa: ANN001
+                                                                           tmp_path: Path) -> None:
+    cfg = DemoDataConfig(rows_per_day=300, seed=7)
+    good = write_day(tmp_path / "good", cfg, 1).path
+    other = write_day(tmp_path / "other", cfg, 2).path
+    (tmp_path / "schema.yaml").write_text(
+        "strict: false\ncolumns:\n  - {name: customer_id, type: string}\n  - {name: age, type: string}\n")
+    spec = _spec(tmp_path, "given")
+    r = platformctl("validate", str(spec), "--batch", other, "--reference", good,
+                    "--schema", str(tmp_path / "schema.yaml"), "--out", str(tmp_path / "report"), "--json")
+    report = json.loads(r.stdout)
+    assert report["schema_source"] == f"--schema {tmp_path / 'schema.yaml'}"
+    assert r.returncode == 1 and any("age" in reason for reason in report["reasons"])

@@ -14,11 +14,11 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 
+from mlplatform.artifacts import ValidatedBatch
 from mlplatform.data.synthetic import DemoDataConfig, write_day
-from mlplatform.data.validate_step import VALIDATED_KIND
 from mlplatform.features.store import FeatureStore
-from mlplatform.pipeline import run_pipeline
 from mlplatform.metadata.store import MetadataStore
+from mlplatform.pipeline import run_pipeline
 from mlplatform.settings import load_settings
 from mlplatform.spec_loader import load_spec
 from tests.conftest import platformctl
@@ -71,7 +71,7 @@ def test_windows_reach_into_earlier_days(demo_runs: dict) -> None:
     same code run once over all validated rows."""
     settings, spec = demo_runs["settings"], demo_runs["spec"]
     store = MetadataStore(settings.metadata_url)
-    batches = [a.uri for _, _, a in store.outputs(VALIDATED_KIND, pipeline="demo", step="validate")]
+    batches = [a.uri for _, _, a in store.outputs_of(ValidatedBatch, pipeline="demo", step="validate")]
     raw = pd.concat([pads.dataset(u, format="parquet").to_table().to_pandas() for u in batches],
                     ignore_index=True)
     fstore = FeatureStore(spec, settings)

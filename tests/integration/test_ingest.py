@@ -1,5 +1,6 @@
 """The ingest step on the session's real Ray cluster, in-process (manual mode)."""
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -7,24 +8,37 @@ import pyarrow.dataset as pads
 import pytest
 
 from mlplatform import storage
+from mlplatform.artifacts import RejectedSourceFile
 from mlplatform.data.ingest import snapshot_hash
 from mlplatform.data.synthetic import DemoDataConfig, write_demo_data
-from mlplatform.pipeline import run_pipeline
 from mlplatform.metadata.store import MetadataStore
+from mlplatform.pipeline import registered_steps, run_pipeline
 from mlplatform.settings import load_settings
 from mlplatform.spec import PipelineSpec
+from tests.conftest import cli
 
 pytestmark = pytest.mark.ray
 
 
-def _spec(name: str, path: str, fmt: str = "parquet") -> PipelineSpec:
+def _spec(name: str, path: str, fmt: str = "parquet", on_unreadable: str = "skip") -> PipelineSpec:
     return PipelineSpec.model_validate({"name": name, "source": {
         "path": path, "format": fmt, "entity_column": "customer_id",
-        "timestamp_column": "event_ts", "label_column": "churned"}})
+        "timestamp_column": "event_ts", "label_column": "churned", "on_unreadable": on_unreadable}})
 
 
 def _settings(tmp_path: Path):  # noqa: ANN202
     return load_settings(env={"PLATFORM_HOME": str(tmp_path / "home")})
+
+
+def _ingest_events(store: MetadataStore, run_id: str) -> tuple[list[str], list[str]]:
+    """(source files the run's ingest read, files it set aside)."""
+    return ([a.uri for a in store.artifacts_of_run(run_id, "ingest", "INPUT")],
+            [r.uri for r in _rejected(store, run_id)])
+
+
+def _rejected(store: MetadataStore, run_id: str) -> list[RejectedSourceFile]:
+    return [store.typed(RejectedSourceFile, a) for a in store.artifacts_of_run(run_id, "ingest")
+            if a.kind == RejectedSourceFile.kind]
 
 
 def test_ingest_snapshots_new_files_once(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
@@ -78,21 +92,22 @@ def test_unreadable_batch_fails_naming_the_file_and_resumes_when_fixed(
     bad = data / "events_2026-01-02.parquet"
     bad.write_bytes(b"this is not parquet")
     settings = _settings(tmp_path)
-    report = run_pipeline(_spec("broken", str(data)), settings, run_id="fix-me", log=lambda m: None)
+    spec = _spec("broken", str(data), on_unreadable="stop")
+    report = run_pipeline(spec, settings, run_id="fix-me", log=lambda m: None)
     assert report.status == "FAILED"
     assert str(bad) in report.message and "cannot be read as parquet" in report.message
+    assert "on_unreadable: stop" in report.message
     store = MetadataStore(settings.metadata_url)
     assert store.consumed_hashes("broken", "ingest", "source_file") == set()
     assert store.run("fix-me").steps[0].status == "FAILED"  # type: ignore[union-attr]
 
+    assert [a for a in store.alerts("broken") if a.kind == "rejected_source_file"] == []
     bad.unlink()
-    fixed = run_pipeline(_spec("broken", str(data)), settings, run_id="fix-me", log=lambda m: None)
+    fixed = run_pipeline(spec, settings, run_id="fix-me", log=lambda m: None)
     assert fixed.status == "SUCCEEDED"
     steps = store.run("fix-me").steps  # type: ignore[union-attr]
-    assert [(s.step, s.status) for s in steps] == [("ingest", "FAILED"), ("ingest", "COMPLETE"),
-                                                   ("validate", "COMPLETE"), ("featurize", "COMPLETE"),
-                                                   ("training_set", "COMPLETE"), ("train", "COMPLETE"),
-                                                   ("evaluate", "COMPLETE"), ("register", "COMPLETE")]
+    assert [(s.step, s.status) for s in steps] == [("ingest", "FAILED")] + [
+        (name, "COMPLETE") for name in registered_steps()]
 
 
 def test_missing_source_path_is_a_clear_failure(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
@@ -102,12 +117,107 @@ def test_missing_source_path_is_a_clear_failure(ray_connected, tmp_path: Path) -
     assert "source.path" in report.message and "nowhere" in report.message
 
 
-def test_a_column_of_mixed_types_across_files_is_a_clear_failure(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
-    data = tmp_path / "data"
-    files = write_demo_data(data, DemoDataConfig(days=2, rows_per_day=100, seed=2))
-    df = pd.read_parquet(files[1].path)
-    df["age"] = df["age"].map(lambda v: f"{v:.0f}")  # the second file's ages are strings
-    df.to_parquet(files[1].path, index=False)
-    report = run_pipeline(_spec("mixed", str(data)), _settings(tmp_path), log=lambda m: None)
+def _mixed_types(data: Path) -> list:
+    """Three days; the first day's ages are strings (the odd one out, though it comes first)."""
+    files = write_demo_data(data, DemoDataConfig(days=3, rows_per_day=100, seed=2))
+    df = pd.read_parquet(files[0].path)
+    df["age"] = df["age"].map(lambda v: f"{v:.0f}")
+    df.to_parquet(files[0].path, index=False)
+    return files
+
+
+def test_a_column_of_mixed_types_across_files_sets_the_odd_one_aside(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
+    files = _mixed_types(tmp_path / "data")
+    settings = _settings(tmp_path)
+    report = run_pipeline(_spec("mixed", str(tmp_path / "data")), settings, log=lambda m: None)
+    assert report.status == "SUCCEEDED", report.message
+    store = MetadataStore(settings.metadata_url)
+    assert _ingest_events(store, report.run_id) == ([files[1].path, files[2].path], [files[0].path])
+    (rejected,) = _rejected(store, report.run_id)
+    assert "column 'age' has type large_string, not double" in rejected.reason
+
+
+def test_a_column_of_mixed_types_fails_under_stop(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
+    files = _mixed_types(tmp_path / "data")
+    report = run_pipeline(_spec("mixed", str(tmp_path / "data"), on_unreadable="stop"), _settings(tmp_path),
+                          log=lambda m: None)
     assert report.status == "FAILED"
-    assert "column 'age' has mixed types" in report.message and files[1].path in report.message
+    assert "column 'age' has type large_string" in report.message and files[0].path in report.message
+
+
+def test_a_truncated_file_is_set_aside_and_not_retried_until_it_changes(
+        ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
+    data = tmp_path / "data"
+    files = write_demo_data(data, DemoDataConfig(days=1, rows_per_day=100, seed=4))
+    good = files[0].path
+    whole = Path(good).read_bytes()
+    bad = data / "events_2026-01-05.parquet"
+    bad.write_bytes(whole[: len(whole) // 2])  # an upload cut off half way
+    settings = _settings(tmp_path)
+    env = {"PLATFORM_HOME": str(tmp_path / "home")}
+    spec = _spec("trunc", str(data))
+    logs: list[str] = []
+    first = run_pipeline(spec, settings, run_id="trunc-1", log=logs.append)
+    assert first.status == "SUCCEEDED", first.message
+    assert {s.step: s.status for s in first.steps}["validate"] == "COMPLETE"  # the run went on
+    store = MetadataStore(settings.metadata_url)
+    assert _ingest_events(store, "trunc-1") == ([good], [str(bad)])
+    shown = cli("runs", "show", "trunc-1", "--json", env=env)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    (listed,) = json.loads(shown.stdout)["rejected_files"]
+    assert listed["file"] == str(bad) and "cannot be read as parquet" in listed["reason"]
+    assert listed["size_bytes"] == len(whole) // 2
+    text = cli("runs", "show", "trunc-1", env=env).stdout
+    assert "set aside, not ingested" in text and "cannot be read" in text
+
+    second = run_pipeline(spec, settings, run_id="trunc-2", log=logs.append)
+    assert second.status == "SUCCEEDED" and "nothing new to ingest" in second.message, second.message
+    assert _ingest_events(store, "trunc-2") == ([], [])
+    assert any("set aside by an earlier run" in line and str(bad) in line for line in logs)
+    alerts = [a for a in store.alerts("trunc") if a.kind == "rejected_source_file"]
+    assert len(alerts) == 1 and str(bad) in alerts[0].message and alerts[0].run_id == "trunc-1"
+
+    # Fixed (new content, same name): tried again, and ingested.
+    day2 = write_demo_data(tmp_path / "more", DemoDataConfig(days=2, rows_per_day=100, seed=4))[1]
+    bad.write_bytes(Path(day2.path).read_bytes())
+    third = run_pipeline(spec, settings, run_id="trunc-3", log=logs.append)
+    assert third.status == "SUCCEEDED", third.message
+    assert _ingest_events(store, "trunc-3") == ([str(bad)], [])
+
+
+def test_when_every_new_file_is_bad_the_run_ends_with_nothing_ingestible(
+        ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "empty.parquet").write_bytes(b"")
+    (data / "junk.parquet").write_bytes(b"not parquet at all")
+    settings = _settings(tmp_path)
+    report = run_pipeline(_spec("allbad", str(data)), settings, log=lambda m: None)
+    assert report.status == "SUCCEEDED" and "nothing ingestible" in report.message, report.message
+    assert [s.status for s in report.steps if s.step == "validate"] == ["SKIPPED"]
+    store = MetadataStore(settings.metadata_url)
+    reasons = {Path(r.uri).name: r.reason for r in _rejected(store, report.run_id)}
+    assert reasons["empty.parquet"] == "empty file (0 bytes)"
+    assert "cannot be read as parquet" in reasons["junk.parquet"]
+    assert len([a for a in store.alerts("allbad") if a.kind == "rejected_source_file"]) == 2
+    again = run_pipeline(_spec("allbad", str(data)), settings, log=lambda m: None)
+    assert "nothing new to ingest" in again.message and "2 set aside" in again.message
+
+
+def test_a_corrupt_page_behind_a_good_footer_is_found_and_set_aside(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
+    """The footer reads fine, so only the Ray read fails: each file is then read in full to
+    find the one to blame, and the rest are ingested."""
+    data = tmp_path / "data"
+    files = write_demo_data(data, DemoDataConfig(days=2, rows_per_day=100, seed=6))
+    raw = bytearray(Path(files[1].path).read_bytes())
+    footer = int.from_bytes(raw[-8:-4], "little")
+    raw[4: len(raw) - 8 - footer] = b"\xab" * (len(raw) - 12 - footer)  # every data page
+    Path(files[1].path).write_bytes(bytes(raw))
+    settings = _settings(tmp_path)
+    report = run_pipeline(_spec("pages", str(data)), settings, log=lambda m: None)
+    assert report.status == "SUCCEEDED", report.message
+    store = MetadataStore(settings.metadata_url)
+    assert _ingest_events(store, report.run_id) == ([files[0].path], [files[1].path])
+    (rejected,) = _rejected(store, report.run_id)
+    assert "cannot be parsed as parquet" in rejected.reason
+    assert store.artifacts_of_run(report.run_id, "ingest")[0].properties["rows"] == 100

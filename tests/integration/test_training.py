@@ -13,27 +13,44 @@ from urllib.parse import urlparse
 import pytest
 from mlflow import MlflowClient
 
+from mlplatform.artifacts import ModelVersion
 from mlplatform.errors import PlatformError
 from mlplatform.metadata.store import MetadataStore
-from mlplatform.models.registry import CHAMPION, VERSION_KIND, ModelRegistry
+from mlplatform.models.registry import CHAMPION, ModelRegistry
 from tests.conftest import cli
 from tests.integration.conftest import NOISE_DAY
 
 pytestmark = pytest.mark.ray
 
 
-def _register_summary(demo_runs: dict, day: int) -> dict:
+def _summaries(demo_runs: dict, day: int) -> dict:
     store = MetadataStore(demo_runs["settings"].metadata_url)
     detail = store.run(demo_runs["reports"][day - 1].run_id)
     assert detail is not None
-    return {s.step: s.summary for s in detail.steps}["register"]["demo"]
+    return {s.step: s.summary for s in detail.steps}
+
+
+def _register_summary(demo_runs: dict, day: int) -> dict:
+    return _summaries(demo_runs, day)["register"]["demo"]
+
+
+def _champion_after(demo_runs: dict, day: int) -> str | None:
+    """Who was champion when the day's run ended: promote's summary, or (a rejected model
+    ends the run after register) the champion register saw, which stayed."""
+    steps = _summaries(demo_runs, day)
+    return (steps.get("promote") or steps["register"])["demo"]["champion"]
 
 
 def test_every_day_trains_evaluates_and_registers_a_version(demo_runs: dict) -> None:
-    for r in demo_runs["reports"]:
+    for day, r in enumerate(demo_runs["reports"], start=1):
         assert r.status == "SUCCEEDED", r.message
         done = [s.step for s in r.steps if s.status == "COMPLETE"]
-        assert done[-3:] == ["train", "evaluate", "register"], done
+        trained = done[done.index("train"):]
+        if day == NOISE_DAY:  # rejected: the run ends after register
+            assert trained == ["train", "evaluate", "register"], done
+            assert [s.status for s in r.steps if s.step == "promote"] == ["SKIPPED"]
+        else:
+            assert trained == ["train", "evaluate", "register", "promote"], done
     reg = ModelRegistry(demo_runs["settings"])
     versions = reg.versions("demo")
     assert [v.version for v in versions] == ["1", "2", "3"]
@@ -46,12 +63,13 @@ def test_every_day_trains_evaluates_and_registers_a_version(demo_runs: dict) -> 
 
 
 def test_the_noisy_day_is_rejected_and_the_champion_stays(demo_runs: dict) -> None:
-    before = _register_summary(demo_runs, NOISE_DAY - 1)["champion"]
+    before = _champion_after(demo_runs, NOISE_DAY - 1)
+    assert before is not None
     noisy = _register_summary(demo_runs, NOISE_DAY)
     assert noisy["passed"] is False
     assert noisy["previous_champion"] == before and noisy["champion"] == before
     reg = ModelRegistry(demo_runs["settings"])
-    assert reg.alias("demo", CHAMPION) == before
+    assert reg.champion("demo") == before == reg.alias("demo", CHAMPION)
     v = reg.version("demo", noisy["version"])
     assert v.tags["gate.decision"] == "rejected"
     assert "min_value 0.6" in v.tags["gate.reason"]  # the noisy holdout scores near chance
@@ -59,6 +77,23 @@ def test_the_noisy_day_is_rejected_and_the_champion_stays(demo_runs: dict) -> No
     assert CHAMPION not in v.aliases
     report = demo_runs["reports"][NOISE_DAY - 1]
     assert "rejected by the gate" in report.message
+
+
+def test_each_promotion_is_a_change_in_the_champion_history(demo_runs: dict) -> None:
+    """The days' promote steps moved the champion record by compare-and-set, one history row
+    each, naming the run; MLflow's alias mirrors the record."""
+    promoted = []
+    for day, report in enumerate(demo_runs["reports"], start=1):
+        steps = _summaries(demo_runs, day)
+        if "promote" in steps:
+            p = steps["promote"]["demo"]
+            assert p["promoted"] is True and p["version"] == steps["register"]["demo"]["version"]
+            promoted.append((p["previous_champion"], p["version"], report.run_id))
+    assert promoted and promoted[0][0] is None
+    store = MetadataStore(demo_runs["settings"].metadata_url)
+    history = [(c.from_version, c.to_version, c.run_id) for c in store.champion_history("demo")
+               if c.action == "promote"]
+    assert history[:len(promoted)] == promoted
 
 
 def test_versions_metrics_aliases_and_trials_in_mlflow(demo_runs: dict) -> None:
@@ -83,13 +118,13 @@ def test_versions_metrics_aliases_and_trials_in_mlflow(demo_runs: dict) -> None:
 
 def test_lineage_runs_both_ways(demo_runs: dict) -> None:
     store = MetadataStore(demo_runs["settings"].metadata_url)
-    version = store.find_artifact("models:/demo/2", VERSION_KIND)
+    version = store.find_artifact("models:/demo/2", ModelVersion.kind)
     assert version is not None
-    up = store.lineage(version.id, "upstream", stop_at=frozenset({VERSION_KIND}))
+    up = store.lineage(version.id, "upstream", stop_at=frozenset({ModelVersion.kind}))
     kinds = {n.artifact.kind for n in up}
     assert {"model", "evaluation", "training_set", "validated_snapshot", "dataset_snapshot"} <= kinds
     snapshot = next(n.artifact for n in up if n.artifact.kind == "validated_snapshot")
-    down = store.lineage(snapshot.id, "downstream", stop_at=frozenset({VERSION_KIND}))
+    down = store.lineage(snapshot.id, "downstream", stop_at=frozenset({ModelVersion.kind}))
     assert "models:/demo/2" in {n.artifact.uri for n in down}
     shown = cli("models", "show", "demo", "2", "--json", env=demo_runs["env"])
     assert shown.returncode == 0, shown.stderr
@@ -148,7 +183,7 @@ def test_a_tampered_artifact_is_refused(demo_runs: dict) -> None:
 
 
 def test_one_model_per_segment_each_registered_and_gated(demo_runs: dict) -> None:
-    """Manual mode (only train -> evaluate -> register, on the newest training set) with
+    """Manual mode (only train -> evaluate -> register -> promote, on the newest training set) with
     `segment_column`: one model per plan, fitted in parallel, each a registered model."""
     from mlplatform.pipeline import run_pipeline
     from mlplatform.spec import PipelineSpec
@@ -156,7 +191,7 @@ def test_one_model_per_segment_each_registered_and_gated(demo_runs: dict) -> Non
     raw = demo_runs["spec"].model_dump(mode="json", by_alias=True)
     raw["model"].update(segment_column="plan", search=None)
     spec = PipelineSpec.model_validate(raw)
-    report = run_pipeline(spec, demo_runs["settings"], only=["train", "evaluate", "register"],
+    report = run_pipeline(spec, demo_runs["settings"], only=["train", "evaluate", "register", "promote"],
                           log=lambda m: None)
     assert report.status == "SUCCEEDED", report.message
     store = MetadataStore(demo_runs["settings"].metadata_url)
@@ -167,7 +202,13 @@ def test_one_model_per_segment_each_registered_and_gated(demo_runs: dict) -> Non
     for name in ("demo-basic", "demo-free", "demo-premium"):
         [version] = reg.versions(name)
         assert version.tags["gate.decision"] in ("passed", "rejected")
+        passed = version.tags["gate.decision"] == "passed"
+        assert reg.champion(name) == (version.version if passed else None)  # a first model: promoted
+        if passed:  # promote runs when any segment passed (and says what it did with each)
+            assert steps["promote"][name]["promoted"] is True
         run = MlflowClient(demo_runs["settings"].mlflow_tracking_uri).get_run(version.run_id)
         assert run.data.tags["mlplatform.segment"] == name.removeprefix("demo-")
         assert steps["evaluate"][name]["reason"]
+    if not any(steps["register"][n]["passed"] for n in ("demo-basic", "demo-free", "demo-premium")):
+        assert [s.status for s in report.steps if s.step == "promote"] == ["SKIPPED"]
     assert [v.version for v in reg.versions("demo")] == ["1", "2", "3"]  # untouched

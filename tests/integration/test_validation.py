@@ -38,9 +38,16 @@ def schema(ray_connected) -> SchemaSpec:  # noqa: ANN001
     return inferred
 
 
-def test_broken_batch_lists_every_failure_and_quarantines_rows(schema: SchemaSpec, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def hard_schema(schema: SchemaSpec) -> SchemaSpec:
+    """The inferred schema as a person who reviewed it enforces it: every `soft` entry deleted."""
+    return schema.model_copy(update={"columns": [c.model_copy(update={"soft": []}) for c in schema.columns]})
+
+
+def test_broken_batch_lists_every_failure_and_quarantines_rows(hard_schema: SchemaSpec,
+                                                               tmp_path: Path) -> None:
     broken = _table(2, break_day=2)
-    result = validate_dataset(_ds(broken), schema, valid_out=str(tmp_path / "valid"),
+    result = validate_dataset(_ds(broken), hard_schema, valid_out=str(tmp_path / "valid"),
                               quarantine_out=str(tmp_path / "q"), row_id_column="customer_id")
     assert result.rows_in == broken.num_rows == result.rows_valid + result.rows_quarantined
     found = {(f.column, f.check, f.level) for f in result.failures}
@@ -57,6 +64,17 @@ def test_broken_batch_lists_every_failure_and_quarantines_rows(schema: SchemaSpe
     assert len(quarantined) == result.rows_quarantined and valid.num_rows == result.rows_valid
     assert (quarantined["country"] == "XX").sum() == domain.failing
     assert quarantined[REASON].str.contains("country: domain").sum() == domain.failing
+
+
+def test_an_inferred_domain_reports_new_categories_as_a_shift(schema: SchemaSpec) -> None:
+    broken = _table(2, break_day=2)
+    result = validate_dataset(_ds(broken), schema, row_id_column="customer_id")
+    assert result.rows_quarantined == 0 and not [f for f in result.failures if f.level == "row"]
+    assert result.schema_breaks  # the renamed column and the changed type still break the schema
+    (country,) = [s for s in result.shifts if s.column == "country"]
+    xx = int((broken.column("country").to_pandas() == "XX").sum())
+    assert (country.constraint, country.outside, country.samples) == ("domain", xx, ["XX"])
+    assert country.shifted and result.shifted_columns == ["country"]
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -101,10 +119,14 @@ def test_histograms_use_the_reference_bins(schema: SchemaSpec) -> None:
     cur = validate_dataset(_ds(cur_table), schema, reference=ref).stats
     edges = ref.columns["income"].numeric.histogram.edges  # type: ignore[union-attr]
     hist = cur.columns["income"].numeric.histogram  # type: ignore[union-attr]
-    assert hist.edges == edges and hist.exact
-    values = cur_table.column("income").to_pandas().dropna().clip(edges[0], edges[-1])
-    expected, _ = np.histogram(values, bins=edges)
-    assert hist.counts == expected.tolist()
+    core = slice(hist.underflow_bins, len(hist.edges) - hist.overflow_bins)
+    assert hist.edges[core] == edges and hist.exact  # the reference's bins, plus tails if needed
+    values = cur_table.column("income").to_pandas().dropna().to_numpy()
+    inside = (values >= edges[0]) & (values <= edges[-1])  # the reference's last bin is closed
+    expected, _ = np.histogram(values[~inside], bins=hist.edges)
+    expected[hist.underflow_bins: hist.underflow_bins + len(edges) - 1] += np.histogram(
+        values[inside], bins=edges)[0]
+    assert hist.counts == expected.tolist() and sum(hist.counts) == len(values)
 
 
 def test_drift_only_on_the_shifted_features(schema: SchemaSpec) -> None:
@@ -119,7 +141,7 @@ def test_drift_only_on_the_shifted_features(schema: SchemaSpec) -> None:
     assert not shifted.drift.dataset_drift  # 3 of 13 features is below half
 
 
-def test_parquet_path_matches_the_dataset_path(schema: SchemaSpec, tmp_path: Path) -> None:
+def test_parquet_path_matches_the_dataset_path(hard_schema: SchemaSpec, tmp_path: Path) -> None:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
@@ -127,9 +149,9 @@ def test_parquet_path_matches_the_dataset_path(schema: SchemaSpec, tmp_path: Pat
 
     broken = _table(2, break_day=2)
     pq.write_table(broken, tmp_path / "b.parquet", row_group_size=300)  # several row groups
-    via_parquet = validate_parquet([str(tmp_path / "b.parquet")], pafs.LocalFileSystem(), schema,
+    via_parquet = validate_parquet([str(tmp_path / "b.parquet")], pafs.LocalFileSystem(), hard_schema,
                                    quarantine_out=str(tmp_path / "q"), row_id_column="customer_id")
-    via_dataset = validate_dataset(_ds(broken), schema, row_id_column="customer_id")
+    via_dataset = validate_dataset(_ds(broken), hard_schema, row_id_column="customer_id")
     assert (via_parquet.rows_in, via_parquet.rows_valid, via_parquet.rows_quarantined) == (
         via_dataset.rows_in, via_dataset.rows_valid, via_dataset.rows_quarantined)
     assert {(f.column, f.check, f.failing) for f in via_parquet.failures} == {

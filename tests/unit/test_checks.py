@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 from mlplatform.cli.app import app
 from mlplatform.data.validation import CheckPlan, check_block
 from mlplatform.errors import InputError
-from mlplatform.pipeline import check_run_id
 from mlplatform.metadata.store import MetadataStore
+from mlplatform.pipeline import check_run_id
 from mlplatform.spec import ColumnSchema, SchemaSpec
 
 

@@ -4,16 +4,19 @@ the preprocessing every model gets (strings with missing values, unseen categori
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
+from sklearn.base import BaseEstimator
 
 from mlplatform.errors import InputError
 from mlplatform.spec import ModelSpec, SearchSpec
 from mlplatform.training.data import check_labels
 from mlplatform.training.estimators import build_estimator, check_model, iterative_kind, new_estimator
+from tests.conftest import ROOT, cli
 
 
 def _model(**kw: object) -> ModelSpec:
@@ -28,6 +31,69 @@ def test_an_estimator_outside_the_allow_list_is_refused() -> None:
     # An operator can extend the list.
     est = new_estimator("tests.unit.test_estimators.MyClassifier", modules="sklearn,tests.unit")
     assert type(est).__name__ == "MyClassifier"
+
+
+def test_an_allowed_name_that_is_not_an_estimator_class_is_never_called(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`model.estimator` names code in an allowed module; only an estimator class is accepted, and
+    nothing is called before that is known (a function there could do anything)."""
+    import sklearn
+
+    calls: list[str] = []
+    monkeypatch.setattr(sklearn, "show_versions", lambda: calls.append("show_versions"))
+    with pytest.raises(InputError) as info:
+        check_model(_model(estimator="sklearn.show_versions"))
+    assert calls == []
+    assert info.value.message.startswith("model.estimator 'sklearn.show_versions': a function, not a "
+                                         "scikit-learn estimator class")
+    with pytest.raises(InputError, match=r"model.estimator 'sklearn': a module, not an estimator class"):
+        new_estimator("sklearn")  # a spec's pattern stops it earlier; direct callers get the same error
+    with pytest.raises(InputError, match=r"model.estimator 'sklearn.ensemble': a module, not"):
+        new_estimator("sklearn.ensemble")
+    with pytest.raises(InputError, match=r"'sklearn.pipeline.Pipeline': cannot be created without arguments"):
+        new_estimator("sklearn.pipeline.Pipeline")
+
+
+def test_clear_data_home_is_refused_and_the_folder_survives(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    data_home = tmp_path / "scikit_learn_data"
+    (data_home / "keep").mkdir(parents=True)
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", str(data_home))
+    with pytest.raises(InputError) as info:
+        check_model(_model(estimator="sklearn.datasets.clear_data_home"))
+    assert (data_home / "keep").is_dir()
+    assert info.value.message.startswith("model.estimator 'sklearn.datasets.clear_data_home': a function")
+
+
+def test_a_bad_estimator_in_a_spec_exits_2_before_anything_runs(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path `platformctl train` takes (check_model, as the train step does), in-process so the
+    patched function would see a call: exit 2, the field and value named, nothing run."""
+    import sklearn
+
+    calls: list[str] = []
+    monkeypatch.setattr(sklearn, "show_versions", lambda: calls.append("show_versions"))
+    monkeypatch.setenv("PLATFORM_HOME", str(tmp_path / "home"))
+    spec = tmp_path / "bad.yaml"
+    spec.write_text((ROOT / "jobs" / "examples" / "demo.yaml").read_text().replace(
+        "estimator: sklearn.ensemble.HistGradientBoostingClassifier", "estimator: sklearn.show_versions"))
+    result = cli("train", str(spec))
+    assert calls == []
+    assert result.returncode == 2, result.stdout + result.stderr
+    err = " ".join(result.stderr.split())  # rich wraps long lines
+    assert "model.estimator 'sklearn.show_versions': a function, not a scikit-learn estimator" in err
+    assert "Traceback" not in result.stderr
+    spec.write_text(spec.read_text().replace("estimator: sklearn.show_versions", "estimator: sklearn"))
+    result = cli("train", str(spec))
+    err = " ".join(result.stderr.split())
+    assert result.returncode == 2, err
+    assert "model.estimator: expected an import path such as package.module.Name, got 'sklearn'" in err
+
+
+def test_xgboost_estimators_are_estimator_classes() -> None:
+    pytest.importorskip("xgboost")
+    assert type(new_estimator("xgboost.XGBClassifier")).__name__ == "XGBClassifier"
+    assert type(new_estimator("xgboost.XGBRegressor")).__name__ == "XGBRegressor"
 
 
 def test_a_missing_module_or_name_says_which() -> None:
@@ -111,14 +177,8 @@ def test_iterative_estimators_are_recognised() -> None:
     assert iterative_kind(new_estimator("sklearn.svm.SVC")) is None
 
 
-class MyClassifier:
+class MyClassifier(BaseEstimator):
     """A stand-in user estimator living outside sklearn, to test the allow-list extension."""
 
     def fit(self, X: object, y: object) -> MyClassifier:
-        return self
-
-    def get_params(self, deep: bool = True) -> dict:
-        return {}
-
-    def set_params(self, **params: object) -> MyClassifier:
         return self

@@ -3,6 +3,7 @@ errors a user gets for a broken view or transformation."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import types
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from mlplatform.errors import InputError
 from mlplatform.features.compute import compute_frame
-from mlplatform.features.definitions import resolve_views
+from mlplatform.features.definitions import load_transformation, resolve_views
 from mlplatform.spec import PipelineSpec
 
 T0 = pd.Timestamp("2026-01-01")
@@ -69,6 +70,8 @@ def test_aggregations_equal_brute_force(rows) -> None:
 def _module(name: str, **fns) -> None:  # noqa: ANN003
     mod = types.ModuleType(name)
     for k, v in fns.items():
+        if inspect.isfunction(v):
+            v.__module__ = name  # as if defined there (the allow-list checks where a function lives)
         setattr(mod, k, v)
     sys.modules[name] = mod
 
@@ -78,70 +81,64 @@ def _frame() -> pd.DataFrame:
 
 
 @pytest.mark.parametrize(("fn", "message"), [
-    (lambda df: 1 / 0, r"transformation 'fxmod.f' raised ZeroDivisionError: division by zero"),
+    (lambda df: 1 / 0, r"transformation 'tests.fxmod.f' raised ZeroDivisionError: division by zero"),
     (lambda df: df.head(1), r"returned 1 rows for 2: it must be row-wise"),
     (lambda df: [1, 2], r"returned list, not a pandas DataFrame"),
 ])
 def test_broken_transformations_are_named(fn, message) -> None:  # noqa: ANN001
-    _module("fxmod", f=fn)
-    view = resolve_views(_spec([{"name": "v", "transformation": "fxmod.f", "features": ["x"]}]))["v"]
+    _module("tests.fxmod", f=fn)
+    view = resolve_views(_spec([{"name": "v", "transformation": "tests.fxmod.f", "features": ["x"]}]))["v"]
     with pytest.raises(InputError, match=message):
         compute_frame(view, _frame())
 
 
 def test_missing_function_and_module_are_named() -> None:
-    _module("fxmod2")
-    with pytest.raises(InputError, match=r"'fxmod2.nope': module 'fxmod2' has no function 'nope'"):
-        resolve_views(_spec([{"name": "v", "transformation": "fxmod2.nope", "features": ["x"]}]))
-    with pytest.raises(InputError, match=r"cannot import 'no_such_pkg.mod'"):
-        resolve_views(_spec([{"name": "v", "transformation": "no_such_pkg.mod.f", "features": ["x"]}]))
+    _module("tests.fxmod2")
+    with pytest.raises(InputError, match=r"'tests.fxmod2.nope': module 'tests.fxmod2' has no function "
+                                         r"'nope'"):
+        resolve_views(_spec([{"name": "v", "transformation": "tests.fxmod2.nope", "features": ["x"]}]))
+    with pytest.raises(InputError, match=r"cannot import 'tests.no_such_pkg.mod'"):
+        resolve_views(_spec([{"name": "v", "transformation": "tests.no_such_pkg.mod.f", "features": ["x"]}]))
 
 
-def test_missing_columns_are_named() -> None:
-    view = resolve_views(_spec([{"name": "v", "features": ["x", "y"], "aggregations": [
-        {"column": "z", "functions": ["sum"], "windows": ["1h"]}]}]))["v"]
-    with pytest.raises(InputError, match=r"missing column\(s\) y \(feature\), z \(aggregation column\)"):
-        compute_frame(view, _frame())
+def test_transformations_come_only_from_the_operators_allow_list(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A spec names code the cluster runs: a module off PLATFORM_TRANSFORMATION_MODULES is refused
+    before it is imported (importing runs its code), naming the view, the path and the setting."""
+    monkeypatch.setenv("PLATFORM_TRANSFORMATION_MODULES", "jobs")
+    _module("tests.fxmod4", f=lambda df: df.assign(x=df["x"] + 1))
+    monkeypatch.delitem(sys.modules, "this", raising=False)  # importing `this` prints the Zen of Python
+    for path, module in (("os.system", "os"), ("this.s", "this"), ("tests.fxmod4.f", "tests.fxmod4")):
+        with pytest.raises(InputError, match=rf"feature view 'v': transformation '{path}': module "
+                                             rf"'{module}' is not on the transformation allow-list "
+                                             r"\(jobs\); .*PLATFORM_TRANSFORMATION_MODULES"):
+            resolve_views(_spec([{"name": "v", "transformation": path, "features": ["x"]}]))
+    assert "this" not in sys.modules and "Beautiful is better" not in capsys.readouterr().out
+    # On the list, a plain function defined there works.
+    monkeypatch.setenv("PLATFORM_TRANSFORMATION_MODULES", "jobs, tests.fxmod4")
+    view = resolve_views(_spec([{"name": "v", "transformation": "tests.fxmod4.f", "features": ["x"]}]))["v"]
+    assert compute_frame(view, _frame())["x"].tolist() == [2.0, 3.0]
+    # The demo's own feature code is on the default list.
+    monkeypatch.delenv("PLATFORM_TRANSFORMATION_MODULES")
+    assert load_transformation("jobs.examples.demo_features.activity", "v").__name__ == "activity"
 
 
-def test_transformation_output_is_a_feature() -> None:
-    _module("fxmod3", f=lambda df: df.assign(x2=df["x"] * 2))
-    view = resolve_views(_spec([{"name": "v", "transformation": "fxmod3.f", "features": ["x2"]}]))["v"]
-    assert compute_frame(view, _frame())["x2"].tolist() == [2.0, 4.0]
-    assert view.version == resolve_views(_spec([{"name": "v", "transformation": "fxmod3.f",
-                                                 "features": ["x2"]}]))["v"].version
+def test_a_transformation_must_be_a_function_defined_on_the_allow_list(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
 
+    class Maker:
+        def __init__(self, df: pd.DataFrame) -> None:
+            raise AssertionError("a class named as a transformation must never be called")
 
-@pytest.mark.parametrize(("features", "message"), [
-    ({"views": [{"name": "v", "features": ["x"]}], "services": [{"name": "s", "features": ["v:nope"]}]},
-     r"unknown feature 'v:nope'; view 'v' has \['x'\]"),
-    ({"views": [{"name": "v", "features": ["x"]}], "services": [{"name": "s", "features": ["w:x"]}]},
-     r"'w:x' does not name a feature view"),
-    ({"views": [{"name": "v"}]}, r"feature view 'v' has no features"),
-    ({"views": [{"name": "v", "features": ["x_sum_1h"], "aggregations": [
-        {"column": "x", "functions": ["sum"], "windows": ["1h"]}]}]}, r"appear twice"),
-])
-def test_spec_errors_name_the_feature(features, message) -> None:  # noqa: ANN001
-    with pytest.raises(ValueError, match=message):
-        PipelineSpec.model_validate({"name": "fx", "source": {
-            "path": "/x", "entity_column": "e", "timestamp_column": "ts"}, "features": features})
-
-
-def test_count_works_on_text_and_sums_need_numbers() -> None:
-    df = pd.DataFrame({"e": ["a", "a", "a"], "ts": [T0, T0 + pd.Timedelta(minutes=1), T0 + pd.Timedelta(
-        minutes=2)], "d": ["x", None, "y"]})
-    count = resolve_views(_spec([{"name": "v", "aggregations": [
-        {"column": "d", "functions": ["count", "last"], "windows": ["1h"]}]}]))["v"]
-    got = compute_frame(count, df)
-    assert got["d_count_1h"].tolist() == [1.0, 1.0, 2.0] and got["d_last_1h"].tolist() == ["x", "x", "y"]
-    summed = resolve_views(_spec([{"name": "v", "aggregations": [
-        {"column": "d", "functions": ["sum"], "windows": ["1h"]}]}]))["v"]
-    with pytest.raises(InputError, match=r"aggregation \['sum'\] of column 'd' needs numbers"):
-        compute_frame(summed, df)
-
-
-def test_a_feature_may_not_be_a_key_or_the_label() -> None:
-    with pytest.raises(ValueError, match=r"\['y'\] is a key, timestamp or label column"):
-        PipelineSpec.model_validate({"name": "fx", "source": {
-            "path": "/x", "entity_column": "e", "timestamp_column": "ts", "label_column": "y"},
-            "features": {"views": [{"name": "v", "features": ["x", "y"]}]}})
+    _module("tests.fxmod5", Maker=Maker, system=os.system, value=3)
+    monkeypatch.setenv("PLATFORM_TRANSFORMATION_MODULES", "tests")
+    with pytest.raises(InputError, match=r"'tests.fxmod5.Maker': module 'tests.fxmod5' has no function "
+                                         r"'Maker' \('Maker' is a class\)"):
+        load_transformation("tests.fxmod5.Maker", "v")
+    with pytest.raises(InputError, match=r"'tests.fxmod5.value': module 'tests.fxmod5' has no function"):
+        load_transformation("tests.fxmod5.value", "v")
+    # Re-exported into an allowed module from elsewhere: refused by where it is defined.
+    with pytest.raises(InputError, match=r"'tests.fxmod5.system': defined in module '(posix|nt|os)', "
+                                         r"which is not on the transformation allow-list \(tests\)"):
+        load_transformation("tests.fxmod5.system", "v")

@@ -112,3 +112,131 @@ def test_an_undefined_metric_never_passes(data: tuple) -> None:
     assert not both.passed
     empty = evaluate(ModelSpec(), EvaluationSpec(), _model(y, 1.0, 1), None, X.iloc[:0], y[:0])
     assert not empty.passed and "no rows" in empty.reason
+
+
+# --- an undefined metric (NaN, infinite or missing) never passes ------------------------------
+
+
+class NoProba:
+    """A classifier without predict_proba: accuracy and f1 exist, roc_auc and log_loss are NaN."""
+
+    def __init__(self, pred: np.ndarray):
+        self.pred = pred
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.pred[X.index.to_numpy()]
+
+
+# Every way a spec can (or cannot) name the primary metric; "{primary}" is filled in per case.
+THRESHOLDS: dict[str, list[dict]] = {
+    "none": [],
+    "primary value": [{"metric": "{primary}", "min_value": 0.5}],
+    "primary change only": [{"metric": "{primary}", "min_absolute_change": 0.0}],
+    "another metric": [{"metric": "accuracy", "min_value": 0.5}],
+}
+
+
+def _spec(thresholds: str, require_better: bool, primary: str, **extra: object) -> EvaluationSpec:
+    rules = [{k: (primary if v == "{primary}" else v) for k, v in t.items()} for t in THRESHOLDS[thresholds]]
+    return EvaluationSpec.model_validate({"require_better_than_champion": require_better,
+                                          "thresholds": rules, **extra})
+
+
+@pytest.mark.parametrize("undefined", ["nan", "missing"])
+@pytest.mark.parametrize("with_champion", [False, True], ids=["no champion", "champion"])
+@pytest.mark.parametrize("thresholds", list(THRESHOLDS))
+@pytest.mark.parametrize("require_better", [True, False], ids=["require better", "not required"])
+def test_an_undefined_primary_metric_never_passes(data: tuple, require_better: bool, thresholds: str,
+                                                  with_champion: bool, undefined: str) -> None:
+    """Whatever the thresholds and require_better say, an unscorable challenger is rejected.
+
+    "nan": a classifier without predict_proba has no roc_auc (NaN) but a perfect accuracy.
+    "missing": a primary metric the scores lack (a regression metric on a classifier; the
+    spec loader refuses it, so ModelSpec is built unchecked, as a corrupted record could be).
+    The control: the same configuration passes a scorable, better challenger, so the
+    rejection is the undefined metric's doing and not the configuration's.
+    """
+    X, y = data
+    champion = _model(y, 0.8, 2) if with_champion else None
+    if undefined == "nan":
+        model_spec, challenger, primary = ModelSpec(), NoProba(y.copy()), "roc_auc"
+    else:
+        model_spec = ModelSpec.model_construct(task="classification", metric="rmse")
+        challenger, primary = _model(y, 1.2, 1), "rmse"
+    spec = _spec(thresholds, require_better, primary)
+    d = evaluate(model_spec, spec, challenger, champion, X, y, champion_version="1")
+    assert not d.passed and d.reason.startswith("rejected")
+    assert primary in d.reason and ("undefined" if undefined == "nan" else "missing") in d.reason
+    defined = [c for c in d.checks if c.metric == primary and c.rule == "defined"]
+    assert len(defined) == 1 and not defined[0].passed  # said once, however many rules name it
+
+    control = evaluate(ModelSpec(), _spec(thresholds, require_better, "roc_auc"), _model(y, 1.2, 1),
+                       champion, X, y, champion_version="1")
+    assert control.passed, control.reason
+
+
+@pytest.mark.parametrize("with_champion", [False, True], ids=["no champion", "champion"])
+@pytest.mark.parametrize("require_better", [True, False], ids=["require better", "not required"])
+@pytest.mark.parametrize(("rule", "word"), [({"metric": "log_loss", "max_value": 10.0}, "undefined"),
+                                            ({"metric": "rmse", "max_value": 10.0}, "missing")])
+def test_a_threshold_on_an_undefined_metric_fails(data: tuple, rule: dict, word: str, require_better: bool,
+                                                  with_champion: bool) -> None:
+    """The primary metric (accuracy) is fine; the threshold's metric is NaN (log_loss without
+    probabilities) or absent from the scores (rmse of a classifier): no bound is met by nothing."""
+    X, y = data
+    spec = EvaluationSpec.model_validate({"require_better_than_champion": require_better,
+                                          "thresholds": [rule]})
+    champion = NoProba(np.zeros_like(y)) if with_champion else None  # accuracy ~0.5: the challenger is better
+    d = evaluate(ModelSpec(metric="accuracy"), spec, NoProba(y.copy()), champion, X, y)
+    assert d.challenger["accuracy"] == 1.0
+    assert not d.passed and f"{rule['metric']} is {word}" in d.reason
+    assert [c.passed for c in d.checks if c.metric == rule["metric"]] == [False]
+
+
+def test_a_slice_the_challenger_cannot_score_fails_naming_the_slice(data: tuple) -> None:
+    """The champion scores every slice; the challenger (no probabilities) scores none: each
+    gated slice fails on its own account, saying what the champion had there."""
+    X, y = data
+    spec = EvaluationSpec.model_validate({"slices": ["plan"], "min_slice_rows": 100,
+                                          "require_better_than_champion": False})
+    d = evaluate(ModelSpec(), spec, NoProba(y.copy()), _model(y, 1.0, 2), X, y, X)
+    assert not d.passed
+    for s in d.slices:
+        assert s.gated and not s.passed and s.regression is None
+        assert np.isnan(s.challenger) and np.isfinite(s.champion)
+        assert f"slice plan={s.value} ({s.rows} rows): roc_auc undefined for the challenger vs " \
+               f"champion {s.champion:.4f}" in d.reason
+    small = EvaluationSpec.model_validate({"slices": ["plan"], "min_slice_rows": 2000})
+    d = evaluate(ModelSpec(), small, NoProba(y.copy()), _model(y, 1.0, 2), X, y, X)
+    assert not any(s.gated for s in d.slices) and "slice" not in d.reason  # too small: reported only
+    assert not d.passed  # ... but the primary metric still has to be defined
+
+
+@pytest.mark.parametrize("with_champion", [False, True], ids=["no champion", "champion"])
+def test_a_large_slice_neither_model_can_score_fails(data: tuple, with_champion: bool) -> None:
+    """Every premium customer churned: AUC does not exist in that slice for any model, while
+    the holdout as a whole scores fine. A slice large enough to gate that can never be judged
+    fails the gate, with or without a champion (the choice documented in gate._slices), so a
+    spec that gates it is fixed on its first run; below min_slice_rows it is only reported."""
+    X, y = data
+    y = y.copy()
+    premium = (X["plan"] == "premium").to_numpy()
+    y[premium] = 1
+    challenger, champion = _model(y, 1.2, 1), (_model(y, 0.8, 2) if with_champion else None)
+    plain = evaluate(ModelSpec(), EvaluationSpec(), challenger, champion, X, y)
+    assert plain.passed, plain.reason  # without slices this challenger is promoted
+
+    spec = EvaluationSpec.model_validate({"slices": ["plan"], "min_slice_rows": 100})
+    d = evaluate(ModelSpec(), spec, challenger, champion, X, y, X)
+    assert not d.passed
+    slices = {s.value: s for s in d.slices}
+    assert slices["premium"].gated and not slices["premium"].passed and np.isnan(slices["premium"].challenger)
+    assert slices["free"].passed
+    whom = "both models" if with_champion else "the challenger (no champion)"
+    assert f"slice plan=premium (500 rows): roc_auc undefined for {whom}" in d.reason
+    assert "plan=free" not in d.reason
+
+    small = EvaluationSpec.model_validate({"slices": ["plan"], "min_slice_rows": 501})
+    d = evaluate(ModelSpec(), small, challenger, champion, X, y, X)
+    assert d.passed, d.reason
+    assert not next(s for s in d.slices if s.value == "premium").gated

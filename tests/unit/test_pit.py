@@ -20,17 +20,24 @@ T0 = pd.Timestamp("2026-01-01")
 
 def brute_force(entity_df: pd.DataFrame, feats: pd.DataFrame, ttl_s: int | None,
                 created: bool) -> list[float | None]:
-    """For each entity row, scan every feature row: the obvious definition."""
+    """For each entity row, scan every feature row: the obvious definition, with pit.py's
+    documented semantics written out rather than borrowed from its code:
+
+    * a missing created_ts counts as "created at the event" (pit.py: "here and online"), so
+      such a row is visible from its event time and ties on creation with a row created then;
+    * visible at t: event_ts <= t and created_ts <= t (README "Feature store");
+    * among visible rows the newest event wins; ties: the newest created_ts, then the row
+      written last (its position), the order `latest_per_entity` uses online too;
+    * TTL on the winner's event time: t - event_ts <= ttl, otherwise nothing.
+    """
     out: list[float | None] = []
     for _, row in entity_df.iterrows():
         best = None
         for pos, f in enumerate(feats.itertuples(index=False)):
-            if f.entity != row.entity or f.event_ts > row.ts:
+            known = f.created_ts if created and not pd.isna(f.created_ts) else f.event_ts
+            if f.entity != row.entity or f.event_ts > row.ts or known > row.ts:
                 continue
-            if created and not pd.isna(f.created_ts) and f.created_ts > row.ts:
-                continue
-            key = (f.event_ts, f.created_ts if created and not pd.isna(f.created_ts) else pd.Timestamp.min,
-                   pos)
+            key = (f.event_ts, known, pos)
             if best is None or key > best[0]:
                 best = (key, f.value)
         if best is None:
@@ -64,10 +71,17 @@ def _frames(frows: list, erows: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     return feats, ents
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(frows=feature_rows, erows=entity_rows, ttl=st.sampled_from([None, 0, 300, 900, 3600]),
-       created=st.booleans(), seed=st.integers(0, 2**16))
-def test_join_equals_brute_force(frows, erows, ttl, created, seed) -> None:
+# A dense grid: 2 entities, 3 event minutes, created 0 or 1 minute later or missing, values
+# numbered by position (so a wrong pick among equal times cannot hide behind an equal value).
+# Ties between a missing and a present created_ts are rare on the wide grid above.
+dense_feature_rows = st.lists(
+    st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 2), st.sampled_from([0, 1, None])),
+    min_size=0, max_size=12).map(lambda rows: [(*r, float(i)) for i, r in enumerate(rows)])
+dense_entity_rows = st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 4)),
+                             min_size=1, max_size=8)
+
+
+def _check_against_brute_force(frows: list, erows: list, ttl: int | None, created: bool, seed: int) -> None:
     feats, ents = _frames(frows, erows)
     # Shuffled entity rows: the answer must follow the caller's order, not the time order.
     ents = ents.sample(frac=1.0, random_state=seed).reset_index(drop=True)
@@ -83,6 +97,46 @@ def test_join_equals_brute_force(frows, erows, ttl, created, seed) -> None:
     assert (got.loc[known, "_event_ts"] <= ents.loc[known, "ts"]).all()
     assert stats.matched == sum(v is not None for v in want)
     assert stats.matched + stats.expired + stats.missing == len(ents)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frows=feature_rows, erows=entity_rows, ttl=st.sampled_from([None, 0, 300, 900, 3600]),
+       created=st.booleans(), seed=st.integers(0, 2**16))
+def test_join_equals_brute_force(frows, erows, ttl, created, seed) -> None:
+    _check_against_brute_force(frows, erows, ttl, created, seed)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frows=dense_feature_rows, erows=dense_entity_rows, ttl=st.sampled_from([None, 0, 60, 120]),
+       created=st.booleans(), seed=st.integers(0, 2**16))
+def test_join_equals_brute_force_on_a_dense_grid_of_ties(frows, erows, ttl, created, seed) -> None:
+    _check_against_brute_force(frows, erows, ttl, created, seed)
+
+
+@pytest.mark.parametrize(("frows", "erows", "created", "want"), [
+    # A row without created_ts counts as created at its event: it ties with a row created at
+    # that same event time, and the tie goes to the row written last (2.0). A brute force that
+    # ranked a missing created_ts as "oldest" picked 1.0: the counter-example hypothesis found.
+    ([("a", 5, 0, 1.0), ("a", 5, None, 2.0)], [("a", 5), ("a", 40)], True, [2.0, 2.0]),
+    # Written the other way round, the later row (now the one with created_ts) wins.
+    ([("a", 5, None, 2.0), ("a", 5, 0, 1.0)], [("a", 5)], True, [1.0]),
+    # A later created_ts beats a missing one at the same event time, once it is known.
+    ([("a", 5, 3, 1.0), ("a", 5, None, 2.0)], [("a", 5), ("a", 7), ("a", 8)], True, [2.0, 2.0, 1.0]),
+    # Without a created column, equal event times go to the row written last.
+    ([("a", 5, 9, 1.0), ("a", 5, None, 2.0)], [("a", 5)], False, [2.0]),
+])
+def test_missing_created_ts_and_ties_fixed_cases(frows: list, erows: list, created: bool,
+                                                 want: list[float]) -> None:
+    feats, ents = _frames(frows, erows)
+    got, stats = point_in_time_join(ents, feats, entity="entity", entity_ts="ts", feature_ts="event_ts",
+                                    created_ts="created_ts" if created else None, ttl=None,
+                                    columns=["value"])
+    assert got["value"].tolist() == want
+    assert brute_force(ents, feats, None, created) == want
+    assert stats.matched == len(want)
+    # The last entity row sees every feature row, so the online store keeps what it got.
+    latest = latest_per_entity(feats, "entity", "event_ts", "created_ts" if created else None)
+    assert latest["value"].tolist() == [want[-1]]
 
 
 @settings(max_examples=150, deadline=None)

@@ -48,7 +48,7 @@ def test_every_error_has_path_and_line(tmp_path: Path) -> None:
     assert ("model.search.num_samples", 9) in got
     assert ("model.search.space.lr", 11) in got
     assert ("model.colour", 12) in got
-    assert ("deploy.interval", 14) in got
+    assert ("deploy", 13) in got  # refused whatever it holds
     assert len(info.value.issues) == 8
     assert any(i.value == "xls" for i in info.value.issues)
 
@@ -116,8 +116,43 @@ def test_cross_references_are_checked() -> None:
     with pytest.raises(ValueError, match="does not name a feature view"):
         PipelineSpec.model_validate({**base, "features": {"services": [
             {"name": "s", "features": ["nope:*"]}]}})
-    with pytest.raises(ValueError, match="canary steps must increase"):
-        PipelineSpec.model_validate({**base, "deploy": {"canary_steps": [50, 10]}})
+
+
+
+MINIMAL = "name: p\nsource: {path: d, entity_column: id, timestamp_column: ts}\n"
+
+
+@pytest.mark.parametrize(("section", "why"), [
+    ("deploy:\n  strategy: canary\n  canary_steps: [10, 50, 100]\n", "serving and rollout"),
+    ("deploy:\n", "serving and rollout"),
+    ("deploy: {}\n", "serving and rollout"),
+    ("triggers:\n  schedule: '0 3 * * *'\n", "schedules, drift and quality triggers"),
+])
+def test_unimplemented_sections_are_refused_with_their_line(tmp_path: Path, section: str, why: str) -> None:
+    """`deploy` and `triggers` were accepted and did nothing; now `spec check` exits 2 naming them."""
+    f = tmp_path / "p.yaml"
+    f.write_text(MINIMAL + "model: {seed: 1}\n" + section)
+    name = section.split(":")[0]
+    result = CliRunner().invoke(app, ["spec", "check", str(f)])
+    assert result.exit_code == 2, result.output
+    out = " ".join(result.output.split())  # rich wraps long lines
+    assert f"{f}:4: {name}: not implemented yet" in out
+    assert why in out and "remove the section" in out and "Traceback" not in out
+    data = json.loads(CliRunner().invoke(app, ["spec", "check", str(f), "--json"]).stdout)
+    assert [(e["path"], e["line"]) for e in data["errors"]] == [(name, 4)]
+
+
+def test_quarantine_false_is_refused_and_absent_sections_stay_out_of_the_spec(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(MINIMAL + "validation:\n  quarantine: false\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(f, env={})
+    issue = info.value.issues[0]
+    assert (issue.path, issue.line) == ("validation.quarantine", 4)
+    assert "false is not implemented" in issue.message
+    f.write_text(MINIMAL + "validation:\n  quarantine: true\n")
+    dumped = load_spec(f, env={}).model_dump(by_alias=True)
+    assert "deploy" not in dumped and "triggers" not in dumped
 
 
 def test_init_writes_a_valid_commented_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,6 +162,10 @@ def test_init_writes_a_valid_commented_spec(tmp_path: Path, monkeypatch: pytest.
     assert result.exit_code == 0, result.output
     text = (tmp_path / "churn.yaml").read_text()
     assert text.count("#") > 10 and "name: churn" in text
-    assert runner.invoke(app, ["spec", "check", "churn.yaml"]).exit_code == 0
+    checked = runner.invoke(app, ["spec", "check", "churn.yaml"])
+    assert checked.exit_code == 0, checked.output
+    # Nothing the platform does not implement is written into a new spec as if it worked.
+    keys = {line.split(":")[0] for line in text.splitlines() if line and line[0].isalpha()}
+    assert keys == {"name", "description", "source", "validation", "features", "model", "evaluation"}
     again = runner.invoke(app, ["init", "churn"])
     assert again.exit_code == 2 and "--force" in again.output

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -15,8 +15,11 @@ from mlplatform import storage
 from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, services_for, settings_for
 from mlplatform.errors import InputError
 from mlplatform.services import Services
-from mlplatform.spec import SchemaSpec
+from mlplatform.spec import PipelineSpec, SchemaSpec
 from mlplatform.spec_loader import load_spec, validate_document
+
+if TYPE_CHECKING:
+    from mlplatform.metadata.store import MetadataStore
 
 schema_app = typer.Typer(help="Data schemas.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Alerts the platform raised.", no_args_is_help=True)
@@ -63,7 +66,46 @@ def infer(data: Annotated[str, typer.Argument(help="Reference batch: a file or f
     if json_:
         print_json({"written": str(out), "schema": schema.model_dump(mode="json")})
     else:
-        console.print(f"wrote {out}: {len(schema.columns)} columns from {table.num_rows} rows; review it")
+        soft = [c.name for c in schema.columns if c.soft]
+        console.print(f"wrote {out}: {len(schema.columns)} columns from {table.num_rows} rows; review it. "
+                      f"Soft (reported as a shift, not enforced) for {len(soft)} column(s): "
+                      f"{', '.join(soft) or 'none'}; delete a column's `soft` line to enforce it.",
+                      highlight=False)
+
+
+def _schema_for(path: Path | None, pipeline: PipelineSpec, store: MetadataStore, reference: str | None,
+                batch: str) -> tuple[SchemaSpec, str]:
+    """The schema to check a batch against, and where it came from: --schema, else the spec's,
+    else the pipeline's recorded (inferred) one, else one inferred from --reference.
+
+    Never one inferred from the batch itself: that schema would describe whatever the batch
+    holds (renamed columns, a changed type, invalid rows) and so pass it."""
+    from mlplatform.data.reference import recorded_schema
+    from mlplatform.data.schema import infer_schema
+
+    if path is not None:
+        if not path.is_file():
+            raise InputError(f"--schema {path}: file not found")
+        loaded = validate_document(path.read_text(), str(path), SchemaSpec, dict(os.environ))
+        return loaded, f"--schema {path}"  # type: ignore[return-value]
+    if isinstance(pipeline.schema_, SchemaSpec):
+        return pipeline.schema_, "the spec's schema"
+    recorded = recorded_schema(store, pipeline.name)
+    if recorded is not None:
+        return recorded, f"the schema pipeline {pipeline.name!r} inferred and recorded"
+    if reference is None:
+        raise InputError(
+            f"--batch {batch}: nothing to validate it against: the spec has no schema, pipeline "
+            f"{pipeline.name!r} has recorded none, and no --reference was given (a schema inferred "
+            "from the batch itself would pass whatever it holds)",
+            hint="infer a schema from a known-good batch (`platformctl schema infer GOOD --out "
+                 "schema.yaml`, review it, pass --schema schema.yaml or put it in the spec), or pass "
+                 "--reference GOOD")
+    src = pipeline.source
+    inferred, _ = infer_schema(_read_table(reference, src.format, "--reference"),
+                               entity=src.entity_column, timestamp=src.timestamp_column,
+                               label=src.label_column)
+    return inferred, f"inferred from --reference {reference} (ranges and domains soft)"
 
 
 @handle_errors
@@ -73,42 +115,29 @@ def validate(
     reference: Annotated[str | None, typer.Option(help="Reference batch for drift (default: "
                          "the pipeline's last validated batch).")] = None,
     schema: Annotated[Path | None, typer.Option(help="Schema YAML (default: the spec's, else "
-                      "the pipeline's inferred one).")] = None,
+                      "the pipeline's inferred one, else one inferred from --reference).")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for validation.json/.html.")] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Validate one batch by hand: a table per column, JSON and an HTML report.
-    Exits 1 when the pipeline would reject the batch."""
+    Exits 1 when the pipeline would reject the batch, 2 when there is nothing to check it
+    against (no schema and no reference: a batch is never checked against itself)."""
     from mlplatform.data.ingest import batch_files
-    from mlplatform.data.report import column_rows, write_reports
-    from mlplatform.data.schema import infer_schema
+    from mlplatform.data.reference import latest_stats
+    from mlplatform.data.report import column_rows, shift_line, write_reports
     from mlplatform.data.stats import DatasetStats
-    from mlplatform.data.validate_step import latest_stats, recorded_schema, verdict
     from mlplatform.data.validation import validate_dataset, validate_parquet
+    from mlplatform.data.verdict import verdict
     from mlplatform.runtime.connect import connect
 
     settings = settings_for()
     pipeline = load_spec(spec, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
     fmt, src = pipeline.source.format, pipeline.source
     store = Services(settings).metadata
-    the_schema: SchemaSpec
-    if schema is not None:
-        if not schema.is_file():
-            raise InputError(f"--schema {schema}: file not found")
-        loaded = validate_document(schema.read_text(), str(schema), SchemaSpec, dict(os.environ))
-        the_schema = loaded  # type: ignore[assignment]
-    elif isinstance(pipeline.schema_, SchemaSpec):
-        the_schema = pipeline.schema_
-    elif (recorded := recorded_schema(store, pipeline.name)) is not None:
-        the_schema = recorded
-    else:
-        basis = reference or batch
-        the_schema, _ = infer_schema(_read_table(basis, fmt, "--reference" if reference else "--batch"),
-                                     entity=src.entity_column, timestamp=src.timestamp_column,
-                                     label=src.label_column)
-        if not json_:
-            console.print(f"[yellow]no schema yet: inferred one from {basis}[/]")
     fs, paths = batch_files(batch, fmt, "--batch")
+    the_schema, origin = _schema_for(schema, pipeline, store, reference, batch)
+    if not json_:
+        console.print(f"schema: {origin}", highlight=False)
     connect(settings, allow_private=True, announce=None if json_ else console.print)
     import ray
 
@@ -147,10 +176,11 @@ def validate(
         from mlplatform.data.report import report_json
 
         print_json({**report_json(result, the_schema), "passed": not reasons, "reasons": reasons,
-                    "html": f"{rpath}/validation.html"})
+                    "schema_source": origin, "html": f"{rpath}/validation.html"})
     else:
         table = Table("column", "type", "nulls", "checks", "failures", "drift", "verdict")
-        colour = {"ok": "green", "drift": "yellow", "quarantined rows": "yellow", "FAIL": "red"}
+        colour = {"ok": "green", "drift": "yellow", "shift": "yellow", "quarantined rows": "yellow",
+                  "FAIL": "red"}
         for r in column_rows(result, the_schema):
             drift = "" if r.drift_statistic is None else f"{r.drift_method} {r.drift_statistic:.3g}"
             table.add_row(r.column, r.type, "" if r.null_fraction is None else f"{r.null_fraction:.1%}",
@@ -159,6 +189,8 @@ def validate(
         console.print(table)
         console.print(f"{result.rows_in} rows: {result.rows_valid} valid, {result.rows_quarantined} "
                       f"would be quarantined ({result.invalid_fraction:.1%})")
+        if (line := shift_line(result)) is not None:
+            console.print(f"[yellow]{line}[/]", highlight=False)
         console.print(f"report: {rpath}/validation.html (and validation.json)")
         for reason in reasons:
             console.print(f"[red]rejected:[/] {reason}", highlight=False)

@@ -100,6 +100,7 @@ def _outcome(f: DayFile, job_id: str, job_status: str, detail: RunDetail | None)
     training = steps.get("training_set", {})
     registered = (steps.get("register") or {}).get("demo") or {}
     evaluated = (steps.get("evaluate") or {}).get("demo") or {}
+    promoted = (steps.get("promote") or {}).get("demo") or {}
     ok = job_status == "SUCCEEDED"
     failed_at_validate = bool(detail and detail.steps and detail.steps[-1].step == "validate"
                               and detail.steps[-1].status == "FAILED")
@@ -114,7 +115,7 @@ def _outcome(f: DayFile, job_id: str, job_status: str, detail: RunDetail | None)
         training_rows=training.get("rows"), model_version=registered.get("version"),
         gate=None if not registered else ("passed" if registered.get("passed") else "rejected"),
         gate_reason=evaluated.get("reason"), roc_auc=(evaluated.get("challenger") or {}).get("roc_auc"),
-        champion=registered.get("champion"), noisy_labels=f.noisy,
+        champion=(promoted or registered).get("champion"), noisy_labels=f.noisy,
         sample_entity=training.get("sample_entity"),
         sample_at=training.get("sample_at"),
         expected=ok if not f.broken else failed_at_validate)

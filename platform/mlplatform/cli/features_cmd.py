@@ -23,6 +23,7 @@ from mlplatform.cli.output import (
     settings_for,
 )
 from mlplatform.errors import InputError
+from mlplatform.redact import redact_url
 from mlplatform.services import Services
 
 app = typer.Typer(help="Feature views: offline and online stores.", no_args_is_help=True)
@@ -73,7 +74,8 @@ def _info(view, storage_uri: str) -> ViewInfo:  # noqa: ANN001
                     entity=view.entity, timestamp=view.timestamp_column,
                     created_timestamp=view.created_timestamp_column, ttl=view.spec.get("ttl", ""),
                     transformation=view.transformation, features=view.features,
-                    offline_uri=offline.view_uri(view.name), offline_writes=len(writes), offline_dates=dates)
+                    offline_uri=redact_url(offline.view_uri(view.name)), offline_writes=len(writes),
+                    offline_dates=dates)
 
 
 @app.command("list")

@@ -1,5 +1,8 @@
-"""`platformctl models list | show | compare | promote | rollback | reproduce`: the registry
-by hand. Every load behind these commands checks the model's sha256 first."""
+"""`platformctl models list | show | compare | promote | rollback | history | reproduce`: the
+registry by hand. Every load behind these commands checks the model's sha256 first. Who is
+champion is the metadata store's champion record (changed by compare-and-set, the same as
+the pipeline's `promote` step); MLflow's `champion` alias mirrors it and is repaired when a
+command finds it disagreeing."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from rich.table import Table
 from mlplatform.artifacts import ModelVersion
 from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, services_for
 from mlplatform.errors import InputError
+from mlplatform.metadata.champion import ChampionEvent
 from mlplatform.metadata.store import LineageNode, MetadataStore
 from mlplatform.models.registry import CHALLENGER, CHAMPION, ModelRegistry, ModelVersionInfo
 
@@ -51,7 +55,7 @@ def list_(name: Annotated[str | None, typer.Argument(help="List this model's ver
             versions = reg.versions(n)
             models.append(ModelSummary(name=n, versions=len(versions),
                                        latest=versions[-1].version if versions else None,
-                                       champion=reg.alias(n, CHAMPION), challenger=reg.alias(n, CHALLENGER)))
+                                       champion=reg.champion(n), challenger=reg.alias(n, CHALLENGER)))
         if json_:
             print_json(models)
             return
@@ -62,6 +66,7 @@ def list_(name: Annotated[str | None, typer.Argument(help="List this model's ver
         return
     if name not in reg.names():
         raise InputError(f"model {name!r} is not registered; registered models: {reg.names() or 'none'}")
+    reg.champion(name)  # the record's champion; repairs the alias the versions' list shows
     versions = reg.versions(name)
     if json_:
         print_json(versions)
@@ -76,6 +81,7 @@ def list_(name: Annotated[str | None, typer.Argument(help="List this model's ver
 
 class VersionDetail(BaseModel):
     version: ModelVersionInfo
+    champion: str | None = None  # the model's champion now (the record's)
     upstream: list[LineageNode]
     downstream: list[LineageNode]
 
@@ -85,6 +91,7 @@ class VersionDetail(BaseModel):
 def show(name: NameArg, version: VersionArg, json_: JsonOpt = False) -> None:
     """One version: metrics, parameters, tags, the gate's reason and its lineage."""
     reg = _registry()
+    champion = reg.champion(name)  # the record's; repairs the alias if it disagrees, before it is read
     info = reg.version(name, version)
     store: MetadataStore = reg.store
     art = store.find(ModelVersion, f"models:/{name}/{version}")
@@ -93,10 +100,11 @@ def show(name: NameArg, version: VersionArg, json_: JsonOpt = False) -> None:
     up = store.lineage(art.id or 0, "upstream", stop_at=frozenset({ModelVersion.kind})) if art else []
     down = store.lineage(art.id or 0, "downstream", stop_at=frozenset({ModelVersion.kind})) if art else []
     if json_:
-        print_json(VersionDetail(version=info, upstream=up, downstream=down))
+        print_json(VersionDetail(version=info, champion=champion, upstream=up, downstream=down))
         return
     console.print(f"[bold]{name} v{version}[/]  aliases: {', '.join(info.aliases) or '-'}  "
                   f"created {info.created_at[:19]}  MLflow run {info.run_id}", highlight=False)
+    console.print(f"champion of {name}: {f'v{champion}' if champion else '(none)'}", highlight=False)
     console.print(f"gate: {info.tags.get('gate.reason') or info.tags.get('gate.decision', '-')}",
                   highlight=False)
     console.print(f"sha256: {info.sha256 or '(not recorded)'}")
@@ -160,6 +168,7 @@ class AliasChange(BaseModel):
     alias: str
     previous: str | None
     version: str
+    change_id: int | None = None  # the champion history row (champion changes only)
 
 
 @app.command("promote")
@@ -167,17 +176,27 @@ class AliasChange(BaseModel):
 def promote(name: NameArg, version: VersionArg,
             alias: Annotated[str, typer.Option(help="Alias to move (champion or challenger).")] = CHAMPION,
             json_: JsonOpt = False) -> None:
-    """Point an alias at a version by hand (after checking its artifact's sha256)."""
+    """Make a version champion (or challenger) by hand, after checking its artifact's sha256.
+
+    The champion moves by compare-and-set against the champion read just before: if a
+    pipeline run promotes meanwhile, this fails (exit 1) and changes nothing."""
     if alias not in (CHAMPION, CHALLENGER):
         raise InputError(f"--alias {alias!r}: choose {CHAMPION!r} or {CHALLENGER!r}")
     reg = _registry()
-    reg.version(name, version)
-    reg.load(name, version)  # refuses a tampered or unrecorded artifact
-    previous = reg.alias(name, alias)
-    reg.set_alias(name, alias, version)
-    change = AliasChange(name=name, alias=alias, previous=previous, version=version)
+    if alias == CHAMPION:
+        event, previous = reg.promote(name, version)
+        change = AliasChange(name=name, alias=alias, previous=previous, version=event.to_version,
+                             change_id=event.id)
+    else:
+        reg.version(name, version)
+        reg.load(name, version)  # refuses a tampered or unrecorded artifact
+        previous = reg.alias(name, alias)
+        reg.set_challenger(name, version)
+        change = AliasChange(name=name, alias=alias, previous=previous, version=version)
     if json_:
         print_json(change)
+    elif change.previous == change.version:
+        console.print(f"{name}: v{version} already is {alias}")
     else:
         console.print(f"{name}: {alias} {f'v{previous}' if previous else '(none)'} -> v{version}")
 
@@ -185,13 +204,35 @@ def promote(name: NameArg, version: VersionArg,
 @app.command("rollback")
 @handle_errors
 def rollback(name: NameArg, json_: JsonOpt = False) -> None:
-    """Give the champion alias back to the version that held it before."""
-    frm, to = _registry().rollback(name)
-    change = AliasChange(name=name, alias=CHAMPION, previous=frm, version=to)
+    """Give the champion back to the version that held it before the current one (by
+    compare-and-set; recorded in the champion history). Twice returns to where it was."""
+    event = _registry().rollback(name)
+    change = AliasChange(name=name, alias=CHAMPION, previous=event.from_version, version=event.to_version,
+                         change_id=event.id)
     if json_:
         print_json(change)
     else:
-        console.print(f"{name}: champion v{frm} -> v{to} (rolled back)")
+        console.print(f"{name}: champion v{event.from_version} -> v{event.to_version} (rolled back)")
+
+
+@app.command("history")
+@handle_errors
+def history(name: NameArg, json_: JsonOpt = False) -> None:
+    """Every change of a model's champion, oldest first: who, when, why, from which run."""
+    reg = _registry()
+    if name not in reg.names():
+        raise InputError(f"model {name!r} is not registered; registered models: {reg.names() or 'none'}")
+    reg.champion(name)  # adopts an alias from before the record
+    changes: list[ChampionEvent] = reg.champion_history(name)
+    if json_:
+        print_json(changes)
+        return
+    table = Table("change", "when", "from", "to", "action", "by", "run", "reason")
+    for c in changes:
+        table.add_row(str(c.id), c.created_at.isoformat(timespec="seconds"),
+                      f"v{c.from_version}" if c.from_version else "-", f"v{c.to_version}", c.action,
+                      c.actor, c.run_id or "-", c.reason)
+    console.print(table)
 
 
 @app.command("reproduce")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from mlplatform.artifacts import RejectedSourceFile
 from mlplatform.cli.output import (
     AddressOpt,
     JsonOpt,
@@ -19,7 +20,7 @@ from mlplatform.cli.output import (
     settings_for,
 )
 from mlplatform.errors import InputError
-from mlplatform.metadata.store import MetadataStore
+from mlplatform.metadata.store import MetadataStore, RunDetail
 from mlplatform.services import Services
 
 app = typer.Typer(help="Pipeline runs, their steps and artifacts.", no_args_is_help=True)
@@ -27,6 +28,12 @@ app = typer.Typer(help="Pipeline runs, their steps and artifacts.", no_args_is_h
 
 def _store() -> MetadataStore:
     return services_for().metadata
+
+
+def rejected_files(detail: RunDetail) -> list[RejectedSourceFile]:
+    """The source files this run's ingest set aside, each with its reason."""
+    return [MetadataStore.typed(RejectedSourceFile, e.artifact, f"run {detail.run_id}:")
+            for e in detail.artifacts if e.type == "OUTPUT" and e.artifact.kind == RejectedSourceFile.kind]
 
 
 @app.command("list")
@@ -57,8 +64,11 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id.")], json_: JsonOpt 
     detail = _store().run(run_id)
     if detail is None:
         raise InputError(f"run {run_id!r} not found")
+    rejected = rejected_files(detail)
     if json_:
-        print_json(detail)
+        print_json({**detail.model_dump(mode="json", by_alias=True),
+                    "rejected_files": [{"file": r.uri, "reason": r.reason, "content_hash": r.content_hash,
+                                        "size_bytes": r.size_bytes} for r in rejected]})
         return
     console.print(f"run [bold]{detail.run_id}[/] of {detail.pipeline}: [bold]{detail.status}[/]"
                   f"  {detail.message}", highlight=False)
@@ -75,6 +85,11 @@ def show(run_id: Annotated[str, typer.Argument(help="Run id.")], json_: JsonOpt 
             arts.add_row(str(a.id), ev.step, ev.type.lower(), a.kind, (a.content_hash or "-")[:16],
                          a.uri)
         console.print(arts)
+    if rejected:
+        table = Table("rejected source file", "bytes", "reason", title="set aside, not ingested")
+        for r in rejected:
+            table.add_row(r.uri, str(r.size_bytes if r.size_bytes is not None else "-"), r.reason)
+        console.print(table)
 
 
 @app.command("lineage")

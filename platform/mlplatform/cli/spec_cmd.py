@@ -12,6 +12,7 @@ from rich.table import Table
 
 from mlplatform.cli.output import JsonOpt, console, err_console, handle_errors, print_json
 from mlplatform.errors import InputError
+from mlplatform.redact import redact_url
 from mlplatform.settings import load_settings
 from mlplatform.spec import PipelineSpec
 from mlplatform.spec_loader import SpecError, load_spec, validate_document
@@ -75,9 +76,9 @@ def check(file: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
 @config_app.command("show")
 @handle_errors
 def show(json_: JsonOpt = False) -> None:
-    """The effective settings and where each value came from."""
+    """The effective settings and where each value came from (passwords masked)."""
     s = load_settings()
-    values = {k: str(v) if v is not None else None
+    values = {k: redact_url(str(v)) if v is not None else None
               for k, v in s.model_dump(exclude={"sources"}).items()}
     if json_:
         print_json({"settings": values, "sources": s.sources})

@@ -1,6 +1,6 @@
 """`platformctl train`, `platformctl tune` and `platformctl ui`: training by hand.
 
-`train` runs the same train -> evaluate -> register steps the loop runs, as a Ray Job on
+`train` runs the same train -> evaluate -> register -> promote steps the loop runs, as a Ray Job on
 the pipeline's newest training set. `tune` runs only the search, here against the
 cluster, and shows the trials. Both check the model section (allow-list, parameters,
 search space, labels) before any cluster work starts.
@@ -29,6 +29,7 @@ from mlplatform.artifacts import TrainingSet
 from mlplatform.cli.jobs_cmd import print_outcome, submit_and_watch
 from mlplatform.cli.output import AddressOpt, JsonOpt, console, handle_errors, print_json, settings_for
 from mlplatform.errors import InputError, PlatformError
+from mlplatform.redact import redact_url
 from mlplatform.services import Services
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
@@ -73,19 +74,20 @@ def train(
     art = precheck(settings, parsed)
     if not json_:
         console.print(f"training set {art.uri} ({art.rows} rows)", highlight=False)
-    sub, info = submit_and_watch(settings, spec, steps=["train", "evaluate", "register"], run_id=None,
+    sub, info = submit_and_watch(settings, spec, steps=["train", "evaluate", "register", "promote"],
+                                 run_id=None,
                                  wait=not follow, follow=follow, json_=json_)
     detail = Services(settings).metadata.run(sub.run_id)
     steps = {s.step: s for s in detail.steps} if detail else {}
-    register = steps.get("register")
     if json_:
         print_json({**sub.model_dump(mode="json"), "job": info.model_dump(mode="json") if info else None,
-                    "evaluate": steps["evaluate"].summary if "evaluate" in steps else None,
-                    "register": register.summary if register else None})
+                    **{s: steps[s].summary if s in steps else None
+                       for s in ("evaluate", "register", "promote")}})
     elif info is not None:
         print_outcome(info)
-        if register is not None:
-            console.print(register.summary.get("message", ""), highlight=False)
+        for name in ("register", "promote"):
+            if name in steps and steps[name].summary.get("message"):
+                console.print(steps[name].summary["message"], highlight=False)
     if info is not None and info.status != "SUCCEEDED":
         raise typer.Exit(1)
 
@@ -219,11 +221,11 @@ def ui(
     else:
         _stop(proc)
         raise PlatformError(f"the MLflow UI did not answer on {url} within 90 s; see {log}")
-    info = UiInfo(url=url, pid=proc.pid, tracking_uri=settings.mlflow_tracking_uri)
+    info = UiInfo(url=url, pid=proc.pid, tracking_uri=redact_url(settings.mlflow_tracking_uri))
     if json_:
         print_json(info)
     else:
-        console.print(f"MLflow UI: {url}  (tracking store {settings.mlflow_tracking_uri})", highlight=False)
+        console.print(f"MLflow UI: {url}  (tracking store {info.tracking_uri})", highlight=False)
     if detach:
         if not json_:
             console.print(f"running in the background (process group {proc.pid}); stop it with "

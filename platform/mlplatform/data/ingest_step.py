@@ -5,6 +5,17 @@ copied again or touched is not new, a file rewritten in place is. New files are
 read as one Ray Dataset and written under the storage URI in a content-addressed
 folder (the snapshot's hash names it), so re-ingesting the same content is a no-op
 and every later step reads an immutable copy.
+
+A bad file is set aside, not a wall (`source.on_unreadable: skip`, the default): a new
+file that is empty, has no rows, cannot be read or parsed, or whose column types conflict
+with the other new files (the odd one out, see `split_consistent`) is recorded as a
+`RejectedSourceFile` output of this step with the reason, and alerted once; the other new
+files are ingested and the run goes on. Its content hash is remembered like an ingested
+file's, so later runs skip it (one log line) until its content changes; a fixed or
+replaced file is new content, tried again. When every new file is bad the run ends
+successfully with nothing ingestible. `on_unreadable: stop` fails the step instead, naming
+the file. A file that cannot even be opened (permissions, I/O) has no content hash to
+remember: it is rejected and alerted on every run until it can be read.
 """
 
 from __future__ import annotations
@@ -12,15 +23,167 @@ from __future__ import annotations
 import secrets
 
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 
 from mlplatform import storage
-from mlplatform.artifacts import Snapshot, SourceFile
-from mlplatform.data.ingest import SUFFIXES, check_consistent, check_readable, snapshot_hash
+from mlplatform.artifacts import RejectedSourceFile, Snapshot, SourceFile
+from mlplatform.data.ingest import (
+    SUFFIXES,
+    UnreadableFile,
+    check_ingestible,
+    check_parses,
+    snapshot_hash,
+    split_consistent,
+)
 from mlplatform.errors import InputError
 from mlplatform.pipeline import StepContext, StepResult, step
 
 
-@step("ingest", produces=(Snapshot,))
+class _ReadFailed(Exception):
+    """Reading the batch on Ray failed; which file (if any) is to blame is not known yet."""
+
+
+class _Rejections:
+    """The files this run sets aside, by the spec's policy: under `stop` the first one fails
+    the step, naming it."""
+
+    def __init__(self, ctx: StepContext):
+        self.ctx = ctx
+        self.files: list[RejectedSourceFile] = []
+
+    def add(self, info: pafs.FileInfo, content_hash: str | None, reason: str) -> None:
+        if self.ctx.spec.source.on_unreadable == "stop":
+            raise InputError(f"batch file {info.path}: {reason} (source.on_unreadable: stop; `skip` "
+                             "would set the file aside and ingest the others)")
+        self.ctx.log(f"set aside {info.path}: {reason}")
+        self.files.append(RejectedSourceFile(uri=info.path, content_hash=content_hash,
+                                             size_bytes=info.size, reason=reason))
+
+    def alert(self) -> None:
+        """One alert per file set aside: a person has to fix or replace it."""
+        for r in self.files:
+            again = ("it is tried again on every run until it can be read" if r.content_hash is None
+                     else "it is not tried again until its content changes")
+            self.ctx.metadata.add_alert(
+                self.ctx.spec.name, "critical", "rejected_source_file",
+                f"source file {r.uri} set aside, not ingested: {r.reason}; {again} (fix or replace it)",
+                run_id=self.ctx.run_id, step="ingest",
+                details={"file": r.uri, "content_hash": r.content_hash, "size_bytes": r.size_bytes,
+                         "reason": r.reason})
+
+
+def _set_aside_before(ctx: StepContext) -> dict[str, RejectedSourceFile]:
+    """Content hashes this pipeline's completed ingests rejected: not tried again."""
+    found: dict[str, RejectedSourceFile] = {}
+    for _, _, art in ctx.metadata.outputs_of(RejectedSourceFile, pipeline=ctx.spec.name, step="ingest"):
+        if art.content_hash:
+            found.setdefault(art.content_hash, art)
+    return found
+
+
+def _hash_all(fs: pafs.FileSystem, files: list[pafs.FileInfo],
+              rejections: _Rejections) -> dict[str, str]:
+    hashes = {}
+    for f in files:
+        try:
+            hashes[f.path] = storage.sha256_file(fs, f.path)
+        except OSError as exc:
+            rejections.add(f, None, f"cannot be opened: {exc}")
+    return hashes
+
+
+def _nothing_new(ctx: StepContext, files: list[pafs.FileInfo], skipped: int) -> StepResult:
+    src = ctx.spec.source
+    if not files:
+        msg = f"no .{src.format} files under {src.path}"
+    else:
+        before = f"ingested before, or {skipped} set aside" if skipped else "ingested before"
+        msg = f"nothing new to ingest: {len(files)} file(s) under {src.path}, all {before}"
+    ctx.log(msg)
+    return StepResult(message=msg, stop_run=True,
+                      summary={"files_found": len(files), "files_new": 0, "files_set_aside_before": skipped})
+
+
+def _write_snapshot(ctx: StepContext, fs: pafs.FileSystem, paths: list[str], snap_path: str,
+                    out_fs: pafs.FileSystem) -> bool:
+    """Read the files as one Ray Dataset and publish it at `snap_path`; False when they hold no
+    rows. Raises _ReadFailed when Ray cannot read them."""
+    ctx.services.connect_ray()
+    import ray
+
+    # Our own log lines report progress; Ray Data's would repeat every 10 s in job logs.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    if ctx.spec.source.format == "parquet":
+        ds = ray.data.read_parquet(paths, filesystem=fs)
+    else:
+        ds = ray.data.read_csv(paths, filesystem=fs)
+    tmp = f"{snap_path}.tmp-{secrets.token_hex(4)}"
+    try:
+        ds.write_parquet(tmp, filesystem=out_fs)
+    except Exception as exc:  # Ray wraps the reader's error: find the file to blame, or name the batch
+        if storage.exists(out_fs, tmp):
+            out_fs.delete_dir(tmp)
+        raise _ReadFailed(str(exc)) from None
+    if not storage.exists(out_fs, tmp):
+        return False
+    # Publish atomically: a crash leaves only a .tmp folder, never a half snapshot.
+    out_fs.move(tmp, snap_path)
+    return True
+
+
+def _snapshot(ctx: StepContext, fs: pafs.FileSystem, good: list[pafs.FileInfo], hashes: dict[str, str],
+              columns: list[str]) -> Snapshot | None:
+    """The snapshot of `good` (written now, or found: same content); None when they hold no rows."""
+    snap = snapshot_hash([hashes[f.path] for f in good])
+    out_fs, out_root = storage.resolve(ctx.settings.storage_uri)
+    snap_path = f"{out_root.rstrip('/')}/snapshots/{ctx.spec.name}/{snap[:16]}"
+    paths = [f.path for f in good]
+    if storage.exists(out_fs, snap_path):
+        ctx.log(f"snapshot {snap[:16]} already stored (same content): reusing it")
+    elif not _write_snapshot(ctx, fs, paths, snap_path, out_fs):
+        return None
+    rows = pads.dataset(snap_path, format="parquet", filesystem=out_fs).count_rows()
+    snap_uri = snap_path if "://" not in ctx.settings.storage_uri else storage.join(
+        ctx.settings.storage_uri, "snapshots", ctx.spec.name, snap[:16])
+    ctx.log(f"snapshot {snap[:16]}: {rows} rows, {len(columns)} columns -> {snap_uri}")
+    return Snapshot(uri=snap_uri, content_hash=snap, rows=rows, columns=columns, files=paths,
+                    format="parquet")
+
+
+def _ingest_good(ctx: StepContext, fs: pafs.FileSystem, good: list[pafs.FileInfo], hashes: dict[str, str],
+                 columns: dict[str, list[str]], rejections: _Rejections) -> tuple[Snapshot | None,
+                                                                                  list[pafs.FileInfo]]:
+    """Snapshot the good files; when Ray cannot read them, read each in full to find the bad
+    ones (a corrupt page past a good footer, a bad CSV line past the first block), set them
+    aside and try the rest. Returns the snapshot (None: nothing left with rows) and the files
+    in it."""
+    fmt = ctx.spec.source.format
+    while good:
+        cols = sorted({c for f in good for c in columns[f.path]})
+        try:
+            snap = _snapshot(ctx, fs, good, hashes, cols)
+        except _ReadFailed as exc:
+            blamed = []
+            for f in good:
+                try:
+                    check_parses(fs, f.path, fmt)
+                except UnreadableFile as bad:
+                    rejections.add(f, hashes[f.path], bad.reason)
+                    blamed.append(f.path)
+            if not blamed:
+                raise InputError(f"batch files {', '.join(f.path for f in good)}: ingest failed: "
+                                 f"{exc}") from None
+            good = [f for f in good if f.path not in blamed]
+            continue
+        if snap is None:  # CSV files with a header and no rows (Parquet ones are caught earlier)
+            for f in good:
+                rejections.add(f, hashes[f.path], "no rows")
+            return None, []
+        return snap, good
+    return None, []
+
+
+@step("ingest", produces=(Snapshot, RejectedSourceFile))
 def ingest(ctx: StepContext) -> StepResult:
     src = ctx.spec.source
     fs, root = storage.resolve(src.path)
@@ -28,53 +191,45 @@ def ingest(ctx: StepContext) -> StepResult:
         files = storage.list_files(fs, root, SUFFIXES[src.format])
     except FileNotFoundError:
         raise InputError(f"source.path {src.path!r}: no such file or folder") from None
+    rejections = _Rejections(ctx)
     seen = ctx.metadata.consumed_hashes(ctx.spec.name, "ingest", SourceFile.kind)
-    hashes = {f.path: storage.sha256_file(fs, f.path) for f in files}
-    new = [f for f in files if hashes[f.path] not in seen]
-    if not new:
-        msg = (f"nothing new to ingest: {len(files)} file(s) under {src.path}, "
-               f"all ingested before" if files else f"no .{src.format} files under {src.path}")
-        ctx.log(msg)
-        return StepResult(message=msg, stop_run=True,
-                          summary={"files_found": len(files), "files_new": 0})
+    aside = _set_aside_before(ctx)
+    hashes = _hash_all(fs, files, rejections)
+    skipped = [f.path for f in files if hashes.get(f.path) in aside]
+    if skipped:
+        ctx.log(f"{len(skipped)} file(s) set aside by an earlier run, not tried again until their content "
+                f"changes: {', '.join(skipped)}")
+    known = seen | aside.keys()
+    new = [f for f in files if f.path in hashes and hashes[f.path] not in known]
+    if not new and not rejections.files:
+        return _nothing_new(ctx, files, len(skipped))
 
     ctx.log(f"{len(new)} new file(s) of {len(files)} under {src.path}")
-    schemas = {f.path: check_readable(fs, f.path, src.format) for f in new}
-    check_consistent(schemas)
-    snap = snapshot_hash([hashes[f.path] for f in new])
-    out_fs, out_root = storage.resolve(ctx.settings.storage_uri)
-    snap_path = f"{out_root.rstrip('/')}/snapshots/{ctx.spec.name}/{snap[:16]}"
-    if storage.exists(out_fs, snap_path):
-        ctx.log(f"snapshot {snap[:16]} already stored (same content): reusing it")
-    else:
-        ctx.services.connect_ray()
-        import ray
-
-        # Our own log lines report progress; Ray Data's would repeat every 10 s in job logs.
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        paths = [f.path for f in new]
-        if src.format == "parquet":
-            ds = ray.data.read_parquet(paths, filesystem=fs)
-        else:
-            ds = ray.data.read_csv(paths, filesystem=fs)
-        tmp = f"{snap_path}.tmp-{secrets.token_hex(4)}"
+    schemas = {}
+    for f in new:
         try:
-            ds.write_parquet(tmp, filesystem=out_fs)
-        except Exception as exc:  # Ray wraps the reader's error; name the batch
-            raise InputError(f"batch files {', '.join(paths)}: ingest failed: {exc}") from None
-        if not storage.exists(out_fs, tmp):
-            raise InputError(f"batch files {', '.join(paths)}: no rows to ingest")
-        # Publish atomically: a crash leaves only a .tmp folder, never a half snapshot.
-        out_fs.move(tmp, snap_path)
-    rows = pads.dataset(snap_path, format="parquet", filesystem=out_fs).count_rows()
-    columns = sorted({name for s in schemas.values() for name in s.names})
-    snap_uri = snap_path if "://" not in ctx.settings.storage_uri else storage.join(
-        ctx.settings.storage_uri, "snapshots", ctx.spec.name, snap[:16])
-    ctx.log(f"snapshot {snap[:16]}: {rows} rows, {len(columns)} columns -> {snap_uri}")
+            schemas[f.path] = check_ingestible(fs, f, src.format)
+        except UnreadableFile as exc:
+            rejections.add(f, hashes[f.path], exc.reason)
+    kept, conflicts = split_consistent(schemas)
+    for f in new:
+        if f.path in conflicts:
+            rejections.add(f, hashes[f.path], conflicts[f.path])
+    good = [f for f in new if f.path in kept]
+    snap, good = _ingest_good(ctx, fs, good, hashes, {p: s.names for p, s in schemas.items()}, rejections)
+    rejections.alert()
+    rejected = [{"file": r.uri, "reason": r.reason} for r in rejections.files]
+    summary = {"files_found": len(files), "files_new": len(new), "files_ingested": len(good),
+               "files_rejected": len(rejected), "rejected": rejected, "files_set_aside_before": len(skipped)}
+    aside_note = (f"set aside {len(rejected)} file(s): "
+                  + "; ".join(f"{r['file']} ({r['reason']})" for r in rejected)) if rejected else ""
+    if snap is None:
+        msg = f"nothing ingestible under {src.path}: {aside_note}"
+        ctx.log(msg)
+        return StepResult(outputs=list(rejections.files), summary=summary, message=msg, stop_run=True)
     return StepResult(
-        inputs=[SourceFile(uri=f.path, content_hash=hashes[f.path], size_bytes=f.size) for f in new],
-        outputs=[Snapshot(uri=snap_uri, content_hash=snap, rows=rows, columns=columns,
-                          files=[f.path for f in new], format="parquet")],
-        summary={"files_found": len(files), "files_new": len(new), "rows": rows},
-        message=f"ingested {len(new)} file(s), {rows} rows",
+        inputs=[SourceFile(uri=f.path, content_hash=hashes[f.path], size_bytes=f.size) for f in good],
+        outputs=[snap, *rejections.files],
+        summary={**summary, "rows": snap.rows},
+        message=f"ingested {len(good)} file(s), {snap.rows} rows{'; ' + aside_note if aside_note else ''}",
     )

@@ -3,7 +3,14 @@
 A schema is inferred from a reference batch once, written as commented YAML, and then
 reviewed by a person: inference proposes, a human decides. Ranges come from the
 0.1% / 99.9% quantiles widened by a margin, so that a fresh batch of the same
-distribution passes while a unit change (x100) or a sign flip does not.
+distribution stays inside while a unit change (x100) or a sign flip does not.
+
+What inference reads off the data's values (numeric ranges, small string domains) is
+marked `soft`: one day's values say what was seen, not what is valid, and a pipeline
+whose inferred range quarantined every larger item after a covariate shift could never
+adapt (TFDV does not infer numeric ranges for this reason). Values outside a soft
+constraint are counted and reported as a shift; types, required columns, nullability and
+anything a person wrote stay hard.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from mlplatform.spec import ColumnSchema, ColumnType, SchemaSpec
 
 MAX_DOMAIN = 50  # more distinct strings than this is free text / an id, not a category
 RANGE_MARGIN = 0.25  # of the p0.1..p99.9 span, on each side
+SOFTENABLE = ("min", "max", "domain")  # the constraints inference reads off the values
+SOFT_COMMENT = "soft: reported as a shift, not enforced; delete to enforce"
 
 
 def arrow_kind(t: pa.DataType) -> ColumnType:
@@ -54,10 +63,6 @@ def is_numeric(column: ColumnSchema) -> bool:
     return column.type in ("int", "float")
 
 
-def is_categorical(column: ColumnSchema) -> bool:
-    return column.type in ("category", "bool")
-
-
 def _round(value: float, is_int: bool) -> float:
     if is_int:
         return float(math.floor(value)) if value < 0 else float(math.ceil(value))
@@ -87,12 +92,14 @@ def infer_schema(table: pa.Table, *, entity: str | None = None, timestamp: str |
                 fields["type"] = kind
                 values = pc.unique(col.drop_null()).to_pylist()
                 fields["domain"] = sorted(str(v) for v in values)
+                fields["soft"] = ["domain"]
                 note += f", {distinct} categories"
             else:
                 note += f", {distinct} distinct values"
         elif kind == "category":
             fields["domain"] = sorted(str(v) for v in pc.unique(col.drop_null().cast(pa.string()))
                                       .to_pylist())
+            fields["soft"] = ["domain"]
         elif kind in ("int", "float") and n - nulls > 0:
             values = col.drop_null().cast(pa.float64(), safe=False)
             lo, hi = pc.quantile(values, q=[0.001, 0.999]).to_pylist()
@@ -102,6 +109,7 @@ def infer_schema(table: pa.Table, *, entity: str | None = None, timestamp: str |
             if vmin >= 0 and low < 0:
                 low = 0.0  # a non-negative quantity stays non-negative
             fields["min"], fields["max"] = _round(low, kind == "int"), _round(high, kind == "int")
+            fields["soft"] = ["min", "max"]
             note += f", observed {vmin:g}..{vmax:g} (p0.1 {lo:g}, p99.9 {hi:g})"
         if name == label:
             fields["serving"] = False
@@ -115,14 +123,28 @@ def infer_schema(table: pa.Table, *, entity: str | None = None, timestamp: str |
     return SchemaSpec(columns=columns, strict=True, min_rows=1), notes
 
 
+def soften(schema: SchemaSpec) -> SchemaSpec:
+    """The schema with every range and domain soft, as inference writes them.
+
+    For schemas the platform inferred and recorded before `soft` existed: nobody wrote
+    those bounds, so they must not stop a run either."""
+    columns = [c.model_copy(update={"soft": [k for k in SOFTENABLE if getattr(c, k) is not None]})
+               for c in schema.columns]
+    return schema.model_copy(update={"columns": columns})
+
+
 def schema_yaml(schema: SchemaSpec, notes: dict[str, str] | None = None, source: str = "") -> str:
     """A commented YAML rendering meant to be read and edited by a person."""
     notes = notes or {}
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"# Schema inferred by mlplatform on {stamp}{' from ' + source if source else ''}.",
-        "# Review it: ranges are the p0.1..p99.9 quantiles widened by 25%, domains are the",
-        "# categories seen, max_null_fraction is twice the observed null share plus 1%.",
+        "# Review it. Enforced (a batch that breaks them stops the run): types, required columns,",
+        "# strict, max_null_fraction (twice the observed null share plus 1%).",
+        "# Soft (values outside are counted and reported as a shift, never quarantined): what was",
+        "# read off the values, listed in each column's `soft`: ranges (the p0.1..p99.9 quantiles",
+        "# widened by 25%) and small string domains (the categories seen). To enforce one, delete",
+        "# it from `soft` (or the whole `soft` line).",
         f"strict: {str(schema.strict).lower()}   # an extra column is a schema break",
         f"min_rows: {schema.min_rows if schema.min_rows is not None else 'null'}",
         f"max_rows: {schema.max_rows if schema.max_rows is not None else 'null'}",
@@ -134,7 +156,8 @@ def schema_yaml(schema: SchemaSpec, notes: dict[str, str] | None = None, source:
         data = col.model_dump(exclude_defaults=True)
         data.setdefault("type", col.type)
         body = yaml.safe_dump(data, default_flow_style=None, sort_keys=False, width=100).rstrip()
-        first, *rest = body.splitlines()
+        first, *rest = (f"{line}   # {SOFT_COMMENT}" if line.startswith("soft:") else line
+                        for line in body.splitlines())
         lines.append(f"  - {first}")
         lines.extend(f"    {line}" for line in rest)
     return "\n".join(lines) + "\n"

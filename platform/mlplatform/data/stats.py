@@ -7,6 +7,12 @@ nulls, mean, std, min, max, category frequencies and histograms over fixed bins 
 exact; quantiles and the numeric drift tests use the uniform sample (all values when
 the batch is smaller than the sample size), which keeps the driver's memory bounded
 by the sample size, not by the data size.
+
+A batch's histogram uses its reference's bins, and where its values lie beyond them it
+adds tail bins of the same width (doubled until at most MAX_TAIL_BINS cover the
+farthest value), so a batch of larger items is drawn where its values are, not as a
+spike in the reference's last bin. Drift is computed from the samples and category
+counts, never from these histograms.
 """
 
 from __future__ import annotations
@@ -26,12 +32,16 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HIST_BINS = 20
 TOP_K = 20
 MAX_CATEGORIES = 1000  # a "category" with more distinct values than this is tracked as top values only
+MAX_TAIL_BINS = 100  # bins beyond each end of the reference's edges, at most
+MAX_GRID_BINS = 3 * HIST_BINS  # a reference with more bins (tails included) is re-binned for the next batch
 
 
 class Histogram(BaseModel):
     edges: list[float]
     counts: list[int]
     exact: bool  # False when binned from the sample (no reference fixed the bins)
+    underflow_bins: int = 0  # leading bins below the reference's first edge
+    overflow_bins: int = 0  # trailing bins above the reference's last edge
 
 
 class NumericStats(BaseModel):
@@ -79,8 +89,17 @@ class DatasetStats(BaseModel):
         return {n: c.categorical.counts for n, c in self.columns.items() if c.categorical}
 
     def hist_edges(self) -> dict[str, np.ndarray]:
-        return {n: np.asarray(c.numeric.histogram.edges) for n, c in self.columns.items()
-                if c.numeric and c.numeric.histogram}
+        """The bins a batch compared with this one uses: these, tails included, so that
+        consecutive histograms line up; re-binned evenly over the same span once tails
+        have made them too many."""
+        out = {}
+        for name, c in self.columns.items():
+            if c.numeric and c.numeric.histogram:
+                edges = np.asarray(c.numeric.histogram.edges)
+                if len(edges) - 1 > MAX_GRID_BINS:
+                    edges = np.linspace(edges[0], edges[-1], HIST_BINS + 1)
+                out[name] = edges
+        return out
 
     def save(self, fs: pafs.FileSystem, folder: str) -> None:
         fs.create_dir(folder, recursive=True)
@@ -117,6 +136,8 @@ class ColumnPartial:
     max: Any = None
     hist: np.ndarray | None = None
     edges: np.ndarray | None = None
+    under: Tail | None = None  # values below edges[0]
+    over: Tail | None = None  # values above edges[-1]
     cats: Counter | None = None
     sample: list[np.ndarray] = field(default_factory=list)
 
@@ -134,9 +155,76 @@ class ColumnPartial:
         if other.hist is not None:
             self.hist = other.hist.copy() if self.hist is None else self.hist + other.hist
             self.edges = other.edges
+        self.under = Tail.merged(self.under, other.under)
+        self.over = Tail.merged(self.over, other.over)
         if other.cats is not None:
             self.cats = Counter(other.cats) if self.cats is None else self.cats + other.cats
         self.sample.extend(other.sample)
+
+
+@dataclass
+class Tail:
+    """Counts of values beyond one end of fixed edges, by distance from that end.
+
+    Bin i holds distances in [i, i + 1) * width * 2**level. A block doubles the width
+    until its farthest value is within MAX_TAIL_BINS bins, and a merge coarsens to the
+    larger level, so a partial stays small whatever the values are."""
+
+    width: float
+    level: int = 0
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    @classmethod
+    def of(cls, distance: np.ndarray, width: float) -> Tail | None:
+        if not distance.size:
+            return None
+        idx = np.minimum(distance / width, 2.0**62).astype(np.int64)  # inf stays a finite bin
+        level = 0
+        while int(idx.max()) >> level >= MAX_TAIL_BINS:
+            level += 1
+        return cls(width, level, np.bincount(idx >> level))
+
+    def at(self, level: int) -> np.ndarray:
+        """Counts coarsened to `level` (>= this tail's)."""
+        if level == self.level:
+            return self.counts
+        groups = np.arange(len(self.counts)) >> (level - self.level)
+        return np.bincount(groups, weights=self.counts).astype(np.int64)
+
+    @staticmethod
+    def merged(a: Tail | None, b: Tail | None) -> Tail | None:
+        if a is None or b is None:
+            return a if b is None else Tail(b.width, b.level, b.counts.copy())
+        level = max(a.level, b.level)
+        x, y = a.at(level), b.at(level)
+        counts = np.zeros(max(len(x), len(y)), np.int64)
+        counts[: len(x)] += x
+        counts[: len(y)] += y
+        return Tail(a.width, level, counts)
+
+    def distances(self) -> np.ndarray:
+        """The bin edges, as distances from the end they extend (len(counts) + 1 of them)."""
+        return np.arange(len(self.counts) + 1) * self.width * 2.0**self.level
+
+
+def _outer_widths(edges: np.ndarray) -> tuple[float, float]:
+    """Widths for tail bins: those of the first and last bin (edges stay evenly spaced)."""
+    fallback = float(edges[-1] - edges[0]) or 1.0
+    first, last = float(edges[1] - edges[0]), float(edges[-1] - edges[-2])
+    return (first if first > 0 else fallback), (last if last > 0 else fallback)
+
+
+def extend_edges(edges: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, int, int]:
+    """`edges` with tail bins, as a batch's histogram adds them, out to cover [lo, hi]; also
+    how many bins were added below and above (to draw two histograms on one grid)."""
+    low_width, high_width = _outer_widths(edges)
+    below = Tail.of(np.array([edges[0] - lo]), low_width) if lo < edges[0] else None
+    above = Tail.of(np.array([hi - edges[-1]]), high_width) if hi > edges[-1] else None
+    if below is not None:
+        edges = np.concatenate([edges[0] - below.distances()[:0:-1], edges])
+    if above is not None:
+        edges = np.concatenate([edges, edges[-1] + above.distances()[1:]])
+    return edges, len(below.counts) if below else 0, len(above.counts) if above else 0
 
 
 def bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -167,10 +255,39 @@ def numeric_partial(values: np.ndarray, type_: str, nulls: int, edges: np.ndarra
         part.m2 = float(np.einsum("i,i->", centered, centered))  # a dot product, without a temp
         part.min, part.max = float(values.min()), float(values.max())
         if edges is not None:
-            part.hist = np.bincount(bin_index(values, edges), minlength=len(edges) - 1)
-            part.edges = edges
+            _bin(part, values, edges)
         part.sample = [values if sample_mask is None else values[sample_mask]]
     return part
+
+
+def _bin(part: ColumnPartial, values: np.ndarray, edges: np.ndarray) -> None:
+    """Fixed-bin counts of one block: inside the edges, and in tails beyond them."""
+    part.edges = edges
+    lo, hi = float(edges[0]), float(edges[-1])
+    inside = values
+    if part.min < lo or part.max > hi:
+        below, above = values < lo, values > hi
+        inside = values[~(below | above)]
+        low_width, high_width = _outer_widths(edges)
+        part.under = Tail.of(lo - values[below], low_width)
+        part.over = Tail.of(values[above] - hi, high_width)
+    part.hist = np.bincount(bin_index(inside, edges), minlength=len(edges) - 1)
+
+
+def _fixed_histogram(p: ColumnPartial) -> Histogram:
+    """The merged fixed-bin counts, tails outside the reference's edges included."""
+    edges, counts = np.asarray(p.edges, dtype=float), np.asarray(p.hist, dtype=np.int64)
+    under = over = 0
+    if p.under is not None:
+        under = len(p.under.counts)
+        edges = np.concatenate([edges[0] - p.under.distances()[:0:-1], edges])
+        counts = np.concatenate([p.under.counts[::-1], counts])
+    if p.over is not None:
+        over = len(p.over.counts)
+        edges = np.concatenate([edges, edges[-1] + p.over.distances()[1:]])
+        counts = np.concatenate([counts, p.over.counts])
+    return Histogram(edges=list(map(float, edges)), counts=[int(c) for c in counts], exact=True,
+                     underflow_bins=under, overflow_bins=over)
 
 
 def finalize(partials: dict[str, ColumnPartial], rows: int, sample_size: int) -> DatasetStats:
@@ -183,8 +300,7 @@ def finalize(partials: dict[str, ColumnPartial], rows: int, sample_size: int) ->
             samples[name] = sample
             hist = None
             if p.hist is not None and p.edges is not None:
-                hist = Histogram(edges=list(map(float, p.edges)), counts=[int(c) for c in p.hist],
-                                 exact=True)
+                hist = _fixed_histogram(p)
             elif sample.size and p.min is not None:
                 edges = np.linspace(p.min, p.max if p.max > p.min else p.min + 1, HIST_BINS + 1)
                 counts, _ = np.histogram(sample, bins=edges)

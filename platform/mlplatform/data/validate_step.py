@@ -4,12 +4,14 @@ A schema break or too many invalid rows stops the run here: the step fails with 
 message naming the columns and checks, an alert is recorded, the batch stays in
 quarantine, and nothing downstream (so nothing that could replace the production
 model) runs. Drift never stops a run: it is recorded, alerted, and marked as a
-retraining trigger.
+retraining trigger. Neither does a shift (values outside a soft, inferred range or
+domain): it is reported and alerted with drift, and triggers retraining like drift.
 
-The drift reference is the statistics of the last batch that passed validation
-(`reference: previous_batch`); `reference: training` will mean the champion model's
-training data once models are registered, and falls back to the previous batch until
-then.
+The drift reference (`validation.drift.reference`) is, by default (`training`), the
+statistics of the champion model's training data (mlplatform.data.reference), so a drift
+that lasts is reported on every batch until a model trained on the new data is champion;
+without a champion with recorded training statistics, and with `previous_batch`, it is
+the last batch that passed validation. The label in the summary and report says which.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import hashlib
 
 import pyarrow.fs as pafs
-import yaml
 
 from mlplatform import storage
 from mlplatform.artifacts import (
@@ -29,57 +30,24 @@ from mlplatform.artifacts import (
     ValidatedBatch,
     ValidationReport,
 )
-from mlplatform.data.report import write_reports
+from mlplatform.data.reference import (
+    champion_training_reference,
+    champion_version,
+    latest_stats,
+    recorded_schema,
+)
+from mlplatform.data.report import shift_line, write_reports
 from mlplatform.data.schema import infer_schema, schema_yaml
 from mlplatform.data.stats import DatasetStats
-from mlplatform.data.validation import ValidationResult, validate_parquet
+from mlplatform.data.validation import validate_parquet
+from mlplatform.data.verdict import drift_alert, shift_summary, verdict
 from mlplatform.errors import InputError
-from mlplatform.metadata.store import MetadataStore
 from mlplatform.pipeline import StepContext, StepResult, step
-from mlplatform.spec import PipelineSpec, SchemaSpec
-
-
-def verdict(result: ValidationResult, spec: PipelineSpec) -> list[str]:
-    """Why the batch must not go on (empty: it may)."""
-    policy = spec.validation
-    reasons = []
-    breaks = result.schema_breaks
-    if breaks and policy.on_schema_break == "stop":
-        reasons.append("schema break: " + "; ".join(
-            f"{f.column}: {f.check} ({f.message})" for f in breaks))
-    for f in result.failures:
-        if f.level == "dataset":
-            reasons.append(f"{f.column or 'dataset'}: {f.check}: {f.message}")
-    if result.invalid_fraction > policy.max_invalid_fraction:
-        worst = sorted((f for f in result.failures if f.level == "row"), key=lambda f: -f.failing)
-        detail = ", ".join(f"{f.column} {f.check} ({f.failing})" for f in worst[:5])
-        reasons.append(f"{result.invalid_fraction:.1%} of rows invalid, above "
-                       f"{policy.max_invalid_fraction:.1%} (validation.max_invalid_fraction): {detail}")
-    return reasons
+from mlplatform.spec import SchemaSpec
 
 
 def _uri(settings_uri: str, *parts: str) -> str:
     return storage.join(settings_uri, *parts)
-
-
-def recorded_schema(store: MetadataStore, pipeline: str) -> SchemaSpec | None:
-    """The schema this pipeline inferred and recorded on an earlier run, if any."""
-    art = store.latest(InferredSchema, pipeline, step="validate")
-    if art is None:
-        return None
-    fs, path = storage.resolve(art.uri)
-    with fs.open_input_stream(path) as src:
-        return SchemaSpec.model_validate(yaml.safe_load(src.read()))
-
-
-def latest_stats(store: MetadataStore, pipeline: str,
-                 exclude_run: str | None = None) -> tuple[DatasetStats, Statistics] | None:
-    """Statistics of the last batch of the pipeline that passed validation."""
-    art = store.latest(Statistics, pipeline, step="validate", exclude_run=exclude_run)
-    if art is None:
-        return None
-    fs, path = storage.resolve(art.uri)
-    return DatasetStats.load(fs, path), art
 
 
 def resolve_schema(ctx: StepContext,
@@ -107,11 +75,20 @@ def resolve_schema(ctx: StepContext,
 
 
 def load_reference(ctx: StepContext) -> tuple[DatasetStats | None, str]:
+    """The statistics to measure drift against, and a label saying what they are (and, when
+    `training` falls back to the previous batch, why)."""
+    why_not = ""
+    if ctx.spec.validation.drift.reference == "training":
+        training = champion_training_reference(ctx.metadata, ctx.spec.name,
+                                               lambda name: champion_version(ctx.services, name))
+        if training.stats is not None:
+            return training.stats, training.label
+        why_not = f"; reference training: {training.label}"
     found = latest_stats(ctx.metadata, ctx.spec.name, exclude_run=ctx.run_id)
     if found is None:
-        return None, "none (first validated batch)"
+        return None, f"none (first validated batch{why_not})"
     stats, art = found
-    return stats, f"previous batch ({art.snapshot})"
+    return stats, f"previous batch ({art.snapshot}{why_not})"
 
 
 @step("validate", consumes=(Snapshot,),
@@ -175,22 +152,24 @@ def validate(ctx: StepContext) -> StepResult:
                "drift_reference": ref_label,
                "drifted_features": drift.drifted_features if drift else [],
                "dataset_drift": bool(drift and drift.dataset_drift),
-               "retrain_trigger": bool(drift and drift.n_drifted and
+               "shifted_columns": result.shifted_columns, "shift": shift_summary(result),
+               "retrain_trigger": bool(((drift and drift.n_drifted) or result.shifted_columns) and
                                        ctx.spec.validation.drift.trigger_retraining),
                "report": f"{report_uri}/validation.html"}
-    if drift and drift.n_drifted:
-        ctx.metadata.add_alert(ctx.spec.name, "critical" if drift.dataset_drift else "warning", "drift",
-                            f"drift on {', '.join(drift.drifted_features)} against {ref_label}",
-                            run_id=ctx.run_id, step="validate",
-                            details={"dataset_drift": drift.dataset_drift,
-                                     "drifted_share": drift.drifted_share})
-        ctx.log(f"drift on {drift.n_drifted}/{drift.n_features} feature(s): "
-                f"{', '.join(drift.drifted_features)}")
+    alert = drift_alert(result, ref_label)
+    if alert is not None:
+        ctx.metadata.add_alert(ctx.spec.name, alert[0], "drift", alert[1], run_id=ctx.run_id, step="validate",
+                            details={"dataset_drift": bool(drift and drift.dataset_drift),
+                                     "drifted_share": drift.drifted_share if drift else 0.0,
+                                     "shift": summary["shift"]})
+        ctx.log(alert[1])
     reasons = verdict(result, ctx.spec)
     if reasons:
         message = (f"batch {snap_id} rejected (the batch stays in its snapshot {snap.uri}; "
                    f"{result.rows_quarantined} failing row(s) under {quarantine_uri}): "
                    + " | ".join(reasons))
+        if result.shifted_columns:
+            message += f" (also, not a reason to stop: {shift_line(result)})"
         kind = "schema_break" if result.schema_breaks else "invalid_data"
         ctx.metadata.add_alert(ctx.spec.name, "critical", kind, message, run_id=ctx.run_id, step="validate",
                             details={"failures": [f.model_dump(mode="json") for f in result.failures]})

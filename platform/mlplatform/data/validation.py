@@ -12,6 +12,12 @@ Check levels:
   row-count bounds: they hold or fail for the batch as a whole;
 - row: numeric range, categorical domain (when no unseen share is allowed), regex;
   failing rows are quarantined.
+
+A range or domain the schema marks `soft` (inference marks what it read off the data)
+is reported, not enforced: values outside it are counted per column and reported as a
+shift (`ValidationResult.shifts`), the rows stay valid, and a shift is
+never a reason to stop. A day of larger items is a covariate shift for drift and
+retraining to handle, not a batch of broken rows.
 """
 
 from __future__ import annotations
@@ -33,11 +39,15 @@ from pydantic import BaseModel
 from mlplatform import storage
 from mlplatform.data.drift import DriftReport, detect_drift
 from mlplatform.data.schema import arrow_kind, type_matches
-from mlplatform.data.stats import ColumnPartial, DatasetStats, finalize, numeric_partial
+from mlplatform.data.stats import ColumnPartial, ColumnStats, DatasetStats, finalize, numeric_partial
 from mlplatform.spec import ColumnSchema, DriftSpec, SchemaSpec
 
 MAX_SAMPLES = 5
 REASON = "_reason"
+# A column shifts when at least this share of rows lies outside a soft constraint. Inferred
+# ranges hold the p0.1..p99.9 span plus a margin, so the same distribution puts far fewer
+# rows outside; a smaller count is still reported, just not called a shift.
+SHIFT_FRACTION = 0.01
 
 
 class CheckFailure(BaseModel):
@@ -51,6 +61,22 @@ class CheckFailure(BaseModel):
     message: str
 
 
+class Shift(BaseModel):
+    """Values outside a soft constraint of one column: reported, never quarantined."""
+
+    column: str
+    constraint: Literal["range", "domain"]
+    expected: str  # the soft bounds or domain, as the schema has them
+    outside: int  # values outside it
+    fraction: float  # of all rows
+    seen_min: float | None = None  # the column's extremes in this batch (numeric)
+    seen_max: float | None = None
+    samples: list[Any] = []  # values outside (domain: the most frequent new ones)
+    row_ids: list[Any] = []
+    shifted: bool  # fraction >= SHIFT_FRACTION: a shift, not stray values
+    message: str
+
+
 class ValidationResult(BaseModel):
     rows_in: int
     rows_valid: int
@@ -58,6 +84,7 @@ class ValidationResult(BaseModel):
     failures: list[CheckFailure]
     stats: DatasetStats
     drift: DriftReport | None = None
+    shifts: list[Shift] = []
 
     @property
     def invalid_fraction(self) -> float:
@@ -66,6 +93,11 @@ class ValidationResult(BaseModel):
     @property
     def schema_breaks(self) -> list[CheckFailure]:
         return [f for f in self.failures if f.level == "schema"]
+
+    @property
+    def shifted_columns(self) -> list[str]:
+        """Columns with many values outside a soft constraint, in schema order."""
+        return list(dict.fromkeys(s.column for s in self.shifts if s.shifted))
 
 
 # --- per-block work (runs in Ray tasks) ------------------------------------------------------
@@ -125,6 +157,35 @@ def _row_check(part: BlockPartial, tbl: pa.Table, plan: CheckPlan, col: ColumnSc
     checks.append((mask, f"{col.name}: {check}"))
 
 
+def _soft_check(part: BlockPartial, tbl: pa.Table, plan: CheckPlan, col: ColumnSchema, constraint: str,
+                mask: np.ndarray, values: Any) -> None:
+    """Count values outside a soft constraint (level "shift"); the rows stay valid."""
+    n_out = int(mask.sum())
+    if n_out:
+        ids = _as_py(tbl.column(plan.row_id_column), mask) if plan.row_id_column in tbl.column_names else []
+        _fail(part, col.name, constraint, "shift", n_out, _as_py(values, mask), ids)
+
+
+def _range_checks(part: BlockPartial, tbl: pa.Table, plan: CheckPlan, col: ColumnSchema,
+                  cpart: ColumnPartial, values: np.ndarray, checks: list[tuple[np.ndarray, str]]) -> None:
+    """Hard bounds quarantine the rows outside them; soft bounds only count them."""
+    if cpart.min is None:
+        return
+    soft: np.ndarray | None = None
+    with np.errstate(invalid="ignore"):  # masks only when the extremes say a row is outside
+        for bound, limit, beyond in (("min", col.min, np.less), ("max", col.max, np.greater)):
+            extreme = cpart.min if bound == "min" else cpart.max
+            if limit is None or not beyond(extreme, limit):
+                continue
+            mask = beyond(values, limit)
+            if bound in col.soft:
+                soft = mask if soft is None else soft | mask
+            else:
+                _row_check(part, tbl, plan, col, f"{bound} {limit:g}", mask, values, checks)
+    if soft is not None:
+        _soft_check(part, tbl, plan, col, "range", soft, values)
+
+
 def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Table | None, BlockPartial]:
     """Check one block; returns (valid rows, quarantined rows with _reason, partial).
 
@@ -164,14 +225,7 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
                 kept, smask = values, sample_mask
             part.columns[col.name] = numeric_partial(kept, col.type, n_missing, plan.edges.get(col.name),
                                                      smask)
-            cpart = part.columns[col.name]
-            with np.errstate(invalid="ignore"):  # masks only when the extremes say a row fails
-                if col.min is not None and cpart.min is not None and cpart.min < col.min:
-                    _row_check(part, tbl, plan, col, f"min {col.min:g}", values < col.min, values,
-                               row_checks)
-                if col.max is not None and cpart.max is not None and cpart.max > col.max:
-                    _row_check(part, tbl, plan, col, f"max {col.max:g}", values > col.max, values,
-                               row_checks)
+            _range_checks(part, tbl, plan, col, part.columns[col.name], values, row_checks)
         elif col.type in ("category", "bool", "string"):
             flat = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
             if pa.types.is_null(flat.type):  # all null: nothing to count or match
@@ -196,7 +250,9 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
                     outside = np.array([v not in allowed for v in values] + [False], dtype=bool)
                     if outside[:k][counts[:k] > 0].any():
                         unseen = outside[idx]
-                        if col.max_unseen_fraction == 0:
+                        if "domain" in col.soft:
+                            _soft_check(part, tbl, plan, col, "domain", unseen, flat)
+                        elif col.max_unseen_fraction == 0:
                             _row_check(part, tbl, plan, col, "domain", unseen, flat, row_checks)
                         else:
                             _fail(part, col.name, "unseen share", "dataset", int(unseen.sum()),
@@ -319,15 +375,61 @@ def _dataset_checks(total: BlockPartial, schema: SchemaSpec) -> list[CheckFailur
     return out
 
 
+def _bound(value: float | None, missing: str) -> str:
+    return missing if value is None else f"{value:g}"
+
+
+def _shift(col: ColumnSchema, constraint: str, acc: _Acc, rows: int, stats: ColumnStats | None) -> Shift:
+    """One column's values outside a soft constraint, described for a report and an alert."""
+    fraction = acc.count / max(rows, 1)
+    samples, seen_min, seen_max = list(acc.samples), None, None
+    if constraint == "range":
+        expected = (f"[{_bound(col.min if 'min' in col.soft else None, '-inf')}, "
+                    f"{_bound(col.max if 'max' in col.soft else None, 'inf')}]")
+        if stats is not None and stats.numeric is not None:
+            seen_min, seen_max = stats.numeric.min, stats.numeric.max
+        seen = f" (seen {seen_min:g}..{seen_max:g})" if seen_min is not None and seen_max is not None else ""
+        message = f"{fraction:.1%} of {col.name!r} outside the soft range {expected}{seen}"
+    else:
+        allowed = set(col.domain or [])
+        expected = f"{len(allowed)} values"
+        if stats is not None and stats.categorical is not None:  # the most frequent new values
+            new = sorted(((c, v) for v, c in stats.categorical.counts.items() if v not in allowed),
+                         reverse=True)
+            samples = [v for _, v in new[:MAX_SAMPLES]] or samples
+        message = (f"{fraction:.1%} of {col.name!r} outside the soft domain of {expected} "
+                   f"(new: {', '.join(map(repr, samples))})")
+    return Shift(column=col.name, constraint=constraint, expected=expected,  # type: ignore[arg-type]
+                 outside=acc.count, fraction=fraction, seen_min=seen_min, seen_max=seen_max,
+                 samples=samples, row_ids=acc.row_ids, shifted=fraction >= SHIFT_FRACTION,
+                 message=message)
+
+
+def _shifts(total: BlockPartial, schema: SchemaSpec, stats: DatasetStats) -> list[Shift]:
+    return [_shift(col, constraint, acc, total.rows, stats.columns.get(col.name))
+            for col in schema.columns for constraint in ("range", "domain")
+            if (acc := total.failures.get((col.name, constraint, "shift"))) is not None]
+
+
 def _finish(out: Any, schema: SchemaSpec, reference: DatasetStats | None, drift_spec: DriftSpec | None,
             exclude_from_drift: tuple[str, ...], sample_size: int) -> ValidationResult:
     partials = [pickle.loads(b) for batch in out.iter_batches(batch_format="pyarrow", batch_size=None)
                 for b in batch.column("partial").to_pylist()]
+    return combine(partials, schema, reference=reference, drift_spec=drift_spec,
+                   exclude_from_drift=exclude_from_drift, sample_size=sample_size)
+
+
+def combine(partials: list[BlockPartial], schema: SchemaSpec, *, reference: DatasetStats | None = None,
+            drift_spec: DriftSpec | None = None, exclude_from_drift: tuple[str, ...] = (),
+            sample_size: int = 20_000) -> ValidationResult:
+    """The report from the blocks' partials: what the driver does after the pass (and what a
+    test can do with `check_block` alone, without Ray)."""
     total = _merge(partials)
     stats = finalize(total.columns, total.rows, sample_size)
     result = ValidationResult(rows_in=total.rows, rows_valid=total.valid,
                               rows_quarantined=total.quarantined,
-                              failures=_dataset_checks(total, schema), stats=stats)
+                              failures=_dataset_checks(total, schema), stats=stats,
+                              shifts=_shifts(total, schema, stats))
     if reference is not None and drift_spec is not None and drift_spec.enabled:
         result.drift = drift_between(reference, stats, drift_spec, exclude_from_drift)
     return result

@@ -4,6 +4,13 @@ Both models are scored here, on the same holdout rows, by the same code. The fir
 of a pipeline has no baseline: change thresholds and slice regressions are skipped and
 value thresholds still apply. Every number and the reason travel in the GateDecision,
 which the evaluate step writes to the metadata store and to MLflow.
+
+A metric the gate cannot read never passes, whatever the configuration: a NaN, an
+infinity or a metric missing from the scores is "undefined". The primary metric
+(`model.metric`) must be defined for any pass, even with `require_better_than_champion:
+false` and no threshold naming it (otherwise a model that cannot be scored would be
+promoted by default); any threshold's metric must be defined; and so must the primary
+metric of every slice large enough to gate (see `_slices`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,15 @@ from mlplatform.spec import EvaluationSpec, ModelSpec, ThresholdSpec
 
 
 def _finite(v: float | None) -> bool:
-    return v is not None and not math.isnan(v)
+    """A value the gate can compare: present, not NaN, not infinite."""
+    return v is not None and math.isfinite(v)
+
+
+def _undefined(metric: str, value: float | None) -> Check:
+    """The failing check for a metric that cannot be judged, so that no rule can pass it."""
+    why = ("missing from the challenger's scores" if value is None
+           else "undefined on this holdout (one class, no rows, or no probabilities)")
+    return Check(metric=metric, rule="defined", challenger=value, passed=False, detail=f"{metric} is {why}")
 
 
 def _direction(t: ThresholdSpec) -> bool:
@@ -32,8 +47,7 @@ def _threshold_checks(t: ThresholdSpec, ch: dict[str, float], base: dict[str, fl
     out: list[Check] = []
     value = ch.get(t.metric)
     if not _finite(value):  # e.g. AUC on a holdout with one class: nothing to judge, so no pass
-        return [Check(metric=t.metric, rule="defined", challenger=value, passed=False,
-                      detail=f"{t.metric} is undefined on this holdout (one class, or no rows)")]
+        return [_undefined(t.metric, value)]
     if t.min_value is not None:
         ok = _finite(value) and value >= t.min_value  # type: ignore[operator]
         out.append(Check(metric=t.metric, rule=f">= {t.min_value}", challenger=value, passed=ok,
@@ -76,6 +90,21 @@ def _slice_metric(task: str, metric: str, y: np.ndarray, pred: tuple[np.ndarray,
 def _slices(spec: EvaluationSpec, metric: str, task: str, test: pd.DataFrame, y: np.ndarray,
             ch: tuple[np.ndarray, np.ndarray | None],
             base: tuple[np.ndarray, np.ndarray | None] | None) -> list[SliceResult]:
+    """The primary metric per slice value; slices of at least `min_slice_rows` rows are gated.
+
+    A gated slice fails when the challenger is worse than the champion by more than
+    `max_slice_regression`, and also whenever the challenger's metric is undefined there
+    (NaN), whatever the champion scores and even when there is no champion. A demanding
+    user's promise is "no slice large enough to judge gets worse", and an unmeasurable
+    slice cannot be shown to keep it: if the champion scores the slice, the challenger
+    lost something; if neither can (say, one class in the slice, where AUC does not
+    exist), the spec gates a slice that can never be judged, and a loud rejection naming
+    the slice (fix: a metric defined there, a larger `min_slice_rows`, or another slice
+    column) beats a gate that silently stops guarding it. The first model is held to the
+    same rule, so such a spec fails on its first run rather than after a champion exists.
+    A champion that cannot be scored on a slice the challenger can is no regression: that
+    slice is reported, not gated. Smaller slices are always reported, never gated.
+    """
     better_up = greater_is_better(metric)
     out: list[SliceResult] = []
     for column in spec.slices:
@@ -85,15 +114,32 @@ def _slices(spec: EvaluationSpec, metric: str, task: str, test: pd.DataFrame, y:
         for value in sorted(set(keys)):
             mask = keys == value
             rows = int(mask.sum())
+            large = rows >= spec.min_slice_rows
 
             c = _slice_metric(task, metric, y, ch, mask)
             b = _slice_metric(task, metric, y, base, mask) if base is not None else None
             regression = ((b - c) if better_up else (c - b)) if _finite(b) and _finite(c) else None
-            gated = base is not None and rows >= spec.min_slice_rows and regression is not None
-            passed = not gated or regression <= spec.max_slice_regression  # type: ignore[operator]
+            if not _finite(c):
+                gated, passed = large, not large
+            else:
+                gated = base is not None and large and regression is not None
+                passed = not gated or regression <= spec.max_slice_regression  # type: ignore[operator]
             out.append(SliceResult(column=column, value=value, rows=rows, challenger=c, champion=b,
                                    regression=regression, gated=gated, passed=passed))
     return out
+
+
+def _slice_failure(s: SliceResult, metric: str, spec: EvaluationSpec, has_champion: bool) -> str:
+    """Why a slice failed, in words that say what to fix."""
+    head = f"slice {s.column}={s.value} ({s.rows} rows)"
+    if not _finite(s.challenger):
+        if _finite(s.champion):
+            return f"{head}: {metric} undefined for the challenger vs champion {s.champion:.4f}"
+        whom = "both models" if has_champion else "the challenger (no champion)"
+        return (f"{head}: {metric} undefined for {whom}, a slice this large must be measurable "
+                f"(use a metric defined there, raise min_slice_rows above {s.rows}, or drop the slice)")
+    return (f"{head}: {metric} {s.challenger:.4f} vs champion {s.champion:.4f}, worse by "
+            f"{s.regression:.4f} > {spec.max_slice_regression}")
 
 
 def evaluate(model_spec: ModelSpec, spec: EvaluationSpec, challenger: Any, champion: Any | None,
@@ -113,17 +159,23 @@ def evaluate(model_spec: ModelSpec, spec: EvaluationSpec, challenger: Any, champ
     if spec.require_better_than_champion:
         thresholds.append(ThresholdSpec(metric=metric, min_absolute_change=1e-12,
                                         greater_is_better=greater_is_better(metric)))
-    checks = [c for t in thresholds for c in _threshold_checks(t, ch, base)]
+    # The primary metric is checked first, whether or not a threshold names it: an unscorable
+    # model must not pass for want of a rule. An undefined metric is said once per metric.
+    checks: list[Check] = [] if _finite(ch.get(metric)) else [_undefined(metric, ch.get(metric))]
+    for c in (c for t in thresholds for c in _threshold_checks(t, ch, base)):
+        if c.rule != "defined" or not any(d.rule == "defined" and d.metric == c.metric for d in checks):
+            checks.append(c)
     slices = _slices(spec, metric, task, test if test is not None else X, y, ch_pred, base_pred)
     failed = [c.detail for c in checks if not c.passed]
-    failed += [f"slice {s.column}={s.value} ({s.rows} rows): {metric} {s.challenger:.4f} vs champion "
-               f"{s.champion:.4f}, worse by {s.regression:.4f} > {spec.max_slice_regression}"
-               for s in slices if not s.passed]
+    failed += [_slice_failure(s, metric, spec, base is not None) for s in slices if not s.passed]
     if failed:
         reason = "rejected: " + "; ".join(failed)
     elif base is None:
         reason = (f"accepted: first model ({metric} {ch[metric]:.4f}); no champion, change thresholds "
                   "skipped")
+    elif not _finite(base.get(metric)):
+        reason = (f"accepted: {metric} {ch[metric]:.4f}; champion v{champion_version} cannot be scored "
+                  "on this holdout")
     else:
         reason = (f"accepted: {metric} {ch[metric]:.4f} vs champion v{champion_version} "
                   f"{base[metric]:.4f} ({ch[metric] - base[metric]:+.4f})")

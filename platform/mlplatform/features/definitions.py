@@ -4,6 +4,10 @@ A `FeatureView` is the spec's `FeatureViewSpec` with its defaults filled in from
 source (entity and timestamp columns), its TTL in seconds, its transformation loaded,
 and a version: a hash of the definition and of the transformation's source code, so
 that a model records exactly which feature code produced its training data.
+
+A transformation is code a spec names and the cluster runs, so, like an estimator, it
+comes only from the operator's allow-list (settings.transformation_modules, the
+cluster's own configuration, never the submitter's) and must be a function defined there.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from mlplatform.errors import InputError
+from mlplatform.settings import load_settings, on_allow_list
 from mlplatform.spec import FeatureViewSpec, PipelineSpec, duration_seconds
 
 Transformation = Callable[[pd.DataFrame], pd.DataFrame]
@@ -60,9 +65,18 @@ class FeatureRef(BaseModel):
         return f"{self.view}:{self.feature}"
 
 
-def load_transformation(path: str, view: str) -> Transformation:
-    """Import `package.module.function`; a clear error naming the view and the path."""
+def load_transformation(path: str, view: str, modules: str | None = None) -> Transformation:
+    """Import `package.module.function` from the allow-list (`modules`, default: this
+    process's settings); a clear error naming the view and the path. Checked before the
+    import, since importing runs the module's code, and again in every Ray task that loads
+    it, each against its own (the cluster's) configuration."""
+    allowed = load_settings().transformation_modules if modules is None else modules
+    where = f"feature view {view!r}: transformation {path!r}"
     module_name, _, attr = path.rpartition(".")
+    if not module_name or not on_allow_list(module_name, allowed):
+        raise InputError(f"{where}: module {module_name or path!r} is not on the transformation "
+                         f"allow-list ({allowed}); an operator can extend it with "
+                         "PLATFORM_TRANSFORMATION_MODULES")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -72,9 +86,14 @@ def load_transformation(path: str, view: str) -> Transformation:
         raise InputError(f"feature view {view!r}: transformation {path!r}: importing {module_name!r} "
                          f"raised {type(exc).__name__}: {exc}") from None
     fn = getattr(module, attr, None)
-    if fn is None or not callable(fn):
-        raise InputError(f"feature view {view!r}: transformation {path!r}: module {module_name!r} "
-                         f"has no function {attr!r}")
+    if fn is None or not callable(fn) or inspect.isclass(fn):
+        raise InputError(f"{where}: module {module_name!r} has no function {attr!r}"
+                         + (f" ({attr!r} is a class)" if inspect.isclass(fn) else ""))
+    home = getattr(fn, "__module__", None)
+    if not isinstance(home, str) or not on_allow_list(home, allowed):
+        # Imported into an allowed module from elsewhere (`from os import system`).
+        raise InputError(f"{where}: defined in module {home!r}, which is not on the transformation "
+                         f"allow-list ({allowed})")
     return fn  # type: ignore[no-any-return]
 
 

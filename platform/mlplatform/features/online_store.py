@@ -22,6 +22,7 @@ import pandas as pd
 
 from mlplatform.errors import InputError
 from mlplatform.features.definitions import FeatureView
+from mlplatform.redact import redact_url
 
 StoredRow = tuple[int, int, dict[str, Any]]  # event µs, created µs, values
 
@@ -80,7 +81,7 @@ def rows_to_payloads(view: FeatureView, latest: pd.DataFrame) -> list[tuple[str,
 
 
 class OnlineStore(Protocol):
-    url: str
+    url: str  # for messages and logs: any password masked
 
     def write(self, view: FeatureView, rows: list[tuple[str, int, int, str]]) -> int: ...
 
@@ -199,12 +200,12 @@ class RedisOnlineStore:
     def __init__(self, url: str):
         import redis
 
-        self.url = url
+        self.url = redact_url(url)  # for messages and logs; the password stays in the client
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=5)
         try:
             self._redis.ping()
         except redis.RedisError as exc:
-            raise InputError(f"online store {url!r}: cannot reach Redis ({exc})") from None
+            raise InputError(f"online store {self.url!r}: cannot reach Redis ({exc})") from None
         self._upsert = self._redis.register_script(_UPSERT)
 
     @staticmethod
@@ -250,4 +251,5 @@ def open_online_store(url: str) -> OnlineStore:
         return SQLiteOnlineStore(url[len("sqlite:///"):])  # sqlite:////abs or sqlite:///relative
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisOnlineStore(url)
-    raise InputError(f"online store URL {url!r}: expected sqlite:///PATH or redis://HOST:PORT/DB")
+    raise InputError(f"online store URL {redact_url(url)!r}: expected sqlite:///PATH or "
+                     "redis://HOST:PORT/DB")

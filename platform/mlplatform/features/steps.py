@@ -7,7 +7,9 @@ so a 7-day mean on day 8 covers days 2-8, not just day 8.
 
 training_set: the label rows of the validated batches in `features.training_window`,
 joined point-in-time with the model's feature service, written as Parquet with a
-report of what matched and how many rows had no value within the TTL.
+report of what matched and how many rows had no value within the TTL, and with the
+statistics of those rows' raw columns (what the validate step compares batches with:
+the drift reference once a model trained on them is champion, mlplatform.data.reference).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import pickle
 
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +27,9 @@ import pyarrow.parquet as pq
 
 from mlplatform import storage
 from mlplatform.artifacts import FeatureRows, FeatureViewDefinition, TrainingSet, ValidatedBatch
+from mlplatform.data.reference import recorded_schema, training_stats_uri
+from mlplatform.data.stats import DatasetStats
+from mlplatform.data.validation import CheckPlan, check_block, combine, parquet_fragments
 from mlplatform.errors import InputError
 from mlplatform.features.compute import (
     HISTORY_FLAG,
@@ -36,7 +42,9 @@ from mlplatform.features.compute import (
 from mlplatform.features.definitions import FeatureView
 from mlplatform.features.offline_store import time_range
 from mlplatform.pipeline import StepContext, StepResult, step
-from mlplatform.spec import duration_seconds
+from mlplatform.spec import SchemaSpec, duration_seconds
+
+STATS_SAMPLE_SIZE = 20_000  # the validate step's: training and batch statistics are alike
 
 
 def _validated_batch(ctx: StepContext) -> ValidatedBatch:
@@ -170,6 +178,73 @@ def featurize(ctx: StepContext) -> StepResult:
     return StepResult(inputs=[], outputs=outputs, summary=summary, message="; ".join(lines))
 
 
+def _stats_task(plan: CheckPlan, ts: str, start: dt.datetime | None, end: dt.datetime,
+                dictionary_columns: list[str]):  # noqa: ANN202
+    """A Ray task over row groups: each one's rows inside the window, checked by the validation's
+    own per-block code; only the small partials come back."""
+    def run(batch: pa.Table) -> pa.Table:
+        out = []
+        for uri, path, group in zip(batch.column("uri").to_pylist(), batch.column("path").to_pylist(),
+                                    batch.column("row_group").to_pylist(), strict=True):
+            fs, _ = storage.resolve(uri)
+            with fs.open_input_file(path) as f:
+                table = pq.ParquetFile(f, read_dictionary=dictionary_columns).read_row_group(
+                    group, use_threads=False)
+            expr = time_range(ts, table.schema.field(ts).type, start, end)
+            _, _, part = check_block(table.filter(expr) if expr is not None else table, plan)
+            out.append(pickle.dumps(part))
+        return pa.table({"partial": pa.array(out, pa.binary())})
+
+    return run
+
+
+def window_statistics(batches: list[ValidatedBatch], schema: SchemaSpec, ts: str, start: dt.datetime | None,
+                      end: dt.datetime) -> DatasetStats | None:
+    """Statistics of the rows of `batches` with start <= ts <= end, computed as the validate step
+    computes a batch's (the same per-block partials and merge, on Ray, one task per row group),
+    so that drift against them means what drift against a batch means. None: no rows."""
+    import ray
+
+    items, rows = [], 0
+    for b in batches:
+        fs, path = storage.resolve(b.uri)
+        files = [f.path for f in storage.list_files(fs, path, (".parquet",))]
+        if not files:
+            continue
+        ds = pads.dataset(files, format="parquet", filesystem=fs)
+        rows += ds.count_rows(filter=time_range(ts, ds.schema.field(ts).type, start, end))
+        items += [{"uri": b.uri, **item} for item in parquet_fragments(files, fs)]
+    if not rows:
+        return None
+    plan = CheckPlan(schema=schema, edges={}, sample_rate=min(1.0, STATS_SAMPLE_SIZE / rows), seed=0,
+                     row_id_column=None, valid_out=None, quarantine_out=None)
+    dictionary = [c.name for c in schema.columns if c.type == "category"]
+    out = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _stats_task(plan, ts, start, end, dictionary), batch_format="pyarrow", batch_size=1)
+    partials = [pickle.loads(p) for batch in out.iter_batches(batch_format="pyarrow", batch_size=None)
+                for p in batch.column("partial").to_pylist()]
+    return combine(partials, schema, sample_size=STATS_SAMPLE_SIZE).stats
+
+
+def _record_statistics(ctx: StepContext, used: list[ValidatedBatch], start: dt.datetime | None,
+                       end: dt.datetime) -> str | None:
+    """Compute and store the training rows' statistics; their URI, or None (and why, logged)."""
+    schema = ctx.spec.schema_ if isinstance(ctx.spec.schema_, SchemaSpec) else recorded_schema(
+        ctx.metadata, ctx.spec.name)
+    if schema is None:
+        ctx.log("no schema (none in the spec, none recorded): no training statistics")
+        return None
+    ctx.services.connect_ray()
+    stats = window_statistics(used, schema, ctx.spec.source.timestamp_column, start, end)
+    if stats is None:
+        return None
+    uri = training_stats_uri(ctx.settings.storage_uri, ctx.spec.name, ctx.run_id)
+    fs, path = storage.resolve(uri)
+    stats.save(fs, path)
+    ctx.log(f"statistics of the {stats.rows} training rows -> {uri}")
+    return uri
+
+
 @step("training_set", consumes=(ValidatedBatch, FeatureRows), produces=(TrainingSet,))
 def training_set(ctx: StepContext) -> StepResult:
     if not ctx.spec.features.views:
@@ -219,6 +294,7 @@ def training_set(ctx: StepContext) -> StepResult:
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp, filesystem=fs)
     fs.move(tmp, f"{path}/data.parquet")
     digest = storage.sha256_file(fs, f"{path}/data.parquet")
+    statistics = _record_statistics(ctx, used, start, newest)
     unmatched = {v.view: v.unmatched for v in report.views}
     msg = (f"{report.rows} rows x {len(report.features)} features from {len(used)} batch(es); "
            + ", ".join(f"{v}: {n} row(s) without a value in the TTL" for v, n in unmatched.items()))
@@ -226,13 +302,14 @@ def training_set(ctx: StepContext) -> StepResult:
     out = TrainingSet(uri=f"{out_uri}/data.parquet", content_hash=digest, rows=report.rows,
                       service=service, view_versions=report.view_versions, features=report.features,
                       label=src.label_column, timestamp=src.timestamp_column, entity=src.entity_column,
-                      report=f"{out_uri}/report.json",
+                      report=f"{out_uri}/report.json", statistics=statistics,
                       service_hash=hashlib.sha256(json.dumps(report.view_versions, sort_keys=True)
                                                   .encode()).hexdigest()[:12])
     fstore.close()
     return StepResult(inputs=list(used),
                       outputs=[out],
                       summary={"rows": report.rows, "views": [v.model_dump() for v in report.views],
+                               "statistics": statistics,
                                "sample_entity": str(df[src.entity_column].iloc[-1]) if len(df) else None,
                                "sample_at": df[src.timestamp_column].iloc[-1].isoformat() if len(df)
                                else None},

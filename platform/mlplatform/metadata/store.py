@@ -5,123 +5,46 @@ Contexts (a pipeline, a pipeline run), executions (one step of a run), artifacts
 input or output). SQLite with WAL on one machine, PostgreSQL on a cluster: the
 same SQLAlchemy code.
 
-Creating and migrating the schema is serialised across processes: several job
-drivers or CLI calls may open a fresh database at the same moment.
+The schema is Alembic's (metadata/migrations); opening a store brings the database to
+head, serialised across processes: several job drivers or CLI calls may open a fresh
+database at the same moment. Who is champion is a row here too, changed by
+compare-and-set (metadata/champion.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import socket
+import random
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    select,
-    text,
-)
+from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from mlplatform.artifacts import A
 from mlplatform.errors import InputError
-
-SCHEMA_VERSION = 1
+from mlplatform.metadata import champion as _champion
+from mlplatform.metadata import migrate
+from mlplatform.metadata.champion import Action, Champion, ChampionConflict, ChampionEvent
+from mlplatform.metadata.schema import (
+    AlertRow,
+    ArtifactRow,
+    ChampionRow,
+    ContextRow,
+    EventRow,
+    ExecutionRow,
+    utcnow,
+)
 
 ExecStatus = Literal["RUNNING", "COMPLETE", "FAILED", "SKIPPED"]
 RunStatus = Literal["RUNNING", "SUCCEEDED", "FAILED"]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON}
-
-
-class ContextRow(Base):
-    __tablename__ = "context"
-    __table_args__ = (UniqueConstraint("type", "name"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    type: Mapped[str] = mapped_column(String(32))  # pipeline | pipeline_run
-    name: Mapped[str] = mapped_column(String(255))
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("context.id"), index=True)
-    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class ExecutionRow(Base):
-    __tablename__ = "execution"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    context_id: Mapped[int] = mapped_column(ForeignKey("context.id"), index=True)
-    step: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16))
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
-    duration_s: Mapped[float | None] = mapped_column(Float)
-    host: Mapped[str] = mapped_column(String(255), default=socket.gethostname)
-    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    error: Mapped[str | None] = mapped_column(Text)
-
-
-class ArtifactRow(Base):
-    __tablename__ = "artifact"
-    __table_args__ = (Index("ix_artifact_kind_hash", "kind", "content_hash"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    uri: Mapped[str] = mapped_column(Text)
-    kind: Mapped[str] = mapped_column(String(64))
-    content_hash: Mapped[str | None] = mapped_column(String(128))
-    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class EventRow(Base):
-    __tablename__ = "event"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    execution_id: Mapped[int] = mapped_column(ForeignKey("execution.id"), index=True)
-    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifact.id"), index=True)
-    type: Mapped[str] = mapped_column(String(8))  # INPUT | OUTPUT
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class AlertRow(Base):
-    __tablename__ = "alert"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
-    pipeline: Mapped[str] = mapped_column(String(255), index=True)
-    run_id: Mapped[str | None] = mapped_column(String(255))
-    step: Mapped[str | None] = mapped_column(String(64))
-    severity: Mapped[str] = mapped_column(String(16))  # info | warning | critical
-    kind: Mapped[str] = mapped_column(String(64))  # schema_break | invalid_rows | drift | ...
-    message: Mapped[str] = mapped_column(Text)
-    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
-
-
-class SchemaVersionRow(Base):
-    __tablename__ = "schema_version"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    version: Mapped[int] = mapped_column(Integer)
-
-
-# Ordered migrations from version N-1 to N; each runs inside the locked transaction.
-MIGRATIONS: dict[int, list[str]] = {}
 
 
 # --- what callers get back ------------------------------------------------------
@@ -199,8 +122,20 @@ class LineageNode(BaseModel):
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    # Switching a fresh database to WAL needs it to itself; SQLite answers "database is
+    # locked" at once (no busy wait) when another process is in it, e.g. migrating it.
+    # WAL is a property of the file: once one connection set it, the others find it set.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")  # stays as is for :memory:
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.01, 0.1))
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -237,21 +172,8 @@ class MetadataStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Create or upgrade the schema, one process at a time."""
-        with self.engine.begin() as conn:
-            if not self.is_sqlite and conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(7261530331)"))
-            # On SQLite, BEGIN IMMEDIATE (above) already holds the write lock.
-            Base.metadata.create_all(conn, checkfirst=True)
-            row = conn.execute(select(SchemaVersionRow.version)).scalar_one_or_none()
-            current = 0 if row is None else row
-            if row is None:
-                conn.execute(SchemaVersionRow.__table__.insert().values(id=1, version=SCHEMA_VERSION))
-                current = SCHEMA_VERSION
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS.get(version, []):
-                    conn.execute(text(statement))
-                conn.execute(SchemaVersionRow.__table__.update().values(version=version))
+        """Bring the schema to head (Alembic), one process at a time: see metadata/migrate.py."""
+        migrate.upgrade(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -595,3 +517,46 @@ class MetadataStore:
         """Every `model` artifact of COMPLETE executions, newest first: (pipeline, run id, artifact)."""
         return [(pipe, run, self.typed(model, art, f"run {run}:"))
                 for pipe, run, art in self.outputs(model.kind, pipeline=pipeline, step=step)]
+
+    # -- the champion record (compare-and-set; MLflow's alias mirrors it) -------------------
+
+    def set_champion(self, name: str, version: str, *, expected: str | None, action: Action,
+                     reason: str, run_id: str | None = None, actor: str | None = None) -> ChampionEvent:
+        """Make `version` the champion of `name` if the champion is still `expected` (None: no
+        champion yet), recording the change; raise ChampionConflict otherwise.
+
+        Idempotent: when `version` already is champion and the caller expected it, or the
+        change that made it so carries the same `run_id`, nothing is written and that change
+        comes back with `written=False`.
+        """
+        try:
+            with self.session() as s:
+                return _champion.compare_and_set(s, name, str(version), expected=expected, action=action,
+                                                 reason=reason, run_id=run_id, actor=actor)
+        except IntegrityError:
+            # PostgreSQL: two first champions inserted at once; the other one won.
+            now = self.champion(name)
+            raise ChampionConflict(name, expected, now.version if now else None, str(version)) from None
+
+    def champion(self, name: str) -> Champion | None:
+        """The champion record of `name`, or None when nothing was ever promoted."""
+        with self.session() as s:
+            return _champion.read(s, name)
+
+    def champions(self) -> dict[str, Champion]:
+        with self.session() as s:
+            names = s.scalars(select(ChampionRow.name).order_by(ChampionRow.name)).all()
+            found = {n: _champion.read(s, n) for n in names}
+            return {n: c for n, c in found.items() if c is not None}
+
+    def champion_history(self, name: str) -> list[ChampionEvent]:
+        """Every change of the champion of `name`, oldest first."""
+        with self.session() as s:
+            return _champion.history(s, name)
+
+    @contextmanager
+    def champion_locked(self, name: str) -> Iterator[Champion | None]:
+        """Hold the champion record of `name` (no change can commit meanwhile) for the body:
+        how the registry mirrors the row into MLflow without racing another change."""
+        with self.session() as s:
+            yield _champion.read(s, name, lock=True)

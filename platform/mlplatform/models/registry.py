@@ -7,19 +7,28 @@ tampered or half-copied artifact) is refused instead of served. Models are saved
 cloudpickle (the preprocessing uses a module-level function skops would not trust); the
 hash check is what makes loading a pickle safe here.
 
-All writes go through one client in one process (the driver of a pipeline run): SQLite
-serialises writers and a fresh database raced in schema migration when many processes
-opened it at once (shared/REFERENCES.md), so the database is created once, up front.
+Who is champion is not MLflow's to say: it is a row of the metadata store changed by
+compare-and-set (mlplatform.metadata.champion). MLflow's `champion` alias mirrors the row:
+it is set after each change commits, under the row's lock (so two changes can never leave
+the alias on the older one), and a reader that finds it disagreeing repairs it, saying so.
+A home from before the record (alias, no row) adopts the alias on first read.
+
+MLflow runs its own Alembic migrations the first time a process opens a fresh SQLite
+tracking database; several processes doing that at once fail with "duplicate column"
+(shared/REFERENCES.md). The first open is serialised across processes by a file lock next
+to the database (`<db>.lock`); a tracking server needs nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
+import logging
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,7 @@ from pydantic import BaseModel, Field
 
 from mlplatform import storage
 from mlplatform.errors import InputError, PlatformError
+from mlplatform.metadata.champion import Action, Champion, ChampionConflict, ChampionEvent
 from mlplatform.metadata.store import MetadataStore
 from mlplatform.settings import Settings
 
@@ -36,6 +46,8 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 _IGNORED = {"registered_model_meta"}  # MLflow adds it to a registered model's download
 _READY: set[str] = set()
 _LOCK = threading.Lock()
+log = logging.getLogger(__name__)
+ADOPTED = "adopted from the MLflow alias 'champion' (no champion record yet: a home from before it)"
 
 
 class ModelVersionInfo(BaseModel):
@@ -83,16 +95,18 @@ class ModelRegistry:
         self.client = MlflowClient(self.uri)
 
     def _ensure_db(self) -> None:
-        """Create the tracking database once, from one thread, before anything fans out."""
+        """Open the tracking database once per process; the first open of a fresh SQLite
+        database (MLflow creates and migrates its tables) one process at a time."""
         with _LOCK:
             if self.uri in _READY:
                 return
-            if self.uri.startswith("sqlite:///"):
-                Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             from mlflow import MlflowClient
 
             try:
-                MlflowClient(self.uri).search_experiments(max_results=1)
+                with _first_open_lock(self.uri):
+                    client = MlflowClient(self.uri)
+                    client.search_experiments(max_results=1)
+                    client.search_registered_models(max_results=1)
             except Exception as exc:  # noqa: BLE001 - the store is unusable: say which and why
                 raise PlatformError(f"MLflow tracking store {self.uri} cannot be opened: {exc}") from None
             _READY.add(self.uri)
@@ -156,9 +170,22 @@ class ModelRegistry:
 
     # -- the registry -----------------------------------------------------------------
 
-    def register(self, name: str, run_id: str, tags: dict[str, str]) -> str:
+    def find_version(self, name: str, run_id: str) -> str | None:
+        """The version of `name` registered from MLflow run `run_id`, if any (the oldest)."""
+        found = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        return str(min(int(mv.version) for mv in found)) if found else None
+
+    def register(self, name: str, run_id: str, tags: dict[str, str]) -> tuple[str, bool]:
+        """Register the model of MLflow run `run_id` as a version of `name`: (version, created).
+
+        Idempotent: a run already registered (a retried step) gets its version back and
+        no second one is created.
+        """
         from mlflow.exceptions import MlflowException
 
+        existing = self.find_version(name, run_id)
+        if existing is not None:
+            return existing, False
         try:
             self.client.get_registered_model(name)
         except MlflowException:
@@ -167,13 +194,11 @@ class ModelRegistry:
             except MlflowException:
                 pass  # created by a concurrent writer
         mv = self.client.create_model_version(name, f"runs:/{run_id}/model", run_id, tags=tags)
-        return str(mv.version)
-
-    def set_version_tags(self, name: str, version: str, tags: dict[str, Any]) -> None:
-        for k, v in tags.items():
-            self.client.set_model_version_tag(name, version, k, str(v))
+        return str(mv.version), True
 
     def alias(self, name: str, alias: str) -> str | None:
+        """What MLflow's alias points at. For the champion, ask `champion()`: the alias only
+        mirrors the record."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -181,33 +206,97 @@ class ModelRegistry:
         except MlflowException:
             return None
 
-    def set_alias(self, name: str, alias: str, version: str) -> None:
-        self.client.set_registered_model_alias(name, alias, version)
-        if alias == CHAMPION:
-            history = self.champion_history(name)
-            if not history or history[-1] != version:
-                history.append(version)
-            self.client.set_registered_model_tag(name, "mlplatform.champion_history", json.dumps(history))
+    def set_challenger(self, name: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, CHALLENGER, str(version))
 
-    def champion_history(self, name: str) -> list[str]:
-        tags = self.client.get_registered_model(name).tags or {}
-        return list(json.loads(tags.get("mlplatform.champion_history", "[]")))
+    # -- the champion: a record changed by compare-and-set, mirrored into MLflow --------
 
-    def rollback(self, name: str) -> tuple[str, str]:
-        """Make the previous champion the champion again: (from, to)."""
+    def champion_record(self, name: str) -> Champion | None:
+        """The champion record of `name`: adopted from MLflow's alias when a home from before
+        the record has none; the alias repaired (with a warning) when it disagrees."""
+        record = self.store.champion(name)
+        alias = self.alias(name, CHAMPION)
+        if record is None:
+            if alias is None:
+                return None
+            try:
+                self.store.set_champion(name, alias, expected=None, action="adopt", reason=ADOPTED)
+                log.warning("model %s: no champion record; adopted v%s from the MLflow alias 'champion'",
+                            name, alias)
+            except ChampionConflict:
+                pass  # another process adopted or promoted first: its record stands
+            record = self.store.champion(name)
+            if record is None:
+                return None
+        if alias != record.version:
+            self.mirror_champion(name, repair=True)
+        return self.store.champion(name)
+
+    def champion(self, name: str) -> str | None:
+        """The champion version of `name` (the record's), or None."""
+        record = self.champion_record(name)
+        return record.version if record else None
+
+    def champion_history(self, name: str) -> list[ChampionEvent]:
+        return self.store.champion_history(name)
+
+    def mirror_champion(self, name: str, *, repair: bool = False) -> str | None:
+        """Point MLflow's `champion` alias at the record's champion, holding the record so
+        that no change commits in between. Returns the champion. `repair`: a reader found the
+        alias disagreeing (not a change just made): say so."""
+        with self.store.champion_locked(name) as record:
+            if record is None:
+                return None
+            alias = self.alias(name, CHAMPION)
+            if alias != record.version:
+                self.client.set_registered_model_alias(name, CHAMPION, record.version)
+                if repair:
+                    log.warning("model %s: MLflow alias 'champion' pointed at %s but the champion "
+                                "record says v%s (change %d, %s): alias repaired", name,
+                                f"v{alias}" if alias else "no version", record.version, record.change.id,
+                                record.change.reason)
+            return record.version
+
+    def set_champion(self, name: str, version: str, *, expected: str | None, action: Action,
+                     reason: str, run_id: str | None = None, actor: str | None = None) -> ChampionEvent:
+        """Compare-and-set the champion record (ChampionConflict when it is not `expected`),
+        then mirror it into MLflow's alias. Idempotent for a retried change (same run_id)."""
+        change = self.store.set_champion(name, str(version), expected=expected, action=action,
+                                         reason=reason, run_id=run_id, actor=actor)
+        self.mirror_champion(name)
+        return change
+
+    def promote(self, name: str, version: str, *, reason: str = "promoted by hand",
+                actor: str | None = None) -> tuple[ChampionEvent, str | None]:
+        """Make a version champion by hand: (the change, the champion it replaced).
+
+        The version's files are checked against their sha256 first; the champion read just
+        before is what the compare-and-set expects, so a change that lands in between wins
+        and this one fails with ChampionConflict instead of silently replacing it.
+        """
+        self.version(name, version)
+        self.load(name, version)  # refuse a tampered or unrecorded artifact before it serves
+        expected = self.champion(name)
+        change = self.set_champion(name, version, expected=expected, action="manual", reason=reason,
+                                   actor=actor)
+        return change, expected
+
+    def rollback(self, name: str, *, actor: str | None = None) -> ChampionEvent:
+        """Give the champion back to the version that held it before the current one (the
+        `from_version` of the change that made the current one champion), by compare-and-set,
+        recorded as a change of its own. Twice in a row returns to where it started."""
         if name not in self.names():
             raise InputError(f"model {name!r} is not registered; registered models: {self.names() or 'none'}")
-        history = self.champion_history(name)
-        current = self.alias(name, CHAMPION)
-        if current is None or len(history) < 2:
+        record = self.champion_record(name)
+        if record is None or record.previous is None:
+            history = [f"{c.from_version or '-'}->{c.to_version}" for c in self.champion_history(name)]
             raise InputError(f"model {name!r} has no earlier champion to roll back to "
-                             f"(champion history: {history or 'empty'})")
-        history.pop()
-        target = history[-1]
+                             f"(champion history: {', '.join(history) or 'empty'})")
+        target = record.previous
         self.load(name, target)  # refuse a tampered target before it serves
-        self.client.set_registered_model_alias(name, CHAMPION, target)
-        self.client.set_registered_model_tag(name, "mlplatform.champion_history", json.dumps(history))
-        return current, target
+        return self.set_champion(name, target, expected=record.version, action="rollback",
+                                 reason=f"rollback from v{record.version} (change {record.change.id})",
+                                 actor=actor)
 
     def names(self) -> list[str]:
         return sorted(m.name for m in self.client.search_registered_models())
@@ -271,3 +360,45 @@ class ModelRegistry:
                                     f"recorded {sha256[:16]}; the files at {uri} were changed after "
                                     "registration: refusing to load them")
             return mlflow.sklearn.load_model(local)
+
+
+@contextmanager
+def _first_open_lock(uri: str) -> Iterator[None]:
+    """For a SQLite tracking database, hold `<db>.lock` (next to it) exclusively while MLflow
+    opens a database it has not created yet (its first open creates and migrates the
+    tables); an initialised one needs no lock. Nothing for a tracking server."""
+    if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as handle:  # never deleted: a deleted lock file can be locked twice
+        fcntl.flock(handle, fcntl.LOCK_SH)  # waits while another process creates the database
+        if _mlflow_db_created(db):
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _mlflow_db_created(db: Path) -> bool:
+    """MLflow finished creating this database (its Alembic revision is recorded); only
+    meaningful under the lock, which a process creating it holds exclusively."""
+    import sqlite3
+
+    if not db.exists() or db.stat().st_size == 0:
+        return False
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False

@@ -21,15 +21,18 @@ from typing import Any
 from pydantic import BaseModel
 
 from mlplatform.errors import InputError, PlatformError
+from mlplatform.redact import redact_url
 from mlplatform.run_ids import check_run_id
 from mlplatform.runtime.dashboard import auth_headers, ray_version_at, require_address
 from mlplatform.settings import Settings, apply_ray_auth_env
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # Never upload these: .git alone often passes Ray's 100 MiB package limit.
+# The submitter's platform.yaml stays home too: a job reads its configuration (credentials, the
+# allow-lists of code a spec may name) from the cluster's environment, not from the submission.
 EXCLUDES = [".git", ".platform", ".venv", "venv", "**/__pycache__", "*.pyc", "*.egg-info",
             ".pytest_cache", ".ruff_cache", ".hypothesis", "build", "dist", "mlruns",
-            "benchmarks/results"]
+            "benchmarks/results", "/platform.yaml"]
 
 
 class JobInfo(BaseModel):
@@ -160,6 +163,30 @@ class Submission(BaseModel):
     dashboard_url: str
 
 
+def build_runtime_env(settings: Settings, working_dir: Path, job_id: str) -> dict[str, Any]:
+    """The runtime_env of a pipeline job: the local code and the environment it needs.
+
+    Everything here is shown on the Ray dashboard: `Settings.job_env` leaves out passwords
+    and the allow-lists, which the job reads from the cluster's own configuration.
+    """
+    excludes = list(EXCLUDES)
+    try:
+        excludes.append(str(settings.home.relative_to(working_dir)))
+    except ValueError:
+        pass
+    return {
+        "working_dir": str(working_dir),
+        "py_modules": [str(package_dir("mlplatform")), str(package_dir("jobs"))],
+        "excludes": excludes,
+        "env_vars": {**settings.job_env(), "PLATFORM_JOB_ID": job_id},
+    }
+
+
+def job_metadata(**values: str) -> dict[str, str]:
+    """A job's metadata, shown on the dashboard: never a credential, whatever a value holds."""
+    return {key: redact_url(value) for key, value in values.items()}
+
+
 def submit_pipeline(settings: Settings, spec_file: Path, *, run_id: str, pipeline: str,
                     steps: list[str] | None = None, working_dir: Path | None = None) -> Submission:
     """Submit `python -m jobs.pipeline` for a spec as a Ray Job running the local code.
@@ -183,18 +210,8 @@ def submit_pipeline(settings: Settings, spec_file: Path, *, run_id: str, pipelin
                   f"--run-id {q(check_run_id(run_id))}")
     for s in steps or []:
         entrypoint += f" --step {q(s)}"
-    excludes = list(EXCLUDES)
-    try:
-        excludes.append(str(settings.home.relative_to(working_dir)))
-    except ValueError:
-        pass
     job_id = f"{run_id}-{int(time.time()) % 100000:05d}"
-    runtime_env = {
-        "working_dir": str(working_dir),
-        "py_modules": [str(package_dir("mlplatform")), str(package_dir("jobs"))],
-        "excludes": excludes,
-        "env_vars": {**settings.job_env(), "PLATFORM_JOB_ID": job_id},
-    }
-    client.submit(entrypoint, runtime_env, job_id, {"pipeline": pipeline, "run_id": run_id})
+    runtime_env = build_runtime_env(settings, working_dir, job_id)
+    client.submit(entrypoint, runtime_env, job_id, job_metadata(pipeline=pipeline, run_id=run_id))
     return Submission(job_id=job_id, run_id=run_id, entrypoint=entrypoint,
                       dashboard_url=client.address)

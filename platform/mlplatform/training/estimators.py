@@ -1,7 +1,9 @@
 """Estimators named in a spec: the allow-list, parameter checks and the preprocessing.
 
 A spec names code by import path and the cluster runs it, so the module must be on the
-operator's allow-list (settings.estimator_modules). Every model is a scikit-learn
+operator's allow-list (settings.estimator_modules), and the object must be a scikit-learn
+estimator class: nothing else named there is ever called (`sklearn.show_versions`,
+`sklearn.datasets.clear_data_home` are refused, not run). Every model is a scikit-learn
 Pipeline: a ColumnTransformer derived from the training frame's dtypes (impute, scale,
 one-hot or ordinal encode) in front of the estimator, so the saved artifact takes the
 same raw feature rows the feature store serves.
@@ -10,6 +12,7 @@ same raw feature rows the feature store serves.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any, Literal
 
 import numpy as np
@@ -21,48 +24,49 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from mlplatform.errors import InputError
-from mlplatform.settings import DEFAULT_ESTIMATOR_MODULES
+from mlplatform.settings import DEFAULT_ESTIMATOR_MODULES, on_allow_list
 from mlplatform.spec import ModelSpec
 
 Iterative = Literal["partial_fit", "warm_start"]
 MODEL_STEP = "model"
 
 
-def _allowed(path: str, modules: str) -> bool:
-    prefixes = [m.strip() for m in modules.split(",") if m.strip()]
-    return any(path == p or path.startswith(p + ".") for p in prefixes)
-
-
-def resolve(path: str, modules: str = DEFAULT_ESTIMATOR_MODULES) -> Any:
-    """The object `path` names: an estimator class, an instance, or a factory function."""
-    if not _allowed(path, modules):
+def resolve(path: str, modules: str = DEFAULT_ESTIMATOR_MODULES) -> type[BaseEstimator]:
+    """The estimator class `path` names, imported only from the allow-list and never called:
+    a function or an instance there could do anything when called or cloned."""
+    module, _, attr = path.rpartition(".")
+    if not module:
+        raise InputError(f"model.estimator {path!r}: a module, not an estimator class; name a class "
+                         "such as sklearn.ensemble.HistGradientBoostingClassifier")
+    if not on_allow_list(path, modules):
         raise InputError(f"model.estimator {path!r}: module not on the allow-list ({modules}); "
                          "an operator can extend it with PLATFORM_ESTIMATOR_MODULES")
-    module, _, attr = path.rpartition(".")
     try:
         obj = getattr(importlib.import_module(module), attr)
     except ModuleNotFoundError as exc:
         extra = f" (pip install {exc.name})" if exc.name in ("xgboost", "lightgbm") else ""
         raise InputError(f"model.estimator {path!r}: module {exc.name!r} is not installed{extra}") \
             from None
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, ValueError) as exc:
         raise InputError(f"model.estimator {path!r}: cannot import it ({exc})") from None
+    if not (inspect.isclass(obj) and issubclass(obj, BaseEstimator)):
+        kind = "a module" if inspect.ismodule(obj) else f"a {type(obj).__name__}"
+        raise InputError(f"model.estimator {path!r}: {kind}, not a scikit-learn estimator class "
+                         "(a subclass of sklearn.base.BaseEstimator, e.g. "
+                         "sklearn.ensemble.HistGradientBoostingClassifier or xgboost.XGBClassifier)")
     return obj
 
 
 def new_estimator(path: str, modules: str = DEFAULT_ESTIMATOR_MODULES) -> BaseEstimator:
-    obj = resolve(path, modules)
-    if isinstance(obj, type):
-        est = obj()
-    elif isinstance(obj, BaseEstimator):
-        est = clone(obj)
-    elif callable(obj):
-        est = obj()
-    else:
-        est = obj
-    if not (hasattr(est, "fit") and hasattr(est, "get_params") and hasattr(est, "set_params")):
-        raise InputError(f"model.estimator {path!r}: not a scikit-learn estimator (needs fit, "
-                         "get_params and set_params)")
+    """A fresh instance, with the class's defaults, of the estimator class `path` names."""
+    cls = resolve(path, modules)
+    try:
+        est = cls()
+    except (TypeError, ValueError) as exc:  # abstract, or takes required arguments (a Pipeline)
+        raise InputError(f"model.estimator {path!r}: cannot be created without arguments ({exc})") \
+            from None
+    if not hasattr(est, "fit"):
+        raise InputError(f"model.estimator {path!r}: not a scikit-learn estimator (it has no fit)")
     return est
 
 

@@ -3,9 +3,9 @@
 train: search + final fit on the run's training set (or, run by hand, the pipeline's
 newest one), each model logged to MLflow with its trials as child runs (one writer: this
 driver). evaluate: the challenger against the champion on the same holdout. register:
-every trained model becomes a model version; a passing one gets `challenger` and, until
-the rollout step adds canaries, `champion`. A rejected one ends the run: the champion
-keeps serving.
+every trained model becomes a model version tagged with its gate decision; a passing one
+gets `challenger`, and the `promote` step (mlplatform.models.promote_step) makes it champion
+by compare-and-set. A rejected one ends the run: the champion keeps serving.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import json
 from mlplatform.artifacts import Evaluation, ModelVersion, TrainedModel, TrainingSet, ValidatedBatch
 from mlplatform.errors import PlatformError
 from mlplatform.evaluation.gate import evaluate
-from mlplatform.models.registry import CHALLENGER, CHAMPION, ModelRegistry
+from mlplatform.models.registry import ModelRegistry
 from mlplatform.pipeline import StepContext, StepResult, step
 from mlplatform.training.estimators import check_model
 from mlplatform.training.trainer import (
@@ -130,7 +130,7 @@ def evaluate_step(ctx: StepContext) -> StepResult:
     for art in trained:
         name, seg = art.model_name, art.segment or ""
         challenger = reg.load_run_model(art.mlflow_run_id, art.content_hash or "")
-        champ_version = reg.alias(name, CHAMPION)
+        champ_version = reg.champion(name)  # the metadata row, the truth (the alias mirrors it)
         champion = reg.load(name, champ_version) if champ_version else None
         Xt, yt, test = prepared.test[seg]
         if champion is not None:
@@ -166,6 +166,12 @@ def evaluate_step(ctx: StepContext) -> StepResult:
 
 @step("register", consumes=(TrainedModel, Evaluation), produces=(ModelVersion,))
 def register_step(ctx: StepContext) -> StepResult:
+    """Every trained model becomes a version tagged with its gate decision; a passing one gets
+    the `challenger` alias. Who becomes champion is the `promote` step's to decide (by
+    compare-and-set). Idempotent: a retried step finds the version its MLflow run already
+    made. Summary per model: version, passed, reason, created (False: found from an earlier
+    attempt), champion and previous_champion (both: the champion as registered; for a
+    rejected model, the one that stays)."""
     trained = ctx.upstream(TrainedModel)
     if not trained:
         return StepResult(message="no model trained in this run: nothing to register")
@@ -180,37 +186,30 @@ def register_step(ctx: StepContext) -> StepResult:
         ev = decisions.get(name)
         if ev is None:
             raise PlatformError(f"model {name}: the evaluate step recorded no decision")
-        passed = ev.passed
-        reason = ev.reason
-        before = reg.alias(name, CHAMPION)
-        if passed and before != ev.champion_version:
-            # Another run promoted a model since this one was compared: its win is void.
-            passed = False
-            reason = (f"rejected: the champion changed from v{ev.champion_version} to "
-                      f"v{before} after this model was evaluated; retrain to compare with it")
-        version = reg.register(name, art.mlflow_run_id, tags={
-            "gate.decision": "passed" if passed else "rejected",
-            "gate.reason": reason[:4000],
+        version, created = reg.register(name, art.mlflow_run_id, tags={
+            "gate.decision": "passed" if ev.passed else "rejected",
+            "gate.reason": ev.reason[:4000],
+            "gate.champion_version": ev.champion_version or "",
             "mlplatform.run_id": ctx.run_id, "mlplatform.pipeline": ctx.spec.name,
             "data.training_set_sha256": art.training_set_sha256 or "",
             "seed": str(art.seed), "mlplatform.sha256": art.content_hash or ""})
-        if passed:
+        again = "" if created else " (registered by an earlier attempt of this run)"
+        champion = reg.champion(name)
+        if ev.passed:
             any_passed = True
-            reg.set_alias(name, CHALLENGER, version)
-            # Until the rollout step adds canaries, a passing challenger is promoted directly.
-            reg.set_alias(name, CHAMPION, version)
-            line = (f"{name} v{version}: passed the gate, now champion "
-                    f"(was {f'v{before}' if before else 'none'})")
+            reg.set_challenger(name, version)
+            line = (f"{name} v{version}{again}: passed the gate against "
+                    f"{f'v{ev.champion_version}' if ev.champion_version else 'no champion'}: challenger")
         else:
-            line = (f"{name} v{version}: rejected by the gate, champion "
-                    f"{f'v{before}' if before else '(none)'} stays: {reason}")
+            line = (f"{name} v{version}{again}: rejected by the gate, champion "
+                    f"{f'v{champion}' if champion else '(none)'} stays: {ev.reason}")
         inputs += [art, ev]
         outputs.append(ModelVersion(uri=f"models:/{name}/{version}", content_hash=art.content_hash,
-                                    name=name, version=version, passed=passed,
+                                    name=name, version=version, passed=ev.passed,
                                     mlflow_run_id=art.mlflow_run_id, segment=art.segment,
                                     training_set_id=art.training_set_id))
-        summary[name] = {"version": version, "passed": passed, "champion": version if passed else before,
-                         "previous_champion": before}
+        summary[name] = {"version": version, "passed": ev.passed, "reason": ev.reason, "created": created,
+                         "champion": champion, "previous_champion": champion}
         lines.append(line)
         ctx.log(line)
     return StepResult(inputs=inputs, outputs=outputs, summary=summary, message="; ".join(lines),

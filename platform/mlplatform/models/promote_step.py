@@ -1,0 +1,95 @@
+"""The `promote` step: a registered version that passed the gate becomes champion, by
+compare-and-set against the champion the evaluate step compared it with.
+
+The champion is a row of the metadata store (mlplatform.metadata.champion); MLflow's
+`champion` alias mirrors it. If another run (or a person) moved the champion after this
+model was evaluated, the compare-and-set fails: this model's win over the old champion
+says nothing about the new one, so it is not promoted. The run still succeeds, saying
+why; the version stays registered, tagged `gate.decision=passed`, with the `challenger`
+alias (until a later passing model takes it), so a person can compare and promote it by
+hand (`platformctl models promote`).
+
+Retried after a crash, the step finds its own change (the champion row already is this
+version, set by this run) and writes nothing new; the alias is mirrored again.
+
+Summary per model: version, promoted (bool), champion (after this step), previous_champion
+(before it), reason, change_id (the champion history row, when promoted).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlplatform.artifacts import ChampionChange, Evaluation, ModelVersion
+from mlplatform.errors import PlatformError
+from mlplatform.metadata.champion import ChampionConflict, ChampionEvent
+from mlplatform.pipeline import StepContext, StepResult, step
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "(none)"
+
+
+def _change(mv: ModelVersion, change: ChampionEvent) -> ChampionChange:
+    return ChampionChange(uri=f"champion://{mv.name}/{change.id}", name=mv.name, version=change.to_version,
+                          previous_version=change.from_version, change_id=change.id, run_id=change.run_id,
+                          segment=mv.segment)
+
+
+@step("promote", consumes=(ModelVersion, Evaluation), produces=(ChampionChange,))
+def promote_step(ctx: StepContext) -> StepResult:
+    versions = ctx.upstream(ModelVersion)
+    if not versions:
+        return StepResult(message="no model version registered in this run: nothing to promote")
+    decisions = {e.model_name: e for e in ctx.upstream(Evaluation)}
+    reg = ctx.services.models
+    inputs: list[ModelVersion | Evaluation] = []
+    outputs: list[ChampionChange] = []
+    lines: list[str] = []
+    summary: dict[str, Any] = {}
+    for mv in versions:
+        name = mv.name
+        ev = decisions.get(name)
+        if ev is None:
+            raise PlatformError(f"model {name}: the evaluate step recorded no decision")
+        inputs += [mv, ev]
+        if not mv.passed:
+            current = reg.champion(name)
+            reason = f"rejected by the gate: champion {_v(current)} stays"
+            summary[name] = {"version": mv.version, "promoted": False, "champion": current,
+                             "previous_champion": current, "reason": reason}
+            lines.append(f"{name} v{mv.version}: {reason}")
+            continue
+        expected = ev.champion_version
+        try:
+            change = reg.set_champion(
+                name, mv.version, expected=expected, action="promote", run_id=ctx.run_id,
+                reason=f"register run {ctx.run_id}: passed the gate against {_v(expected)}")
+        except ChampionConflict as exc:
+            mine = [c for c in reg.champion_history(name)
+                    if c.run_id == ctx.run_id and c.to_version == mv.version and c.action == "promote"]
+            if not mine:
+                reason = (f"not promoted: the champion changed from {_v(expected)} to {_v(exc.actual)} "
+                          f"after this model was evaluated against it; v{mv.version} stays registered "
+                          "as challenger: retrain, or compare and promote by hand")
+                summary[name] = {"version": mv.version, "promoted": False, "champion": exc.actual,
+                                 "previous_champion": exc.actual, "reason": reason}
+                lines.append(f"{name} v{mv.version}: {reason}")
+                ctx.log(lines[-1])
+                continue
+            # An earlier attempt of this run promoted it and a later change replaced it since.
+            change = mine[-1].model_copy(update={"written": False})
+            reason = (f"promoted by an earlier attempt of this run (change {change.id}); "
+                      f"the champion is {_v(exc.actual)} now")
+            current = exc.actual
+        else:
+            again = "" if change.written else " (by an earlier attempt of this run)"
+            reason = f"now champion (was {_v(change.from_version)}){again}"
+            current = mv.version
+        outputs.append(_change(mv, change))
+        summary[name] = {"version": mv.version, "promoted": True, "champion": current,
+                         "previous_champion": change.from_version, "change_id": change.id,
+                         "reason": reason}
+        lines.append(f"{name} v{mv.version}: {reason}")
+        ctx.log(lines[-1])
+    return StepResult(inputs=inputs, outputs=outputs, summary=summary, message="; ".join(lines))
