@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mlplatform.errors import PlatformError
 from mlplatform.pipeline import run_pipeline
+from mlplatform.redact import redact_text
 from mlplatform.services import Services
 from mlplatform.settings import load_settings
 from mlplatform.spec_loader import load_spec
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                               job_id=job_id, log=lambda m: print(m, flush=True),
                               properties={"spec_file": str(spec_file)})
     except PlatformError as exc:
-        print(f"error: {exc.message}", file=sys.stderr, flush=True)
+        print(f"error: {redact_text(exc.message)}", file=sys.stderr, flush=True)
         return exc.exit_code
     return 0 if report.status == "SUCCEEDED" else 1
 

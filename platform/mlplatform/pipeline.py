@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import mlplatform
 from mlplatform.artifacts import ArtifactModel
 from mlplatform.errors import InputError, PlatformError
+from mlplatform.redact import redact_text
 from mlplatform.run_ids import check_run_id, new_run_id
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
@@ -240,14 +241,17 @@ def _run_step(d: StepDef, spec: PipelineSpec, services: Services, run_id: str,
             raise PlatformError(f"step {name!r} wrote {undeclared}, which it does not declare in "
                                 f"`produces` ({sorted(k.kind for k in d.produces)})")
     except PlatformError as exc:
-        store.finish_execution(exec_id, "FAILED", error=exc.message)
-        log(f"[{name}] FAILED: {exc.message}")
+        # The record and the job log are shown on the dashboard: never a store's password.
+        message = redact_text(exc.message)
+        store.finish_execution(exec_id, "FAILED", error=message)
+        log(f"[{name}] FAILED: {message}")
         return StepReport(step=name, status="FAILED", duration_s=time.perf_counter() - t0,
-                          message=exc.message)
+                          message=message)
     except Exception as exc:  # a bug or an unexpected fault: keep the traceback in the record
-        detail = f"{type(exc).__name__}: {exc}"
-        store.finish_execution(exec_id, "FAILED", error=traceback.format_exc())
-        log(f"[{name}] FAILED with an unexpected error: {detail}\n{traceback.format_exc()}")
+        detail = redact_text(f"{type(exc).__name__}: {exc}")
+        trace = redact_text(traceback.format_exc())
+        store.finish_execution(exec_id, "FAILED", error=trace)
+        log(f"[{name}] FAILED with an unexpected error: {detail}\n{trace}")
         return StepReport(step=name, status="FAILED", duration_s=time.perf_counter() - t0,
                           message=detail)
     # Record lineage before marking the execution COMPLETE: a crash in between
@@ -259,6 +263,7 @@ def _run_step(d: StepDef, spec: PipelineSpec, services: Services, run_id: str,
     summary = {**result.summary, "message": result.message, "stop_run": result.stop_run}
     elapsed = time.perf_counter() - t0
     if result.fail:
+        result.fail = redact_text(result.fail)
         store.finish_execution(exec_id, "FAILED", summary=summary, error=result.fail)
         log(f"[{name}] FAILED: {result.fail}")
         return StepReport(step=name, status="FAILED", duration_s=elapsed, message=result.fail)

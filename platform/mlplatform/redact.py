@@ -16,9 +16,11 @@ import re
 
 MASK = "***"
 
-# scheme://user:password@  - the user has no ':', '/', '@'; the password runs to the last '@'
-# before the first '/' after it (so `http://host:8265/a@b` is a port and a path, not a password).
-_USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#]*):(?P<password>[^/]*)@")
+# scheme://user:  - the user has no ':', '/', '@'. The password after it runs to the last '@'
+# (generated passwords hold '/', '@', '?' unencoded, and SQLAlchemy accepts them), unless what
+# stands there is a port and a path (`http://host:8265/a@b` has no password).
+_USER = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#]*):")
+_PORT_AND_PATH = re.compile(r"\d{1,5}(?:[/?#].*)?", re.DOTALL)
 # ?password=..., &secret_key=..., ;token=... (pyarrow's S3 URIs take credentials as query keys).
 _QUERY_SECRET = re.compile(
     r"(?P<head>[?&;](?:[^=&;#]*(?:pass|pwd|secret|token|credential|key)[^=&;#]*)=)(?P<value>[^&;#]+)",
@@ -34,9 +36,15 @@ def has_secret(url: str) -> bool:
 
 def redact_url(url: str) -> str:
     """`url` with its password and secret query values replaced by `***`; anything else as is."""
-    match = _USERINFO.match(url)
-    if match and match.group("password"):
-        url = f"{match.group('head')}:{MASK}@{url[match.end():]}"
+    match = _USER.match(url)
+    if match:
+        rest = url[match.end():]
+        at = rest.rfind("@")
+        # `host:8265/a@b` is a port and a path only when nothing after the '@' looks like
+        # `host/path`; when in doubt, mask (a masked location is safe, a shown password is not).
+        port_and_path = _PORT_AND_PATH.fullmatch(rest[:at]) and "/" not in rest[at + 1:]
+        if at > 0 and not port_and_path:
+            url = f"{match.group('head')}:{MASK}@{rest[at + 1:]}"
     if "?" in url:
         url = _QUERY_SECRET.sub(lambda m: f"{m.group('head')}{MASK}", url)
     return url

@@ -38,6 +38,9 @@ SECRET_ENV = {
     ("postgresql://user@host/db", "postgresql://user@host/db"),
     ("http://127.0.0.1:8265", "http://127.0.0.1:8265"),
     ("http://host:8265/a@b", "http://host:8265/a@b"),  # a port and a path, not a password
+    ("postgresql://u:pa/ss@h/db", "postgresql://u:***@h/db"),  # a '/' in a generated password
+    ("postgresql://u:a/b?c#d@e@h:5432/db", "postgresql://u:***@h:5432/db"),
+    ("mysql://u:1234/x@h/db", "mysql://u:***@h/db"),  # digits and a slash, yet before an '@' host
     ("/plain/path", "/plain/path"),
 ])
 def test_urls_are_masked(url: str, shown: str) -> None:
@@ -158,5 +161,51 @@ def test_the_local_cluster_token_file_is_private_from_the_start(tmp_path: Path) 
         before = token.read_text()
         _ensure_token(settings)
         assert stat.S_IMODE(token.stat().st_mode) == 0o600 and token.read_text() == before
+        token.write_text("")  # a crash between creating and writing it: not kept as the token
+        _ensure_token(settings)
+        assert len(token.read_text()) == 64 and stat.S_IMODE(token.stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_an_unreachable_store_is_named_without_its_password(tmp_path: Path) -> None:
+    """The error quotes the URL it could not open (MLflow's own message repeats it): the
+    user sees which store failed, masked."""
+    env = {"PLATFORM_HOME": str(tmp_path / "home"), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "2",
+           "PLATFORM_MLFLOW_TRACKING_URI": "http://mlp:s3cr3t@127.0.0.1:1"}
+    proc = cli("models", "list", env=env)
+    assert proc.returncode == 1
+    assert "mlp:***@127.0.0.1:1" in proc.stderr and "s3cr3t" not in proc.stdout + proc.stderr
+
+
+def test_a_failed_step_is_recorded_and_logged_without_a_password(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the metadata store keeps and the job log prints (both shown on the dashboard)."""
+    from mlplatform import pipeline
+    from mlplatform.errors import PlatformError
+    from mlplatform.metadata.store import MetadataStore
+    from mlplatform.pipeline import StepResult, run_pipeline, step
+    from mlplatform.spec import PipelineSpec
+
+    monkeypatch.setattr(pipeline, "_STEPS", {})
+    monkeypatch.setattr(pipeline, "_DISCOVERED", True)
+
+    def broken(ctx: object) -> StepResult:
+        raise PlatformError("cannot reach postgresql://mlp:s3cr3t@db.internal:5432/meta")
+
+    def buggy(ctx: object) -> StepResult:
+        raise RuntimeError("connect to redis://:r3d1s@cache.internal:6379/0 failed")
+
+    spec = PipelineSpec.model_validate({"name": "p", "source": {"path": "/d", "entity_column": "id",
+                                                                "timestamp_column": "t"}})
+    settings = load_settings(env={"PLATFORM_HOME": str(tmp_path)})
+    for name, fn in (("ingest", broken), ("validate", buggy)):
+        monkeypatch.setattr(pipeline, "_STEPS", {})
+        step(name)(fn)
+        lines: list[str] = []
+        report = run_pipeline(spec, settings, run_id=f"r-{name}", log=lines.append)
+        detail = MetadataStore(settings.metadata_url).run(f"r-{name}")
+        assert detail is not None and report.status == "FAILED"
+        shown = "\n".join([*lines, report.message, detail.message, detail.steps[0].error or ""])
+        assert "***@" in shown and not [p for p in PASSWORDS if p in shown]

@@ -169,3 +169,41 @@ def test_init_writes_a_valid_commented_spec(tmp_path: Path, monkeypatch: pytest.
     assert keys == {"name", "description", "source", "validation", "features", "model", "evaluation"}
     again = runner.invoke(app, ["init", "churn"])
     assert again.exit_code == 2 and "--force" in again.output
+
+
+BAD_CODE = """
+name: bad-code
+source: {path: /data, entity_column: id, timestamp_column: ts, label_column: y}
+features:
+  views:
+    - name: v
+      transformation: os.system
+      features: [a]
+model:
+  estimator: sklearn.show_versions
+"""
+
+
+def test_spec_check_and_submit_refuse_code_off_the_allow_lists(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before any cluster work: both problems named, exit 2, and the estimator never called
+    (no Ray cluster is configured here, so `submit` could only get this far by checking first)."""
+    import sklearn
+
+    called: list[str] = []
+    monkeypatch.setattr(sklearn, "show_versions", lambda: called.append("show_versions"))
+    monkeypatch.setenv("PLATFORM_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("PLATFORM_RAY_ADDRESS", raising=False)
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(BAD_CODE)
+    checked = CliRunner().invoke(app, ["spec", "check", str(spec)])
+    assert checked.exit_code == 2
+    assert "model.estimator" in checked.output and "sklearn.show_versions" in checked.output
+    assert "features.views[0].transformation" in checked.output and "os.system" in checked.output
+    as_json = CliRunner().invoke(app, ["spec", "check", str(spec), "--json"])
+    assert as_json.exit_code == 2 and json.loads(as_json.stdout)["valid"] is False
+    submitted = CliRunner().invoke(app, ["submit", str(spec)])
+    assert submitted.exit_code == 2 and "model.estimator" in submitted.output
+    assert "Traceback" not in checked.output + submitted.output
+    assert called == []

@@ -14,8 +14,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 
 from mlplatform.errors import PlatformError
+from mlplatform.redact import redact_text
 from mlplatform.services import Services
 from mlplatform.settings import Settings, apply_ray_auth_env, load_settings
 
@@ -55,10 +57,11 @@ def print_json(data: Any) -> None:
 
 
 def fail(exc: PlatformError) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True,
+    # Messages quote what failed, which may be a store URL with its password: mask them all.
+    err_console.print(f"[bold red]error:[/] {escape(redact_text(exc.message))}", highlight=False, markup=True,
                       soft_wrap=True)
     if exc.hint:
-        err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False)
+        err_console.print(f"[dim]hint:[/] {escape(redact_text(exc.hint))}", highlight=False)
     return typer.Exit(exc.exit_code)
 
 
@@ -76,7 +79,7 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:  # a bug: say so briefly; PLATFORM_DEBUG=1 shows the trace
             if os.environ.get("PLATFORM_DEBUG"):
                 traceback.print_exc()
-            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc}",
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {redact_text(str(exc))}",
                               highlight=False)
             err_console.print("[dim]set PLATFORM_DEBUG=1 for the traceback[/]")
             raise typer.Exit(1) from None

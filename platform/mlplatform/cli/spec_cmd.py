@@ -15,6 +15,7 @@ from mlplatform.errors import InputError
 from mlplatform.redact import redact_url
 from mlplatform.settings import load_settings
 from mlplatform.spec import PipelineSpec
+from mlplatform.spec_code import code_problems
 from mlplatform.spec_loader import SpecError, load_spec, validate_document
 
 spec_app = typer.Typer(help="Pipeline specs.", no_args_is_help=True)
@@ -54,7 +55,8 @@ def init(name: Annotated[str, typer.Argument(help="Pipeline name (lowercase, dig
 def check(file: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
           json_: JsonOpt = False) -> None:
     """Validate a spec: every problem with its YAML path and line; exit 2 if any."""
-    env = {**os.environ, "PLATFORM_HOME": str(load_settings().home)}
+    settings = load_settings()
+    env = {**os.environ, "PLATFORM_HOME": str(settings.home)}
     try:
         spec = load_spec(file, env=env)
     except SpecError as exc:
@@ -66,6 +68,16 @@ def check(file: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
             for issue in exc.issues:
                 err_console.print("  " + issue.render(str(file)), highlight=False, markup=False)
         raise typer.Exit(2) from None
+    problems = code_problems(spec, settings, file.parent)  # the code it names, on the allow-lists
+    if problems:
+        if json_:
+            print_json({"valid": False, "file": str(file),
+                        "errors": [{"path": "", "message": p} for p in problems]})
+        else:
+            err_console.print(f"[bold red]{file}: {len(problems)} problem(s)[/]")
+            for p in problems:
+                err_console.print(f"  {p}", highlight=False, markup=False)
+        raise typer.Exit(2)
     if json_:
         print_json({"valid": True, "file": str(file),
                     "spec": spec.model_dump(mode="json", by_alias=True)})

@@ -42,6 +42,7 @@ from mlplatform.metadata.schema import (
     ExecutionRow,
     utcnow,
 )
+from mlplatform.redact import redact_url
 
 ExecStatus = Literal["RUNNING", "COMPLETE", "FAILED", "SKIPPED"]
 RunStatus = Literal["RUNNING", "SUCCEEDED", "FAILED"]
@@ -153,7 +154,7 @@ class MetadataStore:
         try:
             make_url(url)
         except ArgumentError:
-            raise InputError(f"metadata_url {url!r}: not a database URL "
+            raise InputError(f"metadata_url {redact_url(url)!r}: not a database URL "
                              "(sqlite:///path or postgresql://...)") from None
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -167,7 +168,12 @@ class MetadataStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+            try:
+                self.engine = create_engine(url, pool_pre_ping=True)
+            except ModuleNotFoundError as exc:  # the database's driver is an optional extra
+                raise InputError(f"metadata_url {redact_url(url)!r}: its database driver is not "
+                                 f"installed ({exc.name})",
+                                 hint="pip install 'mlplatform[postgres]' for PostgreSQL") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._migrate()
 

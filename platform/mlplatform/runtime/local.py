@@ -92,7 +92,10 @@ def _ensure_token(settings: Settings) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         path.chmod(0o600)
-        return
+        if path.read_text().strip():
+            return
+        # Empty: a crash between creating and writing it. An empty token is no secret.
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32))
 
