@@ -79,7 +79,7 @@ def test_submit_wait_then_nothing_new(ray_cluster, submitted: Submitted, session
     assert [(s["step"], s["status"]) for s in run["steps"]] == [
         ("ingest", "COMPLETE"), ("validate", "COMPLETE"), ("featurize", "COMPLETE"),
         ("training_set", "COMPLETE"), ("train", "COMPLETE"), ("evaluate", "COMPLETE"),
-        ("register", "COMPLETE"), ("promote", "COMPLETE")]
+        ("register", "COMPLETE")]  # the first model fails min_value 0.6 here: no promote
     training = [e["artifact"] for e in run["artifacts"]
                 if e["type"] == "OUTPUT" and e["artifact"]["kind"] == "training_set"]
     assert len(training) == 1 and training[0]["properties"]["service"] == "churn"

@@ -240,3 +240,29 @@ def test_a_large_slice_neither_model_can_score_fails(data: tuple, with_champion:
     d = evaluate(ModelSpec(), small, challenger, champion, X, y, X)
     assert d.passed, d.reason
     assert not next(s for s in d.slices if s.value == "premium").gated
+
+
+class _NaNModel:
+    """A model that answers NaN (a broken regressor, a classifier with NaN probabilities)."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return np.full(len(X), np.nan) if self.task == "regression" else np.zeros(len(X), dtype=int)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return np.full((len(X), 2), np.nan)
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_a_model_that_predicts_nan_is_rejected_not_a_crash(task: str) -> None:
+    X = pd.DataFrame({"x": np.arange(40.0)})
+    y = np.arange(40.0) if task == "regression" else np.arange(40) % 2
+    metric = "rmse" if task == "regression" else "roc_auc"
+    model = ModelSpec(task=task, metric=metric,
+                      estimator="sklearn.linear_model.Ridge" if task == "regression"
+                      else "sklearn.linear_model.LogisticRegression")
+    decision = evaluate(model, EvaluationSpec(require_better_than_champion=False), _NaNModel(task), None,
+                        X, y, X.assign(y=y), None)
+    assert not decision.passed and metric in decision.reason

@@ -35,8 +35,11 @@ def _positive_proba(model: Any, X: Any) -> np.ndarray:
 def score(task: Task, y_true: Any, y_pred: Any, proba: np.ndarray | None = None) -> dict[str, float]:
     """All metrics of `task`; a metric that is undefined on these rows (one class only) is NaN."""
     y_true = np.asarray(y_true)
+    nan = float("nan")
     if task == "regression":
         y_pred = np.asarray(y_pred, dtype="float64")
+        if not np.isfinite(y_pred).all():  # a model that answers NaN is unscored, never an error
+            return {"rmse": nan, "mae": nan, "r2": nan}
         return {"rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
                 "mae": float(skm.mean_absolute_error(y_true, y_pred)),
                 "r2": float(skm.r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan")}
@@ -44,7 +47,7 @@ def score(task: Task, y_true: Any, y_pred: Any, proba: np.ndarray | None = None)
     binary = len(np.unique(y_true)) == 2 and (proba is None or proba.ndim == 1)
     out["f1"] = float(skm.f1_score(y_true, y_pred, average="binary" if binary else "macro",
                                    zero_division=0))
-    if proba is None or len(np.unique(y_true)) < 2:
+    if proba is None or len(np.unique(y_true)) < 2 or not np.isfinite(proba).all():
         out["roc_auc"] = out["log_loss"] = float("nan")
         return out
     if proba.ndim == 1:
