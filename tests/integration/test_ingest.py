@@ -9,13 +9,17 @@ import pytest
 
 from mlplatform import storage
 from mlplatform.artifacts import RejectedSourceFile
+from mlplatform.data import ingest_step
 from mlplatform.data.ingest import snapshot_hash
 from mlplatform.data.synthetic import DemoDataConfig, write_demo_data
+from mlplatform.errors import InputError, PlatformError
 from mlplatform.metadata.store import MetadataStore
-from mlplatform.pipeline import registered_steps, run_pipeline
+from mlplatform.pipeline import StepContext, registered_steps, run_pipeline
+from mlplatform.services import Services
 from mlplatform.settings import load_settings
 from mlplatform.spec import PipelineSpec
 from tests.conftest import cli
+from tests.unit.test_ingest_files import FlakyStorage
 
 pytestmark = pytest.mark.ray
 
@@ -221,3 +225,122 @@ def test_a_corrupt_page_behind_a_good_footer_is_found_and_set_aside(ray_connecte
     (rejected,) = _rejected(store, report.run_id)
     assert "cannot be parsed as parquet" in rejected.reason
     assert store.artifacts_of_run(report.run_id, "ingest")[0].properties["rows"] == 100
+
+
+def _rejection_alerts(store: MetadataStore, pipeline: str) -> list:
+    return [a for a in store.alerts(pipeline) if a.kind == "rejected_source_file"]
+
+
+def _run_ingest(spec: PipelineSpec, settings, run_id: str) -> PlatformError:  # noqa: ANN001
+    """The step's own error (a run records only its message, not its exit code)."""
+    ctx = StepContext(spec, Services(settings), run_id, "ingest", lambda m: None)
+    with pytest.raises(PlatformError) as exc:
+        ingest_step.ingest(ctx)
+    return exc.value
+
+
+def test_a_file_the_storage_fails_to_read_is_tried_again_on_the_next_run(
+        ray_connected, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Its hash was read, then reading it failed (an S3 503): nothing is known about its
+    content, so nothing is remembered; the others are ingested, and it is, once it reads."""
+    data = tmp_path / "data"
+    files = write_demo_data(data, DemoDataConfig(days=2, rows_per_day=100, seed=7))
+    flaky = files[1].path
+    check = ingest_step.check_ingestible
+    monkeypatch.setattr(ingest_step, "check_ingestible",
+                        lambda fs, info, fmt: check(FlakyStorage(fs, flaky), info, fmt))
+    settings = _settings(tmp_path)
+    stop = _run_ingest(_spec("flaky", str(data), on_unreadable="stop"), settings, "flaky-0")
+    assert stop.exit_code == 1 and not isinstance(stop, InputError) and "I/O error" in stop.message
+
+    spec = _spec("flaky", str(data))
+    first = run_pipeline(spec, settings, run_id="flaky-1", only=["ingest"], log=lambda m: None)
+    assert first.status == "SUCCEEDED", first.message
+    store = MetadataStore(settings.metadata_url)
+    assert _ingest_events(store, "flaky-1") == ([files[0].path], [flaky])
+    (rejected,) = _rejected(store, "flaky-1")
+    assert rejected.content_hash is None and "I/O error while reading" in rejected.reason
+    assert "tried again on the next run" in rejected.reason
+    (alert,) = _rejection_alerts(store, "flaky")
+    assert alert.severity == "warning" and "tried again on the next run" in alert.message
+
+    monkeypatch.undo()  # the storage reads again
+    second = run_pipeline(spec, settings, run_id="flaky-2", only=["ingest"], log=lambda m: None)
+    assert second.status == "SUCCEEDED", second.message
+    assert _ingest_events(store, "flaky-2") == ([flaky], [])
+
+
+def test_a_file_set_aside_for_a_type_conflict_is_judged_again_on_the_next_run(
+        ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
+    """Of two disagreeing files the first is kept, and here it is the wrong one: once it is
+    fixed, the right one, set aside for disagreeing with it, is ingested."""
+    data = tmp_path / "data"
+    files = write_demo_data(data, DemoDataConfig(days=2, rows_per_day=100, seed=3))
+    right = Path(files[0].path).read_bytes()
+    df = pd.read_parquet(files[0].path)
+    df["age"] = df["age"].map(lambda v: f"{v:.0f}")
+    df.to_parquet(files[0].path, index=False)
+    settings = _settings(tmp_path)
+    spec = _spec("conflict", str(data))
+    first = run_pipeline(spec, settings, run_id="conflict-1", only=["ingest"], log=lambda m: None)
+    assert first.status == "SUCCEEDED", first.message
+    store = MetadataStore(settings.metadata_url)
+    assert _ingest_events(store, "conflict-1") == ([files[0].path], [files[1].path])
+    (rejected,) = _rejected(store, "conflict-1")
+    assert rejected.content_hash is None and "judged again on the next run" in rejected.reason
+    assert [a.severity for a in _rejection_alerts(store, "conflict")] == ["warning"]
+
+    Path(files[0].path).write_bytes(right)  # the wrong file fixed: new content
+    second = run_pipeline(spec, settings, run_id="conflict-2", only=["ingest"], log=lambda m: None)
+    assert second.status == "SUCCEEDED", second.message
+    assert _ingest_events(store, "conflict-2") == ([files[0].path, files[1].path], [])
+
+
+def test_a_resume_after_a_crash_does_not_alert_twice(ray_connected, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The alerts are raised before the step completes: a crash in between, and a resume
+    sets the same files aside again, without alerting again."""
+    data = tmp_path / "data"
+    files = _mixed_types(data)  # files[0] conflicts (not remembered)
+    junk = data / "events_2026-02-01.parquet"
+    junk.write_bytes(b"not parquet")  # bad content (remembered)
+    settings = _settings(tmp_path)
+    spec = _spec("crash", str(data))
+    finish = MetadataStore.finish_execution
+
+    def crash(self, exec_id, status, **kw):  # noqa: ANN001, ANN202
+        if status == "COMPLETE":
+            raise RuntimeError("the driver died")
+        return finish(self, exec_id, status, **kw)
+
+    monkeypatch.setattr(MetadataStore, "finish_execution", crash)
+    with pytest.raises(RuntimeError, match="the driver died"):
+        run_pipeline(spec, settings, run_id="crash-1", only=["ingest"], log=lambda m: None)
+    store = MetadataStore(settings.metadata_url)
+    alerted = sorted(a.details["file"] for a in _rejection_alerts(store, "crash"))
+    assert alerted == sorted([files[0].path, str(junk)])
+
+    monkeypatch.undo()
+    resumed = run_pipeline(spec, settings, run_id="crash-1", only=["ingest"], log=lambda m: None)
+    assert resumed.status == "SUCCEEDED", resumed.message
+    assert set(_ingest_events(store, "crash-1")[1]) == set(alerted)  # set aside again, not alerted again
+    assert sorted(a.details["file"] for a in _rejection_alerts(store, "crash")) == alerted
+
+
+def test_a_failed_ray_read_no_file_is_to_blame_for_is_not_bad_input(
+        ray_connected, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Every file reads in full, yet Ray could not write the batch: a cluster fault (exit 1),
+    not bad input (exit 2), and nothing is set aside."""
+    import ray
+
+    data = tmp_path / "data"
+    write_demo_data(data, DemoDataConfig(days=1, rows_per_day=50, seed=8))
+
+    def lost(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("ActorDiedError: the worker died unexpectedly")
+
+    monkeypatch.setattr(ray.data.Dataset, "write_parquet", lost)
+    settings = _settings(tmp_path)
+    error = _run_ingest(_spec("lost", str(data)), settings, "lost-1")
+    assert error.exit_code == 1 and not isinstance(error, InputError)
+    assert "not bad input" in error.message and "worker died" in error.message
+    assert _rejection_alerts(MetadataStore(settings.metadata_url), "lost") == []

@@ -123,6 +123,42 @@ def test_the_first_model_becomes_champion(services: Services) -> None:
     assert report.status == "SUCCEEDED", report.message
     assert _consistent(services, "p") == "1"
     assert "p v1: now champion (was (none))" in report.steps[-1].message
+    [change] = services.metadata.champion_history("p")
+    assert change.reason == "promoted by run r1: passed the gate against (none)"  # promote wrote it
+
+
+def test_a_version_promoted_by_hand_before_the_step_resumed_is_already_champion(
+        services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The promote step died before its compare-and-set; meanwhile a person promoted this
+    very version (`platformctl models promote`). Resumed, the step says it is already
+    champion, by hand, and changes nothing: not "the champion changed ... stays challenger"."""
+    reg, store = services.models, services.metadata
+    reg.promote("p", registered_version(services, "p", 0).version)
+    trained = trained_model(services, "p", 1)
+    record_trained_and_evaluated(services, "r2", [trained],
+                                 [evaluation(trained, "r2", passed=True, champion_version="1")])
+    real = MetadataStore.set_champion
+
+    def dying(*args: Any, **kwargs: Any) -> Any:
+        raise Killed("promote: before the compare-and-set")
+
+    monkeypatch.setattr(MetadataStore, "set_champion", dying)
+    assert run_pipeline(SPEC, services, run_id="r2", only=STEPS, log=lambda m: None).status == "FAILED"
+    monkeypatch.setattr(MetadataStore, "set_champion", real)
+    by_hand, _ = reg.promote("p", "2", actor="alice@desk")
+    resumed = run_pipeline(SPEC, services, run_id="r2", only=STEPS, log=lambda m: None)
+    assert resumed.status == "SUCCEEDED", resumed.message
+    promote = _summaries(store, "r2")["promote"]["p"]
+    assert promote == {"version": "2", "promoted": False, "champion": "2", "previous_champion": "2",
+                       "reason": f"already champion: v2 was made champion by hand (change {by_hand.id} by "
+                                 "alice@desk) after this model was evaluated against v1; this step changed "
+                                 "nothing"}
+    assert "stays registered" not in resumed.steps[-1].message
+    assert "p v2: already champion" in resumed.steps[-1].message
+    assert store.run_outputs("r2", ChampionChange) == []  # the change is not this run's
+    assert _consistent(services, "p") == "2"
+    assert [(c.from_version, c.to_version, c.action) for c in store.champion_history("p")] == [
+        (None, "1", "manual"), ("1", "2", "manual")]
 
 
 def test_a_champion_that_moved_after_evaluation_is_not_overwritten(services: Services) -> None:

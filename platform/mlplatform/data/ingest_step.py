@@ -6,16 +6,27 @@ read as one Ray Dataset and written under the storage URI in a content-addressed
 folder (the snapshot's hash names it), so re-ingesting the same content is a no-op
 and every later step reads an immutable copy.
 
-A bad file is set aside, not a wall (`source.on_unreadable: skip`, the default): a new
-file that is empty, has no rows, cannot be read or parsed, or whose column types conflict
-with the other new files (the odd one out, see `split_consistent`) is recorded as a
-`RejectedSourceFile` output of this step with the reason, and alerted once; the other new
-files are ingested and the run goes on. Its content hash is remembered like an ingested
-file's, so later runs skip it (one log line) until its content changes; a fixed or
-replaced file is new content, tried again. When every new file is bad the run ends
-successfully with nothing ingestible. `on_unreadable: stop` fails the step instead, naming
-the file. A file that cannot even be opened (permissions, I/O) has no content hash to
-remember: it is rejected and alerted on every run until it can be read.
+A bad file is set aside, not a wall (`source.on_unreadable: skip`, the default): it is
+recorded as a `RejectedSourceFile` output of this step with the reason, and alerted;
+the other new files are ingested and the run goes on. When every new file is bad the run
+ends successfully with nothing ingestible. `on_unreadable: stop` fails the step instead,
+naming the file. What "set aside" means depends on what is wrong:
+
+- its content (empty, no rows, cannot be read or parsed): its content hash is remembered
+  like an ingested file's, so later runs skip it (one log line) until its content changes;
+  a fixed or replaced file is new content, tried again. A critical alert: only a person
+  can fix it.
+- its storage (an I/O error while hashing or reading it: an S3 503 or timeout, NFS
+  trouble, a permission changed): its bytes were never judged, so nothing is remembered
+  and the next run tries it again; a warning, repeated each run until it reads. Under
+  `stop` the step fails with exit 1 (the operation failed, not the input).
+- its column types conflict with the other new files' (the odd one out, see
+  `split_consistent`): that is a verdict on this batch, not on the file (the file kept may
+  be the wrong one), so nothing is remembered and the next run judges it again with that
+  run's new files; a warning.
+
+Outputs are recorded only when the step completes, so a crash and a resume set the same
+files aside again: their alerts are not repeated (see `_Rejections.alert`).
 """
 
 from __future__ import annotations
@@ -35,12 +46,15 @@ from mlplatform.data.ingest import (
     snapshot_hash,
     split_consistent,
 )
-from mlplatform.errors import InputError
+from mlplatform.errors import InputError, PlatformError
 from mlplatform.pipeline import StepContext, StepResult, step
 
 
 class _ReadFailed(Exception):
     """Reading the batch on Ray failed; which file (if any) is to blame is not known yet."""
+
+
+_IO_RETRIED = " (the storage's fault, not the content's: tried again on the next run)"
 
 
 class _Rejections:
@@ -51,25 +65,57 @@ class _Rejections:
         self.ctx = ctx
         self.files: list[RejectedSourceFile] = []
 
-    def add(self, info: pafs.FileInfo, content_hash: str | None, reason: str) -> None:
+    def add(self, info: pafs.FileInfo, reason: str, *, content_hash: str | None = None,
+            io_error: bool = False) -> None:
+        """Set `info` aside. With `content_hash`, later runs skip it until its content changes;
+        without, the next run tries it again."""
         if self.ctx.spec.source.on_unreadable == "stop":
-            raise InputError(f"batch file {info.path}: {reason} (source.on_unreadable: stop; `skip` "
-                             "would set the file aside and ingest the others)")
+            error = PlatformError if io_error else InputError
+            raise error(f"batch file {info.path}: {reason} (source.on_unreadable: stop; `skip` "
+                        "would set the file aside and ingest the others)")
         self.ctx.log(f"set aside {info.path}: {reason}")
         self.files.append(RejectedSourceFile(uri=info.path, content_hash=content_hash,
                                              size_bytes=info.size, reason=reason))
 
+    def unreadable(self, info: pafs.FileInfo, exc: UnreadableFile, content_hash: str) -> None:
+        """A file a check refused: its hash is remembered unless the storage, not the content, failed."""
+        if exc.io_error:
+            self.add(info, exc.reason + _IO_RETRIED, io_error=True)
+        else:
+            self.add(info, exc.reason, content_hash=content_hash)
+
     def alert(self) -> None:
-        """One alert per file set aside: a person has to fix or replace it."""
+        """One alert per file set aside: critical when a person has to fix or replace it, a
+        warning when the next run tries it again anyway.
+
+        Alerts are raised before the step completes (its outputs are recorded after), so a
+        resume after a crash sets the same files aside again; an alert already raised is
+        not repeated: for the same content (remembered: once per pipeline), or for the same
+        file in this run (the others: once per run)."""
+        if not self.files:
+            return
+        # A resume follows its crash closely, so the alerts it could repeat are among the newest.
+        raised = {_alert_key(a.details.get("content_hash"), a.run_id, a.details.get("file"))
+                  for a in self.ctx.metadata.alerts(self.ctx.spec.name, limit=1000)
+                  if a.kind == "rejected_source_file"}
         for r in self.files:
-            again = ("it is tried again on every run until it can be read" if r.content_hash is None
-                     else "it is not tried again until its content changes")
+            if _alert_key(r.content_hash, self.ctx.run_id, r.uri) in raised:
+                self.ctx.log(f"{r.uri}: alerted already, not again")
+                continue
+            # The reason of a file not remembered already says why and that it is tried again.
+            again = "" if r.content_hash is None else ("; it is not tried again until its content "
+                                                       "changes (fix or replace it)")
             self.ctx.metadata.add_alert(
-                self.ctx.spec.name, "critical", "rejected_source_file",
-                f"source file {r.uri} set aside, not ingested: {r.reason}; {again} (fix or replace it)",
+                self.ctx.spec.name, "warning" if r.content_hash is None else "critical",
+                "rejected_source_file", f"source file {r.uri} set aside, not ingested: {r.reason}{again}",
                 run_id=self.ctx.run_id, step="ingest",
                 details={"file": r.uri, "content_hash": r.content_hash, "size_bytes": r.size_bytes,
                          "reason": r.reason})
+
+
+def _alert_key(content_hash: str | None, run_id: str | None, file: str | None) -> tuple[str | None, ...]:
+    """What makes a rejection alert the same: its content when remembered, else its file and run."""
+    return (content_hash,) if content_hash else (run_id, file)
 
 
 def _set_aside_before(ctx: StepContext) -> dict[str, RejectedSourceFile]:
@@ -88,7 +134,7 @@ def _hash_all(fs: pafs.FileSystem, files: list[pafs.FileInfo],
         try:
             hashes[f.path] = storage.sha256_file(fs, f.path)
         except OSError as exc:
-            rejections.add(f, None, f"cannot be opened: {exc}")
+            rejections.add(f, f"I/O error while reading: {exc}{_IO_RETRIED}", io_error=True)
     return hashes
 
 
@@ -168,16 +214,17 @@ def _ingest_good(ctx: StepContext, fs: pafs.FileSystem, good: list[pafs.FileInfo
                 try:
                     check_parses(fs, f.path, fmt)
                 except UnreadableFile as bad:
-                    rejections.add(f, hashes[f.path], bad.reason)
+                    rejections.unreadable(f, bad, hashes[f.path])
                     blamed.append(f.path)
-            if not blamed:
-                raise InputError(f"batch files {', '.join(f.path for f in good)}: ingest failed: "
-                                 f"{exc}") from None
+            if not blamed:  # each file reads in full here: the cluster failed, not the input
+                raise PlatformError(f"reading batch files {', '.join(f.path for f in good)} on Ray "
+                                    f"failed, though each reads in full here (a cluster or storage "
+                                    f"fault, not bad input; retry the run): {exc}") from None
             good = [f for f in good if f.path not in blamed]
             continue
         if snap is None:  # CSV files with a header and no rows (Parquet ones are caught earlier)
             for f in good:
-                rejections.add(f, hashes[f.path], "no rows")
+                rejections.add(f, "no rows", content_hash=hashes[f.path])
             return None, []
         return snap, good
     return None, []
@@ -210,11 +257,12 @@ def ingest(ctx: StepContext) -> StepResult:
         try:
             schemas[f.path] = check_ingestible(fs, f, src.format)
         except UnreadableFile as exc:
-            rejections.add(f, hashes[f.path], exc.reason)
+            rejections.unreadable(f, exc, hashes[f.path])
     kept, conflicts = split_consistent(schemas)
     for f in new:
-        if f.path in conflicts:
-            rejections.add(f, hashes[f.path], conflicts[f.path])
+        if f.path in conflicts:  # a verdict on this batch, not the file: not remembered
+            rejections.add(f, f"{conflicts[f.path]} (a conflict with this run's other new files: "
+                              "judged again on the next run)")
     good = [f for f in new if f.path in kept]
     snap, good = _ingest_good(ctx, fs, good, hashes, {p: s.names for p, s in schemas.items()}, rejections)
     rejections.alert()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import getpass
 import socket
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -123,6 +124,37 @@ def compare_and_set(s: Session, name: str, version: str, *, expected: str | None
         s.add(ChampionRow(name=name, version=version, changed_at=now, change_id=change.id))
     else:  # the row read (and locked) above; never re-read, which could see a newer commit
         row.version, row.changed_at, row.change_id = version, now, change.id
+    s.flush()
+    return ChampionEvent.model_validate(change)
+
+
+def adopt(s: Session, name: str, chain: Sequence[tuple[str, str]], *, actor: str | None) -> ChampionEvent:
+    """Inside the caller's transaction: give a model that has no champion row one, with the
+    history a home from before the record kept elsewhere (MLflow), as `adopt` changes.
+
+    `chain` is (version, reason) per change, oldest first; the last is the champion. The
+    rows form a chain (each change's from_version is the one before's to_version) so that
+    a rollback right after an upgrade goes where it went the day before. All of it or
+    nothing: when the model has a row already (another process adopted or promoted first),
+    ChampionConflict and nothing is written; a concurrent first row on PostgreSQL collides on
+    the primary key, which the store turns into the same conflict.
+    """
+    if not chain:
+        raise ValueError(f"model {name}: nothing to adopt")
+    row = _locked_row(s, name, lock=True)
+    if row is not None:
+        raise ChampionConflict(name, None, row.version, chain[-1][0])
+    now, who = utcnow(), actor or default_actor()
+    previous: str | None = None
+    change: ChampionHistoryRow | None = None
+    for version, reason in chain:
+        change = ChampionHistoryRow(name=name, from_version=previous, to_version=str(version), action="adopt",
+                                    reason=reason, actor=who, run_id=None, created_at=now)
+        s.add(change)
+        s.flush()  # ids in chain order: history() reads them back oldest first
+        previous = str(version)
+    assert change is not None and previous is not None
+    s.add(ChampionRow(name=name, version=previous, changed_at=now, change_id=change.id))
     s.flush()
     return ChampionEvent.model_validate(change)
 

@@ -17,7 +17,7 @@ import datetime as dt
 import random
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -544,6 +544,20 @@ class MetadataStore:
             now = self.champion(name)
             raise ChampionConflict(name, expected, now.version if now else None, str(version)) from None
 
+    def adopt_champion(self, name: str, chain: Sequence[tuple[str, str]], *,
+                       actor: str | None = None) -> ChampionEvent:
+        """Give `name`, which has no champion row, the champion and history a home from before
+        the record kept in MLflow: `chain` is (version, reason) per change, oldest first, the
+        last one the champion, recorded as `adopt` changes in one transaction. Raises
+        ChampionConflict, writing nothing, when the model has a row already."""
+        try:
+            with self.session() as s:
+                return _champion.adopt(s, name, chain, actor=actor)
+        except IntegrityError:
+            # PostgreSQL: another process inserted the first row at the same moment.
+            now = self.champion(name)
+            raise ChampionConflict(name, None, now.version if now else None, str(chain[-1][0])) from None
+
     def champion(self, name: str) -> Champion | None:
         """The champion record of `name`, or None when nothing was ever promoted."""
         with self.session() as s:
@@ -559,10 +573,3 @@ class MetadataStore:
         """Every change of the champion of `name`, oldest first."""
         with self.session() as s:
             return _champion.history(s, name)
-
-    @contextmanager
-    def champion_locked(self, name: str) -> Iterator[Champion | None]:
-        """Hold the champion record of `name` (no change can commit meanwhile) for the body:
-        how the registry mirrors the row into MLflow without racing another change."""
-        with self.session() as s:
-            yield _champion.read(s, name, lock=True)

@@ -10,7 +10,10 @@ alias (until a later passing model takes it), so a person can compare and promot
 hand (`platformctl models promote`).
 
 Retried after a crash, the step finds its own change (the champion row already is this
-version, set by this run) and writes nothing new; the alias is mirrored again.
+version, set by this run) and writes nothing new; the alias is mirrored again. If a person
+made this very version champion before the step ran or resumed, it is reported as already
+champion with promoted: false: `promoted` says this step made the change (and so produced a
+champion-change artifact), and it did not; `champion` says who is champion.
 
 Summary per model: version, promoted (bool), champion (after this step), previous_champion
 (before it), reason, change_id (the champion history row, when promoted).
@@ -28,6 +31,11 @@ from mlplatform.pipeline import StepContext, StepResult, step
 
 def _v(version: str | None) -> str:
     return f"v{version}" if version else "(none)"
+
+
+# How a change someone else made came about, for the step's message.
+_HOW = {"manual": "by hand", "rollback": "by a rollback", "adopt": "by adoption",
+        "promote": "by another run's promotion"}
 
 
 def _change(mv: ModelVersion, change: ChampionEvent) -> ChampionChange:
@@ -64,10 +72,24 @@ def promote_step(ctx: StepContext) -> StepResult:
         try:
             change = reg.set_champion(
                 name, mv.version, expected=expected, action="promote", run_id=ctx.run_id,
-                reason=f"register run {ctx.run_id}: passed the gate against {_v(expected)}")
+                reason=f"promoted by run {ctx.run_id}: passed the gate against {_v(expected)}")
         except ChampionConflict as exc:
-            mine = [c for c in reg.champion_history(name)
+            history = reg.champion_history(name)
+            mine = [c for c in history
                     if c.run_id == ctx.run_id and c.to_version == mv.version and c.action == "promote"]
+            if not mine and exc.actual == mv.version:
+                # Someone else made this very version champion (`models promote` by hand
+                # before this step ran or resumed): nothing left to do, and not this step's change.
+                made = [c for c in history if c.to_version == mv.version][-1]
+                how = _HOW.get(made.action, f"by a {made.action!r} change")
+                reason = (f"already champion: v{mv.version} was made champion {how} (change {made.id} by "
+                          f"{made.actor}) after this model was evaluated against {_v(expected)}; "
+                          "this step changed nothing")
+                summary[name] = {"version": mv.version, "promoted": False, "champion": mv.version,
+                                 "previous_champion": mv.version, "reason": reason}
+                lines.append(f"{name} v{mv.version}: {reason}")
+                ctx.log(lines[-1])
+                continue
             if not mine:
                 reason = (f"not promoted: the champion changed from {_v(expected)} to {_v(exc.actual)} "
                           f"after this model was evaluated against it; v{mv.version} stays registered "

@@ -9,9 +9,13 @@ hash check is what makes loading a pickle safe here.
 
 Who is champion is not MLflow's to say: it is a row of the metadata store changed by
 compare-and-set (mlplatform.metadata.champion). MLflow's `champion` alias mirrors the row:
-it is set after each change commits, under the row's lock (so two changes can never leave
-the alias on the older one), and a reader that finds it disagreeing repairs it, saying so.
-A home from before the record (alias, no row) adopts the alias on first read.
+it is set after each change commits, outside any metadata transaction (a slow tracking
+server must not hold the store's write lock), then the row is read again and the alias set
+again until the row stayed put across the write, so two changes can never leave the alias
+on the older one (mirror_champion). A reader that finds it disagreeing with a change older
+than a grace period repairs it, saying so; a younger change is still being mirrored. A home
+from before the record (alias, no row) adopts the alias on first read, with the previous
+release's history tag as its history.
 
 MLflow runs its own Alembic migrations the first time a process opens a fresh SQLite
 tracking database; several processes doing that at once fail with "duplicate column"
@@ -23,10 +27,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +43,7 @@ from pydantic import BaseModel, Field
 from mlplatform import storage
 from mlplatform.errors import InputError, PlatformError
 from mlplatform.metadata.champion import Action, Champion, ChampionConflict, ChampionEvent
+from mlplatform.metadata.schema import utcnow
 from mlplatform.metadata.store import MetadataStore
 from mlplatform.settings import Settings
 
@@ -48,6 +55,12 @@ _READY: set[str] = set()
 _LOCK = threading.Lock()
 log = logging.getLogger(__name__)
 ADOPTED = "adopted from the MLflow alias 'champion' (no champion record yet: a home from before it)"
+# The previous release's champion history: a JSON list of versions, oldest first, current last.
+HISTORY_TAG = "mlplatform.champion_history"
+IMPORTED = f"imported from the MLflow tag {HISTORY_TAG} (a home from before the champion record)"
+MIRROR_ATTEMPTS = 20  # alias writes per mirror while changes keep landing (see mirror_champion)
+ALIAS_WRITE_TRIES = 5  # failed MLflow alias writes per mirror before the error is raised
+MIRROR_GRACE_S = 60.0  # a change younger than this may still be being mirrored by its maker
 
 
 class ModelVersionInfo(BaseModel):
@@ -80,6 +93,8 @@ def _file_uri(location: str) -> str:
 
 class ModelRegistry:
     """MLflow tracking + registry for one platform installation."""
+
+    mirror_grace_s: float = MIRROR_GRACE_S
 
     def __init__(self, settings: Settings, store: MetadataStore | None = None):
         import mlflow
@@ -212,25 +227,90 @@ class ModelRegistry:
     # -- the champion: a record changed by compare-and-set, mirrored into MLflow --------
 
     def champion_record(self, name: str) -> Champion | None:
-        """The champion record of `name`: adopted from MLflow's alias when a home from before
-        the record has none; the alias repaired (with a warning) when it disagrees."""
+        """The champion record of `name`: adopted from MLflow's alias (and the previous
+        release's history tag) when a home from before the record has none; the alias
+        repaired, with a warning, when it disagrees with a change older than
+        `mirror_grace_s`.
+
+        A younger change is left alone: the process that made it mirrors it right after its
+        commit, so a disagreement then is a mirror in progress, not damage, and repairing it
+        would warn about nothing. Should that process have died before mirroring, the first
+        read after the grace repairs the alias. The record is what comes back either way:
+        it, not the alias, is who is champion."""
         record = self.store.champion(name)
         alias = self.alias(name, CHAMPION)
         if record is None:
             if alias is None:
                 return None
-            try:
-                self.store.set_champion(name, alias, expected=None, action="adopt", reason=ADOPTED)
-                log.warning("model %s: no champion record; adopted v%s from the MLflow alias 'champion'",
-                            name, alias)
-            except ChampionConflict:
-                pass  # another process adopted or promoted first: its record stands
+            self._adopt(name, alias)
             record = self.store.champion(name)
             if record is None:
                 return None
         if alias != record.version:
+            if not self._settled(record):
+                log.debug("model %s: champion v%s (change %d, %.1f s old) is being mirrored into the "
+                          "MLflow alias, which still says %s", name, record.version, record.change.id,
+                          self._age_s(record), f"v{alias}" if alias else "no version")
+                return record
             self.mirror_champion(name, repair=True)
-        return self.store.champion(name)
+            return self.store.champion(name)
+        return record
+
+    def _adopt(self, name: str, alias: str) -> None:
+        """Record a home from before the champion record: the alias is the champion, and the
+        previous release's history (the registered model's `mlplatform.champion_history`
+        tag, versions oldest first) becomes its history, so `models rollback` still goes
+        where it went before the upgrade. Another process adopting or promoting first wins."""
+        chain = self._legacy_chain(name, alias)
+        try:
+            self.store.adopt_champion(name, chain)
+        except ChampionConflict:
+            return  # another process adopted or promoted first: its record stands
+        earlier = len(chain) - 1
+        imported = f" and {earlier} earlier champion(s) from the MLflow tag {HISTORY_TAG}" if earlier else ""
+        log.warning("model %s: no champion record; adopted v%s from the MLflow alias 'champion'%s",
+                    name, alias, imported)
+
+    def _legacy_chain(self, name: str, alias: str) -> list[tuple[str, str]]:
+        """(version, reason) per champion, oldest first, ending at `alias`: the history tag's
+        versions (a repeat of the one before is no change and is dropped), then the alias's
+        version unless the tag already ends there; the alias wins over a tag that disagrees,
+        as it is what served. A tag that is not a JSON list of versions is reported and left
+        out: the alias alone is adopted, as it would be with no tag."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            raw = (self.client.get_registered_model(name).tags or {}).get(HISTORY_TAG)
+        except MlflowException:
+            raw = None
+        versions: list[str] = []
+        if raw:
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, list) and all(isinstance(v, str | int) and not isinstance(v, bool)
+                                                for v in parsed):
+                versions = [str(v) for v in parsed]
+            else:
+                log.warning("model %s: the MLflow tag %s is not a JSON list of versions (%.200r): "
+                            "its history is not imported", name, HISTORY_TAG, raw)
+        imported: list[str] = []
+        for version in versions:
+            if not imported or imported[-1] != version:
+                imported.append(version)
+        if imported and imported[-1] == alias:
+            imported.pop()
+        chain = [(version, IMPORTED) for version in imported]
+        chain.append((alias, ADOPTED + (f"; the champions before it {IMPORTED}" if chain else "")))
+        return chain
+
+    def _age_s(self, record: Champion) -> float:
+        return (utcnow() - record.changed_at).total_seconds()
+
+    def _settled(self, record: Champion) -> bool:
+        """The change is older than any mirror still running: a disagreeing alias is damage."""
+        return self._age_s(record) >= self.mirror_grace_s
 
     def champion(self, name: str) -> str | None:
         """The champion version of `name` (the record's), or None."""
@@ -241,26 +321,63 @@ class ModelRegistry:
         return self.store.champion_history(name)
 
     def mirror_champion(self, name: str, *, repair: bool = False) -> str | None:
-        """Point MLflow's `champion` alias at the record's champion, holding the record so
-        that no change commits in between. Returns the champion. `repair`: a reader found the
-        alias disagreeing (not a change just made): say so."""
-        with self.store.champion_locked(name) as record:
+        """Point MLflow's `champion` alias at the record's champion; returns the champion.
+
+        No metadata transaction is open during the MLflow call: on SQLite the store's
+        transactions hold the whole database's write lock, and a slow tracking server would
+        stall every metadata write in the meantime (the others failing at the busy timeout).
+        Without the lock, a mirror of an older change can land after a newer one's, so
+        after its write each mirror reads the row again and, when it moved, mirrors again,
+        until the row stayed put across a write. Then the alias cannot end on an older
+        version: the last write of all was followed by its writer's read of the row; if
+        that read saw the final row, the write was of it (or the writer would have written
+        again); if not, the final change committed after that read, and its own mirror read
+        the alias after the last write and fixed it (or found it right).
+
+        `repair`: a reader found the alias disagreeing with a settled change (not one just
+        made): say so."""
+        from mlflow.exceptions import MlflowException
+
+        record = self.store.champion(name)
+        failed = 0
+        for _ in range(MIRROR_ATTEMPTS):
             if record is None:
                 return None
             alias = self.alias(name, CHAMPION)
             if alias != record.version:
-                self.client.set_registered_model_alias(name, CHAMPION, record.version)
-                if repair:
+                try:
+                    self.client.set_registered_model_alias(name, CHAMPION, record.version)
+                except MlflowException:
+                    # MLflow writes an alias by read-then-insert: two processes creating it at
+                    # once, the second fails on its unique key (or, on SQLite, finds the tracking
+                    # database busy). A failed write changed nothing; the alias may now be
+                    # right, else writing again updates the row the other one made.
+                    failed += 1
+                    if failed >= ALIAS_WRITE_TRIES:
+                        raise
+                    time.sleep(0.05 * failed)
+                    record = self.store.champion(name)
+                    continue
+                if repair and self._settled(record):
                     log.warning("model %s: MLflow alias 'champion' pointed at %s but the champion "
                                 "record says v%s (change %d, %s): alias repaired", name,
                                 f"v{alias}" if alias else "no version", record.version, record.change.id,
                                 record.change.reason)
-            return record.version
+            after = self.store.champion(name)
+            if after is not None and after.version == record.version:
+                return record.version
+            record = after
+        # Changes kept landing during each write: the last of them mirrors itself, and a
+        # read after the grace repairs the alias should that process have died.
+        log.warning("model %s: the champion changed during each of %d MLflow alias writes; the alias "
+                    "is left to the latest change's own mirror", name, MIRROR_ATTEMPTS)
+        return record.version if record else None
 
     def set_champion(self, name: str, version: str, *, expected: str | None, action: Action,
                      reason: str, run_id: str | None = None, actor: str | None = None) -> ChampionEvent:
         """Compare-and-set the champion record (ChampionConflict when it is not `expected`),
-        then mirror it into MLflow's alias. Idempotent for a retried change (same run_id)."""
+        then, its transaction committed, mirror it into MLflow's alias. Idempotent for a
+        retried change (same run_id)."""
         change = self.store.set_champion(name, str(version), expected=expected, action=action,
                                          reason=reason, run_id=run_id, actor=actor)
         self.mirror_champion(name)
