@@ -150,10 +150,10 @@ class FeatureRows(ArtifactModel):
     snapshot: str
 
 
-class FeatureViewDefinition(ArtifactModel):
-    """A feature view's resolved definition and version, as the feature catalog lists it."""
+class FeatureViewFields(BaseModel):
+    """A feature view with every default resolved (the feature store's `FeatureView` adds its
+    behaviour); recorded as it is, so the catalog can list views without the spec at hand."""
 
-    kind: ClassVar[str] = "feature_view"
     pipeline: str
     name: str
     entity: str
@@ -161,9 +161,15 @@ class FeatureViewDefinition(ArtifactModel):
     created_timestamp_column: str | None = None
     ttl_s: int
     transformation: str | None = None
-    features: list[str]
+    features: list[str] = Field(description="Every output feature, aggregations included.")
     spec: dict[str, Any]
     version: str
+
+
+class FeatureViewDefinition(ArtifactModel, FeatureViewFields):
+    """A feature view's resolved definition and version, as the feature catalog lists it."""
+
+    kind: ClassVar[str] = "feature_view"
 
 
 class TrainingSet(ArtifactModel):

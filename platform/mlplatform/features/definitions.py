@@ -18,11 +18,11 @@ import importlib
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+from mlplatform.artifacts import FeatureViewFields
 from mlplatform.errors import InputError
 from mlplatform.settings import load_settings, on_allow_list
 from mlplatform.spec import FeatureViewSpec, PipelineSpec, duration_seconds
@@ -30,19 +30,8 @@ from mlplatform.spec import FeatureViewSpec, PipelineSpec, duration_seconds
 Transformation = Callable[[pd.DataFrame], pd.DataFrame]
 
 
-class FeatureView(BaseModel):
+class FeatureView(FeatureViewFields):
     """A feature view with every default resolved: what the stores and the CLI work with."""
-
-    pipeline: str
-    name: str
-    entity: str
-    timestamp_column: str
-    created_timestamp_column: str | None = None
-    ttl_s: int
-    transformation: str | None = None
-    features: list[str] = Field(description="Every output feature, aggregations included.")
-    spec: dict[str, Any]
-    version: str
 
     @property
     def ttl(self) -> dt.timedelta:

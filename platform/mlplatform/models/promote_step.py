@@ -44,6 +44,11 @@ def _change(mv: ModelVersion, change: ChampionEvent) -> ChampionChange:
                           segment=mv.segment)
 
 
+def _not_promoted(mv: ModelVersion, champion: str | None, reason: str) -> dict[str, Any]:
+    return {"version": mv.version, "promoted": False, "champion": champion,
+            "previous_champion": champion, "reason": reason}
+
+
 @step("promote", consumes=(ModelVersion, Evaluation), produces=(ChampionChange,))
 def promote_step(ctx: StepContext) -> StepResult:
     versions = ctx.upstream(ModelVersion)
@@ -85,8 +90,7 @@ def promote_step(ctx: StepContext) -> StepResult:
                 reason = (f"already champion: v{mv.version} was made champion {how} (change {made.id} by "
                           f"{made.actor}) after this model was evaluated against {_v(expected)}; "
                           "this step changed nothing")
-                summary[name] = {"version": mv.version, "promoted": False, "champion": mv.version,
-                                 "previous_champion": mv.version, "reason": reason}
+                summary[name] = _not_promoted(mv, mv.version, reason)
                 lines.append(f"{name} v{mv.version}: {reason}")
                 ctx.log(lines[-1])
                 continue
@@ -94,8 +98,7 @@ def promote_step(ctx: StepContext) -> StepResult:
                 reason = (f"not promoted: the champion changed from {_v(expected)} to {_v(exc.actual)} "
                           f"after this model was evaluated against it; v{mv.version} stays registered "
                           "as challenger: retrain, or compare and promote by hand")
-                summary[name] = {"version": mv.version, "promoted": False, "champion": exc.actual,
-                                 "previous_champion": exc.actual, "reason": reason}
+                summary[name] = _not_promoted(mv, exc.actual, reason)
                 lines.append(f"{name} v{mv.version}: {reason}")
                 ctx.log(lines[-1])
                 continue
