@@ -131,9 +131,11 @@ def jensen_shannon_numeric(ref: np.ndarray, cur: np.ndarray) -> float:
 def psi_numeric(ref: np.ndarray, cur: np.ndarray, buckets: int = PSI_BUCKETS) -> float:
     """Population Stability Index over buckets at the reference's quantiles (deciles).
 
-    Equal quantiles (ties, discrete features) are merged, so a bucket is never empty by
-    construction; the outer buckets are open (-inf, +inf), so current values outside the
-    reference range are counted. Buckets are [a, b): a value on an edge goes right.
+    Equal quantiles (ties, discrete features) are merged; a reference bucket can still be
+    empty (e.g. five 0s and five 1s give (-inf, 0) and [0.5, 1) empty), which the clipping
+    below turns into a small probability rather than a division by zero. The outer buckets are
+    open (-inf, +inf), so current values outside the reference range are counted. Buckets are
+    [a, b): a value on an edge goes right.
     """
     inner = np.unique(np.quantile(ref, np.linspace(0, 1, buckets + 1)[1:-1]))
     p = np.bincount(np.searchsorted(inner, ref, side="right"), minlength=len(inner) + 1) / len(ref)
