@@ -26,6 +26,7 @@ import pickle
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -466,7 +467,11 @@ def parquet_fragments(paths: list[str], fs: Any) -> list[dict[str, Any]]:
     return items
 
 
-def _fragment_task(plan: CheckPlan, fs: Any, dictionary_columns: list[str]):  # noqa: ANN202
+RowFilter = Callable[[pa.Table], pa.Table]
+
+
+def _fragment_task(plan: CheckPlan, fs: Any, dictionary_columns: list[str],  # noqa: ANN202
+                   row_filter: RowFilter | None):
     def run(batch: pa.Table) -> pa.Table:
         out = []
         for path, group in zip(batch.column("path").to_pylist(), batch.column("row_group").to_pylist(),
@@ -474,6 +479,8 @@ def _fragment_task(plan: CheckPlan, fs: Any, dictionary_columns: list[str]):  # 
             with fs.open_input_file(path) as f:
                 pf = pq.ParquetFile(f, read_dictionary=dictionary_columns)
                 table = pf.read_row_group(group, use_threads=False)
+            if row_filter is not None:
+                table = row_filter(table)
             valid, quarantined, part = check_block(table, plan)
             name = f"{zlib.crc32(path.encode()):08x}-{group:05d}"
             _write(valid, plan.valid_out, name)
@@ -488,8 +495,12 @@ def validate_parquet(paths: list[str], fs: Any, schema: SchemaSpec, *,
                      reference: DatasetStats | None = None, valid_out: str | None = None,
                      quarantine_out: str | None = None, drift_spec: DriftSpec | None = None,
                      exclude_from_drift: tuple[str, ...] = (), row_id_column: str | None = None,
-                     sample_size: int = 20_000, seed: int = 0) -> ValidationResult:
+                     sample_size: int = 20_000, seed: int = 0, row_filter: RowFilter | None = None,
+                     expected_rows: int | None = None) -> ValidationResult:
     """Validate Parquet files: the same per-block checks, one Ray Data task per row group.
+
+    `row_filter` keeps only some rows of each row group (e.g. a time window), inside the
+    task; `expected_rows` is then how many it keeps, which sets the sampling rate.
 
     Ray Data's own Parquet reader lists files in a task of its own and decodes
     categorical columns as plain strings; on 2 cores that overhead made validation
@@ -500,11 +511,12 @@ def validate_parquet(paths: list[str], fs: Any, schema: SchemaSpec, *,
     import ray
 
     items = parquet_fragments(paths, fs)
-    rows = sum(i["rows"] for i in items)
+    rows = expected_rows if expected_rows is not None else sum(i["rows"] for i in items)
     plan = _plan(schema, reference, rows, sample_size, seed, row_id_column, valid_out, quarantine_out)
     dictionary = [c.name for c in schema.columns if c.type == "category"]
     ds = ray.data.from_items(items, override_num_blocks=max(len(items), 1))
-    out = ds.map_batches(_fragment_task(plan, fs, dictionary), batch_format="pyarrow", batch_size=1)
+    out = ds.map_batches(_fragment_task(plan, fs, dictionary, row_filter), batch_format="pyarrow",
+                         batch_size=1)
     return _finish(out, schema, reference, drift_spec, exclude_from_drift, sample_size)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import pickle
+from collections.abc import Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -29,7 +29,7 @@ from mlplatform import storage
 from mlplatform.artifacts import FeatureRows, FeatureViewDefinition, TrainingSet, ValidatedBatch
 from mlplatform.data.reference import recorded_schema, training_stats_uri
 from mlplatform.data.stats import DatasetStats
-from mlplatform.data.validation import CheckPlan, check_block, combine, parquet_fragments
+from mlplatform.data.validation import validate_parquet
 from mlplatform.errors import InputError
 from mlplatform.features.compute import (
     HISTORY_FLAG,
@@ -178,52 +178,35 @@ def featurize(ctx: StepContext) -> StepResult:
     return StepResult(inputs=[], outputs=outputs, summary=summary, message="; ".join(lines))
 
 
-def _stats_task(plan: CheckPlan, ts: str, start: dt.datetime | None, end: dt.datetime,
-                dictionary_columns: list[str]):  # noqa: ANN202
-    """A Ray task over row groups: each one's rows inside the window, checked by the validation's
-    own per-block code; only the small partials come back."""
-    def run(batch: pa.Table) -> pa.Table:
-        out = []
-        for uri, path, group in zip(batch.column("uri").to_pylist(), batch.column("path").to_pylist(),
-                                    batch.column("row_group").to_pylist(), strict=True):
-            fs, _ = storage.resolve(uri)
-            with fs.open_input_file(path) as f:
-                table = pq.ParquetFile(f, read_dictionary=dictionary_columns).read_row_group(
-                    group, use_threads=False)
-            expr = time_range(ts, table.schema.field(ts).type, start, end)
-            _, _, part = check_block(table.filter(expr) if expr is not None else table, plan)
-            out.append(pickle.dumps(part))
-        return pa.table({"partial": pa.array(out, pa.binary())})
+def _in_window(ts: str, start: dt.datetime | None, end: dt.datetime) -> Callable[[pa.Table], pa.Table]:
+    """The rows of a block inside the window (bounds cast to the block's own timestamp type)."""
+    def keep(table: pa.Table) -> pa.Table:
+        expr = time_range(ts, table.schema.field(ts).type, start, end)
+        return table.filter(expr) if expr is not None else table
 
-    return run
+    return keep
 
 
 def window_statistics(batches: list[ValidatedBatch], schema: SchemaSpec, ts: str, start: dt.datetime | None,
                       end: dt.datetime) -> DatasetStats | None:
-    """Statistics of the rows of `batches` with start <= ts <= end, computed as the validate step
-    computes a batch's (the same per-block partials and merge, on Ray, one task per row group),
-    so that drift against them means what drift against a batch means. None: no rows."""
-    import ray
-
-    items, rows = [], 0
-    for b in batches:
+    """Statistics of the rows of `batches` with start <= ts <= end, computed by the validate
+    step's own pass (one Ray task per row group, keeping the window's rows), so that drift
+    against them means what drift against a batch means. None: no rows."""
+    files: list[str] = []
+    rows = 0
+    fs = None
+    for b in batches:  # validated batches all live under the storage URI: one filesystem
         fs, path = storage.resolve(b.uri)
-        files = [f.path for f in storage.list_files(fs, path, (".parquet",))]
-        if not files:
+        found = [f.path for f in storage.list_files(fs, path, (".parquet",))]
+        if not found:
             continue
-        ds = pads.dataset(files, format="parquet", filesystem=fs)
+        ds = pads.dataset(found, format="parquet", filesystem=fs)
         rows += ds.count_rows(filter=time_range(ts, ds.schema.field(ts).type, start, end))
-        items += [{"uri": b.uri, **item} for item in parquet_fragments(files, fs)]
+        files += found
     if not rows:
         return None
-    plan = CheckPlan(schema=schema, edges={}, sample_rate=min(1.0, STATS_SAMPLE_SIZE / rows), seed=0,
-                     row_id_column=None, valid_out=None, quarantine_out=None)
-    dictionary = [c.name for c in schema.columns if c.type == "category"]
-    out = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _stats_task(plan, ts, start, end, dictionary), batch_format="pyarrow", batch_size=1)
-    partials = [pickle.loads(p) for batch in out.iter_batches(batch_format="pyarrow", batch_size=None)
-                for p in batch.column("partial").to_pylist()]
-    return combine(partials, schema, sample_size=STATS_SAMPLE_SIZE).stats
+    return validate_parquet(files, fs, schema, sample_size=STATS_SAMPLE_SIZE,
+                            row_filter=_in_window(ts, start, end), expected_rows=rows).stats
 
 
 def _record_statistics(ctx: StepContext, used: list[ValidatedBatch], start: dt.datetime | None,
