@@ -282,19 +282,3 @@ class ChampionChange(ArtifactModel):
     change_id: int
     run_id: str | None = None
     segment: str | None = None
-
-
-KINDS: dict[str, type[ArtifactModel]] = {
-    m.kind: m for m in (SourceFile, RejectedSourceFile, Snapshot, InferredSchema, Statistics,
-                        ValidationReport, Quarantine, RejectedBatch, ValidatedBatch, FeatureRows,
-                        FeatureViewDefinition, TrainingSet, TrainedModel, Evaluation, ModelVersion,
-                        ChampionChange)
-}
-
-
-def model_for(kind: str) -> type[ArtifactModel]:
-    """The contract of a kind; an unknown kind is a clear error, never a KeyError."""
-    try:
-        return KINDS[kind]
-    except KeyError:
-        raise ContractError(f"unknown artifact kind {kind!r}; known kinds: {sorted(KINDS)}") from None

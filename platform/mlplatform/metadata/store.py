@@ -388,16 +388,6 @@ class MetadataStore:
             query = query.where(ExecutionRow.step == step)
         return query
 
-    def latest_output(self, pipeline: str, step: str, kind: str,
-                      exclude_run: str | None = None) -> Artifact | None:
-        """The newest `kind` artifact written by a COMPLETE `step` of the pipeline."""
-        query = self._outputs_query(kind, pipeline, step).limit(1)
-        if exclude_run:
-            query = query.where(ContextRow.name != exclude_run)
-        with self.session() as s:
-            row = s.execute(query).first()
-            return Artifact.model_validate(row[0]) if row else None
-
     def outputs(self, kind: str, *, pipeline: str | None = None,
                 step: str | None = None) -> list[tuple[str, str, Artifact]]:
         """Every `kind` artifact written by COMPLETE executions, newest first, as

@@ -41,14 +41,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from mlplatform import storage
+from mlplatform.artifacts import ModelVersion, TrainedModel
 from mlplatform.errors import InputError, PlatformError
 from mlplatform.metadata.champion import Action, Champion, ChampionConflict, ChampionEvent
 from mlplatform.metadata.schema import utcnow
 from mlplatform.metadata.store import MetadataStore
 from mlplatform.settings import Settings
 
-MODEL_KIND = "model"  # a trained model in an MLflow run: runs:/<run>/model
-VERSION_KIND = "model_version"  # a registered version: models:/<name>/<version>
 CHAMPION, CHALLENGER = "champion", "challenger"
 _IGNORED = {"registered_model_meta"}  # MLflow adds it to a registered model's download
 _READY: set[str] = set()
@@ -447,7 +446,7 @@ class ModelRegistry:
         if mv.run_id:
             run = self.client.get_run(mv.run_id)
             metrics, params = dict(run.data.metrics), dict(run.data.params)
-        art = self.store.find_artifact(f"models:/{mv.name}/{mv.version}", VERSION_KIND)
+        art = self.store.find(ModelVersion, f"models:/{mv.name}/{mv.version}")
         return ModelVersionInfo(
             name=mv.name, version=str(mv.version), run_id=mv.run_id, aliases=list(mv.aliases or []),
             created_at=dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).isoformat(),
@@ -456,10 +455,10 @@ class ModelRegistry:
 
     def load(self, name: str, version: str) -> Any:
         """A registered version, after checking its files against the recorded sha256."""
-        art = self.store.find_artifact(f"models:/{name}/{version}", VERSION_KIND)
+        art: ModelVersion | TrainedModel | None = self.store.find(ModelVersion, f"models:/{name}/{version}")
         if art is None:  # registered, but the step died before recording it: the train-time record
             run_id = self.client.get_model_version(name, str(version)).run_id
-            art = self.store.find_artifact(f"runs:/{run_id}/model", MODEL_KIND)
+            art = self.store.find(TrainedModel, f"runs:/{run_id}/model")
         if art is None or not art.content_hash:
             raise PlatformError(f"model {name} v{version}: no sha256 recorded in the metadata store; "
                                 "refusing to load an artifact the platform did not register")
