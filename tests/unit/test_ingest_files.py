@@ -149,3 +149,17 @@ def test_a_storage_fault_while_reading_is_an_io_error_not_a_verdict_on_the_conte
             check_parses(FS, file, fmt)
         assert not exc.value.io_error and exc.value.exit_code == 2, exc.value.message
         assert exc.value.reason.startswith(f"cannot be parsed as {fmt}: ")
+
+
+def test_validate_by_hand_refuses_a_batch_whose_files_disagree_on_a_type(tmp_path: Path) -> None:
+    """`platformctl validate --batch DIR` reads the files as one table: exit 2 naming both."""
+    from mlplatform.data.ingest import batch_files
+    from mlplatform.errors import InputError
+
+    pq.write_table(pa.table({"age": [1, 2]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"age": ["x", "y"]}), tmp_path / "b.parquet")
+    with pytest.raises(InputError) as info:
+        batch_files(str(tmp_path), "parquet", "--batch")
+    assert info.value.exit_code == 2
+    assert "b.parquet" in info.value.message and "a.parquet" in info.value.message
+    assert "'age'" in info.value.message

@@ -191,21 +191,6 @@ def split_consistent(schemas: dict[str, pa.Schema]) -> tuple[list[str], dict[str
     return [p for p in paths if p in kept], rejected
 
 
-def check_consistent(schemas: dict[str, pa.Schema]) -> None:
-    """One batch is one table: a column may not change type from file to file in a way
-    Arrow cannot unify (the reader would fail later, and less clearly)."""
-    seen: dict[str, tuple[pa.Field, str]] = {}
-    for path, schema in schemas.items():
-        for field in schema:
-            if field.name in seen:
-                first, first_path = seen[field.name]
-                if not _unifies(first, field):
-                    raise InputError(f"column {field.name!r} has mixed types: {first.type} in "
-                                     f"{first_path}, {field.type} in {path}")
-            else:
-                seen[field.name] = (field, path)
-
-
 def batch_files(path: str, fmt: str, field: str = "source.path") -> tuple[pafs.FileSystem, list[str]]:
     """The readable, non-empty batch files at `path`; a clear error for anything else."""
     fs, root = storage.resolve(path)
@@ -215,7 +200,11 @@ def batch_files(path: str, fmt: str, field: str = "source.path") -> tuple[pafs.F
         raise InputError(f"{field} {path!r}: no such file or folder") from None
     if not files:
         raise InputError(f"{field} {path!r}: no .{fmt} files")
-    check_consistent({f.path: check_readable(fs, f.path, fmt) for f in files})
+    # One batch is one table: a column may not change type from file to file in a way Arrow
+    # cannot unify (the reader would fail later, and less clearly).
+    _, conflicts = split_consistent({f.path: check_readable(fs, f.path, fmt) for f in files})
+    for bad, reason in conflicts.items():
+        raise InputError(f"{field} {path!r}: file {bad}: {reason}")
     paths = [f.path for f in files]
     if fmt == "parquet" and pads.dataset(paths, format="parquet", filesystem=fs).count_rows() == 0:
         raise InputError(f"{field} {path!r}: the batch has no rows")
