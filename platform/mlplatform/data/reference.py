@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import yaml
 
@@ -31,16 +30,7 @@ from mlplatform.data.stats import DatasetStats
 from mlplatform.metadata.store import MetadataStore
 from mlplatform.spec import SchemaSpec
 
-if TYPE_CHECKING:
-    from mlplatform.services import Services
-
 ChampionOf = Callable[[str], "str | None"]
-
-
-def champion_version(services: Services, name: str) -> str | None:
-    """The champion version of model `name`: the one place the drift reference asks who is
-    champion, so that where that is recorded can change here alone."""
-    return services.models.champion(name)
 
 
 def training_stats_uri(storage_uri: str, pipeline: str, run_id: str) -> str:

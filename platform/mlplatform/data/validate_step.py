@@ -32,7 +32,6 @@ from mlplatform.artifacts import (
 )
 from mlplatform.data.reference import (
     champion_training_reference,
-    champion_version,
     latest_stats,
     recorded_schema,
 )
@@ -79,8 +78,7 @@ def load_reference(ctx: StepContext) -> tuple[DatasetStats | None, str]:
     `training` falls back to the previous batch, why)."""
     why_not = ""
     if ctx.spec.validation.drift.reference == "training":
-        training = champion_training_reference(ctx.metadata, ctx.spec.name,
-                                               lambda name: champion_version(ctx.services, name))
+        training = champion_training_reference(ctx.metadata, ctx.spec.name, ctx.services.models.champion)
         if training.stats is not None:
             return training.stats, training.label
         why_not = f"; reference training: {training.label}"
