@@ -33,6 +33,20 @@ os.environ.pop("RAY_AUTH_TOKEN", None)
 os.environ.setdefault("COLUMNS", "200")
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# Ray Serve's HTTP port for the session (the default 8000 may belong to a user's own cluster).
+os.environ["PLATFORM_SERVE_PORT"] = str(_free_port())
+os.environ.pop("PLATFORM_SERVE_HOST", None)
+os.environ.pop("PLATFORM_SERVE_URL", None)
+
+
 def platformctl(*args: str, env: dict[str, str] | None = None, unset: tuple[str, ...] = (),
                 timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """Run the real console script as a user would, in a subprocess."""

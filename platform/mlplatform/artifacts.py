@@ -282,3 +282,21 @@ class ChampionChange(ArtifactModel):
     change_id: int
     run_id: str | None = None
     segment: str | None = None
+
+
+# --- serving -------------------------------------------------------------------------------
+
+
+class Deployment(ArtifactModel):
+    """A change of what a pipeline serves (serving://<pipeline>/<generation>): the live versions,
+    their weights and the infra validation that let a new version take traffic."""
+
+    kind: ClassVar[str] = "deployment"
+    pipeline: str
+    model_name: str
+    generation: int
+    champion: str | None = None
+    weights: dict[str, int]
+    shadow: str | None = None
+    added: list[str] = Field(default_factory=list)
+    infra: list[dict[str, Any]] = Field(default_factory=list)

@@ -42,7 +42,12 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "estimator_modules": ("PLATFORM_ESTIMATOR_MODULES",),
     "transformation_modules": ("PLATFORM_TRANSFORMATION_MODULES",),
     "ray_auth_mode": ("RAY_AUTH_MODE",),
+    "serve_host": ("PLATFORM_SERVE_HOST",),
+    "serve_port": ("PLATFORM_SERVE_PORT",),
+    "serve_url": ("PLATFORM_SERVE_URL",),
 }
+# Where Ray Serve listens; not secret, forwarded to jobs so that the deploy step reaches it.
+SERVE_KEYS = ("serve_host", "serve_port", "serve_url")
 # Store URLs a job needs; forwarded to it unless they carry a password (see job_env).
 STORE_URL_KEYS = ("metadata_url", "mlflow_tracking_uri", "storage_uri", "online_store_url")
 # Set by job_env for a URL left out: the redacted URL the submitter used, so that a job on a
@@ -64,6 +69,9 @@ class ConfigFile(BaseModel):
     estimator_modules: str | None = None
     transformation_modules: str | None = None
     ray_auth_mode: AuthMode | None = None
+    serve_host: str | None = None
+    serve_port: int | None = None
+    serve_url: str | None = None
 
 
 class Settings(BaseModel):
@@ -85,6 +93,11 @@ class Settings(BaseModel):
         "features.views[].transformation may be imported from.")
     ray_auth_mode: AuthMode
     auth_token_path: Path
+    serve_host: str = Field("127.0.0.1", description="Interface Ray Serve's HTTP proxy binds to; "
+                            "127.0.0.1 unless configured (0.0.0.0 exposes the models to the network).")
+    serve_port: int = Field(8000, description="Ray Serve's HTTP port.")
+    serve_url: str = Field(description="Where clients (the CLI, the deploy step's infra validation) "
+                           "send HTTP requests: http://<serve_host>:<serve_port> unless configured.")
     sources: dict[str, str] = Field(default_factory=dict)
 
     @property
@@ -111,6 +124,8 @@ class Settings(BaseModel):
                 env[EXPECT_PREFIX + var.removeprefix("PLATFORM_")] = redact_url(value)
             else:
                 env[var] = value
+        for key in SERVE_KEYS:
+            env[ENV_VARS[key][0]] = str(getattr(self, key))
         return env
 
 
@@ -229,6 +244,16 @@ def load_settings(env: dict[str, str] | None = None, *, address: str | None = No
         "online_store_url": with_default("online_store_url", f"sqlite:///{home / 'online.db'}"),
     }
     _check_expected_stores(stores, sources, env)
+    serve_host = with_default("serve_host", "127.0.0.1")
+    port_raw = with_default("serve_port", "8000")
+    try:
+        serve_port = int(port_raw)
+        if not 0 < serve_port < 65536:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"PLATFORM_SERVE_PORT={port_raw!r}: expected a port number (1-65535)") from None
+    connect_host = "127.0.0.1" if serve_host in ("0.0.0.0", "::") else serve_host
+    serve_url = with_default("serve_url", f"http://{connect_host}:{serve_port}").rstrip("/")
     return Settings(
         home=home,
         ray_address=ray_address,
@@ -237,6 +262,9 @@ def load_settings(env: dict[str, str] | None = None, *, address: str | None = No
         transformation_modules=pick("transformation_modules") or DEFAULT_TRANSFORMATION_MODULES,
         ray_auth_mode=auth_raw,  # type: ignore[arg-type]
         auth_token_path=token_path,
+        serve_host=serve_host,
+        serve_port=serve_port,
+        serve_url=serve_url,
         sources=sources,
     )
 

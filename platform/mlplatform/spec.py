@@ -1,7 +1,7 @@
 """Pydantic models of every file a user writes: the pipeline spec and its schema.
 
 Every section the platform implements is typed, with defaults. A section or value
-that nothing implements yet (`deploy`, `triggers`, `validation.quarantine: false`) is an
+that nothing implements yet (`triggers`, `validation.quarantine: false`) is an
 error naming it, not a setting that is accepted and silently does nothing; the release
 that implements it adds its model here. All models forbid unknown keys: a typo is an
 error with its YAML path, not a silently ignored setting.
@@ -352,6 +352,52 @@ class EvaluationSpec(Strict):
     require_better_than_champion: bool = True
 
 
+# --- serving ------------------------------------------------------------------
+
+
+class AutoscalingSpec(Strict):
+    """Ray Serve's autoscaling of the pipeline's ingress replicas (which host the models)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(16, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSpec:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas {self.max_replicas} is below min_replicas {self.min_replicas}")
+        return self
+
+
+class DeploySpec(Strict):
+    """How the pipeline's models are served (one Ray Serve application per pipeline).
+
+    With this section, the `deploy` step puts each new champion behind HTTP after the gate:
+    infra-validated first, then 100% of the traffic; the previous champion stays deployed,
+    idle, for an instant rollback. Without it nothing is served."""
+
+    replicas: int = Field(1, ge=1, le=64, description="Fixed replica count (ignored with autoscaling).")
+    autoscaling: AutoscalingSpec | None = None
+    num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per replica.")
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica works on at once.")
+    max_queued_requests: int = Field(256, ge=1, description="Requests queued per caller beyond that; "
+                                     "more are shed with 503 and Retry-After instead of waiting.")
+    max_rows: int = Field(1000, ge=1, le=100_000, description="Rows per request; more is a 413.")
+    max_body_kb: int = Field(1024, ge=1, description="Request body size limit; more is a 413.")
+    strict_inputs: bool = Field(True, description="An unknown column in a request is a 400 "
+                                "(false: it is dropped).")
+    missing_entity: Literal["error", "nulls"] = Field(
+        "error", description="An entity id with no fresh online features: a 404 naming it (error), "
+        "or nulls that the model's imputer fills (nulls).")
+    shadow_fraction: float = Field(1.0, gt=0, le=1, description="Share of the traffic copied to a "
+                                   "shadow version (`platformctl serve deploy --shadow V`).")
+    keep_previous: Duration = Field("1d", description="How long the previous champion stays deployed "
+                                    "at weight 0 for `platformctl models rollback`.")
+    infra_validation_rows: int = Field(64, ge=1, le=10_000, description="Training rows a new version "
+                                       "must answer exactly as offline before it gets traffic.")
+    log_predictions: bool = Field(True, description="Write every prediction to the prediction log.")
+
+
 # --- the pipeline ---------------------------------------------------------------
 
 
@@ -366,10 +412,9 @@ class PipelineSpec(Strict):
     features: FeaturesSpec = Field(default_factory=FeaturesSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    # Serving, rollout and triggers come in a later release, with their own models; until then
-    # a spec that asks for them is refused rather than accepted and ignored.
-    deploy: Annotated[Any, _not_implemented(
-        "serving and rollout come in a later release")] = Field(None, exclude=True)
+    deploy: DeploySpec | None = Field(None, description="Serve the champion over HTTP (Ray Serve).")
+    # Triggers come in a later release, with their own model; until then a spec that asks for them
+    # is refused rather than accepted and ignored.
     triggers: Annotated[Any, _not_implemented(
         "runs start on new data by `platformctl submit` or the demo; schedules, drift and quality "
         "triggers come in a later release")] = Field(None, exclude=True)
@@ -407,6 +452,9 @@ class PipelineSpec(Strict):
             if t.metric not in allowed:
                 raise ValueError(f"evaluation.thresholds[{i}].metric {t.metric!r} is not a "
                                  f"{self.model.task} metric; choose from {allowed}")
+        if self.deploy is not None and self.model.segment_column:
+            raise ValueError("deploy: serving per-segment models (model.segment_column) is not "
+                             "implemented yet; remove one of the two")
         services = {s.name for s in self.features.services}
         if self.model.feature_service and self.model.feature_service not in services:
             raise ValueError(

@@ -1,6 +1,7 @@
 """The demo pipeline, run once per session on the real local Ray and shared by the feature
 store and training tests: three days of events, the third with shuffled labels (heavy
-label noise), each day one full in-process pipeline run."""
+label noise), each day one full in-process pipeline run, whose deploy step serves the champion
+on the session cluster's Ray Serve (tests/integration/test_serving.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,12 @@ NOISE_DAY = 3
 
 @pytest.fixture(scope="session")
 def demo_runs(ray_connected, tmp_path_factory: pytest.TempPathFactory) -> dict:  # noqa: ANN001
+    import os
+
     home = tmp_path_factory.mktemp("demo") / "home"
-    env = {"PLATFORM_HOME": str(home)}
+    # The session's cluster and Serve port: the runs' deploy step serves each new champion.
+    env = {"PLATFORM_HOME": str(home), "PLATFORM_RAY_ADDRESS": ray_connected["dashboard_url"],
+           **{k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PLATFORM_SERVE_PORT")}}
     settings = load_settings(env=env)
     spec = load_spec(ROOT / "jobs" / "examples" / "demo.yaml", env=env)
     cfg = DemoDataConfig(days=3, rows_per_day=1000, entities=300, noise_day=NOISE_DAY)

@@ -13,6 +13,7 @@ from mlplatform.cli import (
     jobs_cmd,
     models_cmd,
     runs_cmd,
+    serve_cmd,
     spec_cmd,
     train_cmd,
 )
@@ -33,12 +34,14 @@ app.add_typer(data_cmd.schema_app, name="schema")
 app.add_typer(data_cmd.alerts_app, name="alerts")
 app.add_typer(features_cmd.app, name="features")
 app.add_typer(models_cmd.app, name="models")
+app.add_typer(serve_cmd.app, name="serve")
 app.command("init")(spec_cmd.init)
 app.command("validate")(data_cmd.validate)
 app.command("submit")(jobs_cmd.submit)
 app.command("train")(train_cmd.train)
 app.command("tune")(train_cmd.tune)
 app.command("ui")(train_cmd.ui)
+app.command("predict")(serve_cmd.predict)
 app.command("demo-data")(demo_cmd.demo_data)
 app.command("demo")(demo_cmd.demo)
 

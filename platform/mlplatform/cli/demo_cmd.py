@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +21,7 @@ from mlplatform.metadata.store import RunDetail
 from mlplatform.runtime import local as cluster
 from mlplatform.runtime.jobs import package_dir
 from mlplatform.services import Services
-from mlplatform.settings import load_settings
+from mlplatform.settings import Settings, load_settings
 
 
 def _config(**kwargs: object) -> DemoDataConfig:
@@ -121,6 +122,40 @@ def _outcome(f: DayFile, job_id: str, job_status: str, detail: RunDetail | None)
         expected=ok if not f.broken else failed_at_validate)
 
 
+def _served_example(settings: Settings, outcomes: list[DayOutcome]) -> list[str]:
+    """Ask the served champion once by rows and once by entity id, and show the curl commands
+    that do the same: the demo proves they work before it prints them."""
+    from mlplatform.serving.client import ServeClient
+    from mlplatform.serving.infra import json_value, sample_rows
+
+    services = Services(settings)
+    champion = services.models.champion("demo")
+    if champion is None:
+        return []
+    row = sample_rows(services, "demo", champion, 1).iloc[0].to_dict()
+    body = {"rows": [{k: json_value(v) for k, v in row.items()}]}
+    request = settings.home / "demo" / "request.json"
+    request.write_text(json.dumps(body, indent=2))
+    client = ServeClient(settings, "demo")
+    answer = client.predict(body)["predictions"][0]
+    url = f"{settings.serve_url}/demo/predict"
+    lines = [f"champion v{champion} at {settings.serve_url}/demo  (API: {settings.serve_url}/demo/docs)",
+             f"by feature row (answered v{answer['version']}: {answer['prediction']}, score "
+             f"{answer['score']:.3f}):",
+             f"  curl -s -H 'content-type: application/json' -d @{request} {url}"]
+    last = outcomes[-1]
+    if last.sample_entity:
+        ebody = {"entities": [last.sample_entity], "at": last.sample_at}
+        eanswer = client.predict(ebody)["predictions"][0]
+        lines += [f"by entity id, features from the online store as of the last event (answered "
+                  f"v{eanswer['version']}: {eanswer['prediction']}, score {eanswer['score']:.3f}):",
+                  f"  curl -s -H 'content-type: application/json' -d '{json.dumps(ebody)}' {url}"]
+    lines += ["status, traffic split   platformctl serve status demo",
+              "predict from the CLI    platformctl predict demo --entity "
+              f"{last.sample_entity or 'ID'} --at {last.sample_at or 'TIME'}"]
+    return lines
+
+
 @handle_errors
 def demo(
     days: Annotated[int, typer.Option(help="Days of data, one pipeline run each.")] = 5,
@@ -208,6 +243,11 @@ def demo(
             say(f"  one version          platformctl models show demo {newest}")
             say(f"  reproduce it         platformctl models reproduce demo {newest}")
             say("  the MLflow UI        platformctl ui")
+        served = _served_example(settings, outcomes)
+        if served:
+            say("Served over HTTP (Ray Serve):")
+            for line in served:
+                say(f"  {line}", highlight=False, soft_wrap=True)
         say("  stop the cluster     platformctl cluster down")
     unexpected = [o for o in outcomes if not o.expected]
     if unexpected:

@@ -206,13 +206,37 @@ def promote(name: NameArg, version: VersionArg,
 def rollback(name: NameArg, json_: JsonOpt = False) -> None:
     """Give the champion back to the version that held it before the current one (by
     compare-and-set; recorded in the champion history). Twice returns to where it was."""
-    event = _registry().rollback(name)
+    services = services_for()
+    event = services.models.rollback(name)
     change = AliasChange(name=name, alias=CHAMPION, previous=event.from_version, version=event.to_version,
                          change_id=event.id)
+    served = _serve_rollback(services, name, event.to_version)
     if json_:
-        print_json(change)
+        print_json({**change.model_dump(mode="json"), "served": served})
     else:
         console.print(f"{name}: champion v{event.from_version} -> v{event.to_version} (rolled back)")
+        if served:
+            console.print(f"{name}: {served}")
+
+
+def _serve_rollback(services: Any, name: str, version: str) -> str | None:
+    """A served pipeline follows its champion at once: the previous champion is still deployed
+    (idle, weight 0), so this is a weight change in place, not a model load."""
+    from mlplatform.errors import ClusterUnreachable
+    from mlplatform.serving.client import ServeControl
+    from mlplatform.serving.deployer import change
+
+    if services.settings.ray_address is None:
+        return None
+    try:
+        spec = ServeControl(services.settings).deployed_spec(name)
+    except ClusterUnreachable:
+        return None
+    if spec is None:
+        return None
+    result = change(services, spec, weights={version: 100}, champion=version)
+    services.metadata.put(result.artifact())
+    return result.message
 
 
 @app.command("history")

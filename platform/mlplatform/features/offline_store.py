@@ -3,6 +3,7 @@ view and date, read with pyarrow datasets (partition pruning + predicate pushdow
 
     <storage>/features/<pipeline>/views/<view>/date=YYYY-MM-DD/part-<write id>.parquet
     <storage>/features/<pipeline>/served/<service>/date=YYYY-MM-DD/part-<id>.parquet
+    <storage>/features/<pipeline>/feedback/date=YYYY-MM-DD/part-<uuid>.parquet
 
 A write is named by its id (the caller derives it from the content, e.g. the batch's
 snapshot hash and the view version), one file per date it touches. Each file lands
@@ -17,11 +18,13 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+import uuid
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
@@ -102,6 +105,28 @@ class OfflineStore:
         return result
 
     # -- reads ---------------------------------------------------------------------
+
+    def committed_files(self, uri: str, *, start: dt.date | None = None,
+                        end: dt.date | None = None) -> list[str]:
+        """The Parquet files of the committed writes under `uri` (see _write_partitioned) in
+        the date partitions from start to end, by listing alone: a file is committed when
+        its write id has a manifest, so no manifest is opened."""
+        fs, root = storage.resolve(uri)
+        if not storage.exists(fs, root):
+            return []
+        commits = f"{root}/{_COMMITS}"
+        ids = ({f.base_name.removesuffix(".json") for f in storage.list_files(fs, commits, (".json",))}
+               if storage.exists(fs, commits) else set())
+        files = []
+        for folder in fs.get_file_info(pafs.FileSelector(root)):
+            date = folder.base_name.removeprefix("date=")
+            if (folder.type != pafs.FileType.Directory or date == folder.base_name
+                    or (start is not None and date < start.isoformat())
+                    or (end is not None and date > end.isoformat())):
+                continue
+            files += [f.path for f in storage.list_files(fs, folder.path, (".parquet",))
+                      if f.base_name.removeprefix("part-").removesuffix(".parquet") in ids]
+        return sorted(files)
 
     def writes(self, view: str) -> dict[str, list[str]]:
         """Write id -> its files, for every write of the view."""
@@ -191,6 +216,42 @@ class OfflineStore:
         expr = time_range("event_ts", schema.field("event_ts").type, start, end)
         df = ds.to_table(columns=schema.names, filter=expr).to_pandas()
         return df.sort_values(["event_ts", "request_id"], kind="stable").reset_index(drop=True)
+
+    # -- feedback: the true outcome of a served request ---------------------------------
+
+    def feedback_uri(self) -> str:
+        return storage.join(self.root, "feedback")
+
+    def log_feedback(self, records: pd.DataFrame) -> WriteResult:
+        """Append outcomes (request_id, label, event_ts): the label is kept as text, plus
+        its number in `label_value` when it is numeric or a bool (else null)."""
+        for col in ("request_id", "label", "event_ts"):
+            if col not in records.columns:
+                raise InputError(f"feedback log: column {col!r} is missing; got {list(records.columns)}")
+        if records["request_id"].isna().any() or records["event_ts"].isna().any():
+            raise InputError("feedback log: every record needs a request_id and an event_ts")
+        df = pd.DataFrame({"request_id": records["request_id"].astype(str),
+                           "label": records["label"].map(as_text).astype(object),
+                           "label_value": records["label"].map(as_number).astype("float64"),
+                           "event_ts": to_utc_naive(records["event_ts"], "event_ts")})
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        return self._write_partitioned(self.feedback_uri(), "feedback", table, "event_ts",
+                                       uuid.uuid4().hex)
+
+
+def as_text(value: object) -> str | None:
+    """A logged value as text; None for a missing one (None, NaN, NaT)."""
+    return None if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) else str(value)
+
+
+def as_number(value: object) -> float | None:
+    """A logged value as a float when it is a number or a bool; None for text or missing."""
+    if isinstance(value, str) or as_text(value) is None:
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 def time_range(column: str, typ: pa.DataType, start: dt.datetime | None,

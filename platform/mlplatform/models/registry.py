@@ -455,6 +455,11 @@ class ModelRegistry:
 
     def load(self, name: str, version: str) -> Any:
         """A registered version, after checking its files against the recorded sha256."""
+        return self.load_with_inputs(name, version)[0]
+
+    def load_with_inputs(self, name: str, version: str) -> tuple[Any, list[dict[str, Any]], str]:
+        """The verified model, its signature's input columns ({name, type, required}) and its
+        sha256: what serving needs to check a request before the model sees it."""
         art: ModelVersion | TrainedModel | None = self.store.find(ModelVersion, f"models:/{name}/{version}")
         if art is None:  # registered, but the step died before recording it: the train-time record
             run_id = self.client.get_model_version(name, str(version)).run_id
@@ -462,9 +467,11 @@ class ModelRegistry:
         if art is None or not art.content_hash:
             raise PlatformError(f"model {name} v{version}: no sha256 recorded in the metadata store; "
                                 "refusing to load an artifact the platform did not register")
-        return self._load_verified(f"models:/{name}/{version}", art.content_hash, f"{name} v{version}")
+        model, inputs = self._load_verified(f"models:/{name}/{version}", art.content_hash,
+                                            f"{name} v{version}", with_inputs=True)
+        return model, inputs, art.content_hash
 
-    def _load_verified(self, uri: str, sha256: str, what: str) -> Any:
+    def _load_verified(self, uri: str, sha256: str, what: str, *, with_inputs: bool = False) -> Any:
         import mlflow.artifacts
         import mlflow.sklearn
 
@@ -475,7 +482,14 @@ class ModelRegistry:
                 raise PlatformError(f"model {what}: artifact sha256 {got[:16]} does not match the "
                                     f"recorded {sha256[:16]}; the files at {uri} were changed after "
                                     "registration: refusing to load them")
-            return mlflow.sklearn.load_model(local)
+            model = mlflow.sklearn.load_model(local)
+            if not with_inputs:
+                return model
+            from mlflow.models import Model
+
+            signature = Model.load(local).signature
+            inputs = signature.inputs.to_dict() if signature is not None else []
+            return model, inputs
 
 
 @contextmanager

@@ -140,6 +140,37 @@ def _terminate(procs: list[psutil.Process], timeout: float = 15.0) -> int:
     return len(procs)
 
 
+def serve_env(temp_dir: str, mode: str | None = None) -> dict[str, str]:
+    """Ray Serve's settings for the local cluster, fixed when the head starts.
+
+    PLATFORM_SERVE_FASTPATH=haproxy (or `auto`, when Debian's `haproxy` is installed) runs
+    Ray's HAProxy ingress with direct ingress to the replicas (measured in
+    benchmarks/serving.py against Serve's Python proxy). Ray keeps HAProxy's files under
+    /tmp/haproxy-serve and its metrics/stats ports at 9101/8404 by default: one cluster per
+    machine. Here they live under the cluster's temp dir (so `cluster down` finds and stops
+    the HAProxy process by its command line) on free ports, so that two clusters coexist.
+    """
+    mode = (mode or os.environ.get("PLATFORM_SERVE_FASTPATH", "off")).lower()
+    if mode not in ("off", "haproxy", "auto"):
+        raise InputError(f"PLATFORM_SERVE_FASTPATH={mode!r}: expected off, haproxy or auto")
+    binary = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+    if mode == "off" or (mode == "auto" and binary is None):
+        return {}
+    if binary is None:
+        raise InputError("PLATFORM_SERVE_FASTPATH=haproxy: the haproxy binary is not installed "
+                         "(apt-get install haproxy)")
+    base = f"{temp_dir}/haproxy"
+    Path(base).mkdir(parents=True, exist_ok=True)
+    return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_HAPROXY_BINARY_PATH": binary,
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{base}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{base}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{base}/server-state",
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
+
+
 def up(settings: Settings, *, num_cpus: int | None = None, port: int = 6379,
        dashboard_port: int = 8265, object_store_mb: int | None = None,
        wait_s: float = 90.0) -> UpResult:
@@ -178,6 +209,7 @@ def up(settings: Settings, *, num_cpus: int | None = None, port: int = 6379,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_AUTH_TOKEN", None)
     env.pop("RAY_ADDRESS", None)
+    env.update(serve_env(temp_dir))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])

@@ -1,0 +1,1 @@
+"""Serving control plane: deployment plans, infra validation, the deploy step, the client."""

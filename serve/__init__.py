@@ -1,0 +1,1 @@
+"""The Ray Serve application of mlplatform: ingress, routing, model hosting."""
