@@ -94,9 +94,10 @@ def traffic(name: NameArg,
             weights: Annotated[list[str], typer.Argument(help="VERSION=PERCENT ..., e.g. v3=90 v4=10.")],
             json_: JsonOpt = False) -> None:
     """Change the traffic split in place (no replica restarts; a new version is infra-validated)."""
+    split = _weights(weights)  # a malformed split is refused before anything is asked of the cluster
     services = services_for()
     spec = _served_spec(ServeControl(services.settings), name)
-    result = change(services, spec, weights=_weights(weights))
+    result = change(services, spec, weights=split)
     services.metadata.put(result.artifact())
     _report(result, json_)
 

@@ -96,14 +96,15 @@ def change(services: Services, spec: PipelineSpec, *, weights: dict[str, int] | 
     for s in cur.versions:
         if s.version in (remove or []):
             continue
-        slots[s.version] = s.model_copy(update={"weight": 0})
+        slots[s.version] = s  # staging keeps the live weights; the new ones come in step 2
     wanted = set(weights) | ({new_shadow} if new_shadow else set()) | ({champion} if champion else set())
     added = [v for v in sorted(wanted) if v not in slots]
     for v in added:
         slots[v] = VersionSlot(version=v, weight=0, sha256=_sha(services, name, v))
     if not weights:  # only a shadow or removal: keep the live weights
-        weights = {v: s.weight for v, s in ((s.version, s) for s in cur.versions) if s.weight > 0
-                   and v not in (remove or [])}
+        weights = {s.version: s.weight for s in cur.versions if s.weight > 0 and s.version not in (remove or [])}
+        if remove and weights and sum(weights.values()) != 100:
+            raise InputError(f"removing {remove} would leave weights {weights}: move the traffic first")
     # 1. Stage the new versions at weight 0 beside the live ones: loaded, answering only pinned
     #    requests, so they can be checked through the real server before they get traffic.
     checks: list[InfraCheck] = []
@@ -112,6 +113,9 @@ def change(services: Services, spec: PipelineSpec, *, weights: dict[str, int] | 
         generation += 1
         staged = cur.model_copy(update={"versions": list(slots.values()), "generation": generation,
                                         "shadow": cur.shadow if cur.shadow in slots else None})
+        if sum(staged.weights.values()) not in (0, 100):  # a removed version held traffic
+            staged = staged.model_copy(update={"versions": [v for v in cur.versions] + [
+                slots[a] for a in added]})
         state = control.apply(spec, staged)
         failed_load = _load_errors(control, spec.name)
         for v in added:
