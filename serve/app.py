@@ -24,7 +24,6 @@ import json
 import logging
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,47 +37,22 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlplatform.data.reference import recorded_schema
-from mlplatform.serving.plan import VERSION_HEADER, ServingConfig
 from mlplatform.services import Services
+from mlplatform.serving.plan import PURPOSE_HEADER, VERSION_HEADER, ServingConfig
 from mlplatform.settings import load_settings
 from mlplatform.spec import PipelineSpec
 from serve import bodies as b
 from serve import protocols as p
 from serve.hosting import HostedVersion, Prediction, load_version
 from serve.predlog import BatchedLog, feedback_writer, known_request_ids, prediction_writer
+from serve.responses import error, json_response, scalar
 from serve.routing import Router
+from serve.shadow import ShadowMirror
 
 log = logging.getLogger("mlplatform.serve")
 
 _RECENT_IDS = 200_000  # request ids a replica remembers, to accept feedback without a lookup
 _SHADOW_BACKLOG = 64  # shadow batches waiting; beyond that a copy is dropped, never the response
-
-
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(content=json.dumps(payload, default=_jsonable), status_code=status,
-                    media_type="application/json", headers=headers)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    return str(value)
-
-
-def _error(message: str, status: int = 400) -> Response:
-    return _json({"error": message}, status)
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 @dataclass
@@ -102,8 +76,8 @@ api = FastAPI(
 
 
 @api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    return _error(f"{exc.detail}: {request.method} {request.url.path}", exc.status_code)
+async def _httperror(request: Request, exc: StarletteHTTPException) -> Response:
+    return error(f"{exc.detail}: {request.method} {request.url.path}", exc.status_code)
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -175,8 +149,7 @@ class PipelineServer:
         self.replica = uuid.uuid4().hex[:8]
         self.counts: collections.Counter[str] = collections.Counter()
         self.recent: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self.shadow_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
-        self.shadow_pending = 0
+        self.shadow = ShadowMirror(backlog=_SHADOW_BACKLOG)
         storage = self.settings.storage_uri
         self.predlog = (BatchedLog(prediction_writer(storage, self.spec.name, self.service))
                         if self.deploy.log_predictions else None)
@@ -188,10 +161,10 @@ class PipelineServer:
         for sink in (getattr(self, "predlog", None), getattr(self, "feedbacklog", None)):
             if sink is not None:
                 sink.close()
-        pool = getattr(self, "shadow_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
-        if self.predlog is not None:  # shadow answers that finished during the shutdown above
+        shadow = getattr(self, "shadow", None)
+        if shadow is not None:
+            shadow.close()
+        if getattr(self, "predlog", None) is not None:  # shadow answers finished during the close above
             self.predlog.close()
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -286,7 +259,7 @@ class PipelineServer:
         records = frame.to_dict("records")
         for i, rec in enumerate(records):
             rec.update(request_id=ids[i], event_ts=now, pipeline=self.spec.name, version=hosted.version,
-                       variant=variant, entity=entities[i], output=str(_scalar(pred.outputs[i])),
+                       variant=variant, entity=entities[i], output=str(scalar(pred.outputs[i])),
                        score=None if scores is None else float(scores[i]), latency_ms=latency_ms)
         self.predlog.append(records)
 
@@ -300,24 +273,13 @@ class PipelineServer:
         hosted = table.hosted.get(shadow) if shadow else None
         if hosted is None:
             return
-        if self.shadow_pending >= _SHADOW_BACKLOG:
-            self.counts["shadow_dropped"] += len(ids)
-            return
-        self.shadow_pending += 1
-
         def run() -> None:
             t0 = time.perf_counter()
-            try:
-                pred = hosted.predict(frame)
-                self._record(table, hosted, "shadow", frame, pred, ids, entities,
-                             (time.perf_counter() - t0) * 1000)
-            except Exception as exc:
-                self.counts["shadow_errors"] += len(ids)
-                log.warning("shadow v%s failed: %s: %s", hosted.version, type(exc).__name__, exc)
-            finally:
-                self.shadow_pending -= 1
+            pred = hosted.predict(frame)
+            latency = (time.perf_counter() - t0) * 1000
+            self._record(table, hosted, "shadow", frame, pred, ids, entities, latency)
 
-        self.shadow_pool.submit(run)
+        self.shadow.offer(run, what=f"shadow v{hosted.version}")
 
     def _groups(self, table: _Table, pinned: HostedVersion | None,
                 keys: list[str | None]) -> dict[str, list[int]]:
@@ -331,7 +293,8 @@ class PipelineServer:
             groups.setdefault(self._choose(table, k), []).append(i)
         return groups
 
-    def _online_frame(self, hosted: HostedVersion, entities: list[str], at: dt.datetime | None) -> pd.DataFrame:
+    def _online_frame(self, hosted: HostedVersion, entities: list[str],
+                      at: dt.datetime | None) -> pd.DataFrame:
         from mlplatform.features.store import PRESENT, FeatureStore
 
         if self._features is None:
@@ -376,16 +339,17 @@ class PipelineServer:
                 else:
                     frame = p.parse_predict(sub, hosted.contract, self.entity).frame
                 pred = hosted.predict(frame)
-                variant = "pinned" if pinned is not None else table.config.variant(version)
+                variant = table.config.variant(version) if pinned is None else (
+                    "validation" if request.headers.get(PURPOSE_HEADER) == "infra-validation" else "pinned")
                 ids = [uuid.uuid4().hex for _ in rows]
                 ents = [keys[i] for i in rows]
                 scores = pred.score()
                 for j, i in enumerate(rows):
                     answers[i] = {
                         "request_id": ids[j], "version": version, "variant": variant,
-                        "prediction": _scalar(pred.outputs[j]),
+                        "prediction": scalar(pred.outputs[j]),
                         "probabilities": (None if pred.probabilities is None else
-                                          {str(_scalar(c)): float(pred.probabilities[j, k])
+                                          {str(scalar(c)): float(pred.probabilities[j, k])
                                            for k, c in enumerate(pred.classes or [])}),
                         "score": None if scores is None else float(scores[j]),
                     }
@@ -394,22 +358,22 @@ class PipelineServer:
                 self._record(table, hosted, variant, frame, pred, ids, ents, latency)
                 if pinned is None:
                     self._mirror(table, ents[0], frame, ids, ents)
-            return _json({"predictions": answers})
+            return json_response({"predictions": answers})
         except p.RequestError as exc:
-            return _error(str(exc), exc.status)
+            return error(str(exc), exc.status)
         except Exception as exc:
             return self._internal(exc)
 
     def _internal(self, exc: Exception) -> Response:
         ref = uuid.uuid4().hex[:12]
         log.exception("request failed (ref %s)", ref)
-        return _error(f"internal error ({type(exc).__name__}); reference {ref} in the replica's log", 500)
+        return error(f"internal error ({type(exc).__name__}); reference {ref} in the replica's log", 500)
 
     # -- MLflow scoring server --------------------------------------------------------------
 
     @api.get("/ping", summary="MLflow scoring server health")
     async def ping(self) -> Response:
-        return _json({"status": "ok"} if self.table and self.table.router else {"status": "no model"},
+        return json_response({"status": "ok"} if self.table and self.table.router else {"status": "no model"},
                      200 if self.table and self.table.router else 503)
 
     @api.get("/health", summary="MLflow scoring server health")
@@ -434,10 +398,10 @@ class PipelineServer:
             pred = Prediction(outputs, None, None)
             self._record(table, hosted, variant, frame, pred, ids, [None] * len(ids),
                          (time.perf_counter() - t0) * 1000)
-            return _json({"predictions": [_scalar(v) for v in outputs]},
+            return json_response({"predictions": [scalar(v) for v in outputs]},
                          headers={"x-request-ids": ",".join(ids[:100]), "x-model-version": version})
         except p.RequestError as exc:
-            return _error(str(exc), exc.status)
+            return error(str(exc), exc.status)
         except Exception as exc:
             return self._internal(exc)
 
@@ -445,16 +409,16 @@ class PipelineServer:
 
     @api.get("/v2", summary="Server metadata")
     async def v2_server(self) -> Response:
-        return _json({"name": "mlplatform", "version": "1", "extensions": []})
+        return json_response({"name": "mlplatform", "version": "1", "extensions": []})
 
     @api.get("/v2/health/live", summary="Liveness")
     async def v2_live(self) -> Response:
-        return _json({"live": True})
+        return json_response({"live": True})
 
     @api.get("/v2/health/ready", summary="Readiness: a version is live")
     async def v2_ready(self) -> Response:
         ready = bool(self.table and self.table.router)
-        return _json({"ready": ready}, 200 if ready else 503)
+        return json_response({"ready": ready}, 200 if ready else 503)
 
     def _model(self, name: str, version: str | None) -> tuple[_Table, HostedVersion | None]:
         table = self._live()
@@ -474,9 +438,9 @@ class PipelineServer:
             if hosted.task == "classification" and hasattr(hosted.model, "predict_proba"):
                 outputs.append(("predict_proba", "FP64"))
             versions = [pinned.version] if pinned else sorted(table.hosted, key=_version_order)
-            return _json(p.v2_model_metadata(name, versions, hosted.contract, outputs))
+            return json_response(p.v2_model_metadata(name, versions, hosted.contract, outputs))
         except p.RequestError as exc:
-            return _error(str(exc), exc.status)
+            return error(str(exc), exc.status)
         except Exception as exc:
             return self._internal(exc)
 
@@ -494,17 +458,17 @@ class PipelineServer:
     async def v2_model_ready(self, name: str) -> Response:
         try:
             self._model(name, None)
-            return _json({"name": name, "ready": True})
+            return json_response({"name": name, "ready": True})
         except p.RequestError as exc:
-            return _error(str(exc), exc.status)
+            return error(str(exc), exc.status)
 
     @api.get("/v2/models/{name}/versions/{version}/ready", summary="Model version readiness")
     async def v2_model_version_ready(self, name: str, version: str) -> Response:
         try:
             self._model(name, version)
-            return _json({"name": name, "version": version.removeprefix("v"), "ready": True})
+            return json_response({"name": name, "version": version.removeprefix("v"), "ready": True})
         except p.RequestError as exc:
-            return _error(str(exc), exc.status)
+            return error(str(exc), exc.status)
 
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
         t0 = time.perf_counter()
@@ -525,9 +489,9 @@ class PipelineServer:
                 outputs["predict_proba"] = pred.probabilities.astype("float64")
             out = p.v2_infer_response(name, chosen, given_id or ids[0], outputs)
             out["parameters"] = {"variant": variant, "request_ids": ids}
-            return _json(out)
+            return json_response(out)
         except p.RequestError as exc:
-            return _error(str(exc), exc.status)
+            return error(str(exc), exc.status)
         except Exception as exc:
             return self._internal(exc)
 
@@ -544,7 +508,8 @@ class PipelineServer:
     # -- feedback and status ----------------------------------------------------------------
 
     @api.post("/feedback", summary="Observed outcomes for earlier predictions",
-              response_model=p.FeedbackResponse, responses=_ERRORS, openapi_extra=_body_doc(p.FeedbackRequest))
+              response_model=p.FeedbackResponse, responses=_ERRORS,
+              openapi_extra=_body_doc(p.FeedbackRequest))
     async def feedback(self, request: Request) -> Response:
         try:
             body = await self._body(request)
@@ -566,9 +531,9 @@ class PipelineServer:
             now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
             self.feedbacklog.append([{"request_id": i["request_id"], "label": i["label"], "event_ts": now}
                                      for i in items])
-            return _json({"accepted": len(items)})
+            return json_response({"accepted": len(items)})
         except p.RequestError as exc:
-            return _error(str(exc), exc.status)
+            return error(str(exc), exc.status)
         except Exception as exc:
             return self._internal(exc)
 
@@ -576,14 +541,17 @@ class PipelineServer:
     async def status(self) -> Response:
         table = self.table
         if table is None:
-            return _json({"pipeline": self.spec.name, "ready": False}, 503)
-        return _json({
-            "pipeline": self.spec.name, "model_name": table.config.model_name, "ready": table.router is not None,
-            "generation": table.config.generation, "champion": table.config.champion,
-            "shadow": table.config.shadow, "replica": self.replica,
-            "versions": [{"version": s.version, "weight": s.weight, "variant": table.config.variant(s.version),
+            return json_response({"pipeline": self.spec.name, "ready": False}, 503)
+        cfg = table.config
+        return json_response({
+            "pipeline": self.spec.name, "model_name": cfg.model_name, "ready": table.router is not None,
+            "generation": cfg.generation, "champion": cfg.champion, "shadow": cfg.shadow,
+            "replica": self.replica,
+            "versions": [{"version": s.version, "weight": s.weight, "variant": cfg.variant(s.version),
                           "loaded": s.version in table.hosted, "error": table.failed.get(s.version)}
-                         for s in table.config.versions],
+                         for s in cfg.versions],
+            "shadow_copies": {"done": self.shadow.done, "dropped": self.shadow.dropped,
+                              "errors": self.shadow.errors, "pending": self.shadow.pending},
             "counts": dict(self.counts),
             "logged": 0 if self.predlog is None else self.predlog.written,
             "log_pending": 0 if self.predlog is None else self.predlog.pending,

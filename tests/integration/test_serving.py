@@ -72,7 +72,8 @@ def test_the_deploy_step_serves_each_new_champion(demo_runs: dict, served: dict)
     model = served["services"].models.load("demo", served["champion"])
     assert [a["prediction"] for a in answer] == model.predict(df).tolist()
     assert np.allclose([a["score"] for a in answer], model.predict_proba(df)[:, 1], rtol=0, atol=1e-12)
-    assert {a["version"] for a in answer} == {served["champion"]} and {a["variant"] for a in answer} == {"champion"}
+    assert {a["version"] for a in answer} == {served["champion"]}
+    assert {a["variant"] for a in answer} == {"champion"}
     assert len({a["request_id"] for a in answer}) == 20
 
 
@@ -123,8 +124,8 @@ def test_an_open_inference_protocol_client_gets_predictions(served: dict) -> Non
         tensor = http.InferInput(col, [len(df)], types[col])
         tensor.set_data_from_numpy(arr, binary_data=False)
         inputs.append(tensor)
-    result = client.infer("demo", inputs, outputs=[http.InferRequestedOutput("predict", binary_data=False),
-                                                    http.InferRequestedOutput("predict_proba", binary_data=False)])
+    wanted = [http.InferRequestedOutput(o, binary_data=False) for o in ("predict", "predict_proba")]
+    result = client.infer("demo", inputs, outputs=wanted)
     model = served["services"].models.load("demo", served["champion"])
     assert result.as_numpy("predict").tolist() == model.predict(df).tolist()
     assert np.allclose(result.as_numpy("predict_proba"), model.predict_proba(df), rtol=0, atol=1e-12)
@@ -171,7 +172,8 @@ def test_bad_input_is_a_4xx_naming_what_was_wrong(served: dict) -> None:
         (requests.post(url + "/predict", data=b"{" + b" " * (2 * 1024 * 1024) + b"}", timeout=30,
                        headers={"content-type": "application/json"}), 413, "limit"),
         (_post(served, "/predict", {"rows": [{**row, "sessions_7d": "many"}]}), 400, "sessions_7d"),
-        (_post(served, "/predict", {"rows": [{k: v for k, v in row.items() if k != "income"}]}), 400, "income"),
+        (_post(served, "/predict", {"rows": [{k: v for k, v in row.items() if k != "income"}]}), 400,
+         "income"),
         (_post(served, "/predict", {"rows": [{**row, "shoe_size": 44}]}), 400, "shoe_size"),
         (_post(served, "/predict", {"rows": [row] * 1001}), 413, "1001"),
         (_post(served, "/predict", {"rows": [row]}, headers={"x-model-version": "99"}), 404, "99"),
@@ -207,7 +209,8 @@ def test_feedback_is_joined_to_its_prediction(served: dict) -> None:
     assert hit["label"].tolist() == ["1"]
 
 
-def _load(served: dict, stop: threading.Event, rows: list[dict[str, Any]], out: list[tuple[int, str, float]]) -> None:
+def _load(served: dict, stop: threading.Event, rows: list[dict[str, Any]],
+          out: list[tuple[int, str, float]]) -> None:
     session = requests.Session()
     i = 0
     while not stop.is_set():
@@ -325,7 +328,8 @@ def test_serve_status_and_traffic_from_the_cli(demo_runs: dict, served: dict) ->
     champ = served["champion"]
     # A user's shell: RAY_AUTH_MODE=token as they set it (not one this test process applied).
     unset = ("_PLATFORM_APPLIED_RAY_AUTH_MODE",)
-    out = platformctl("serve", "traffic", "demo", f"v{champ}=100", "--json", env=demo_runs["env"], unset=unset)
+    out = platformctl("serve", "traffic", "demo", f"v{champ}=100", "--json", env=demo_runs["env"],
+                      unset=unset)
     assert out.returncode == 0, out.stderr
     status = platformctl("serve", "status", "demo", "--json", env=demo_runs["env"], unset=unset)
     assert status.returncode == 0, status.stderr

@@ -48,7 +48,7 @@ def test_every_error_has_path_and_line(tmp_path: Path) -> None:
     assert ("model.search.num_samples", 9) in got
     assert ("model.search.space.lr", 11) in got
     assert ("model.colour", 12) in got
-    assert ("deploy", 13) in got  # refused whatever it holds
+    assert ("deploy.interval", 14) in got  # an unknown key of the deploy section
     assert len(info.value.issues) == 8
     assert any(i.value == "xls" for i in info.value.issues)
 
@@ -123,13 +123,10 @@ MINIMAL = "name: p\nsource: {path: d, entity_column: id, timestamp_column: ts}\n
 
 
 @pytest.mark.parametrize(("section", "why"), [
-    ("deploy:\n  strategy: canary\n  canary_steps: [10, 50, 100]\n", "serving and rollout"),
-    ("deploy:\n", "serving and rollout"),
-    ("deploy: {}\n", "serving and rollout"),
     ("triggers:\n  schedule: '0 3 * * *'\n", "schedules, drift and quality triggers"),
 ])
 def test_unimplemented_sections_are_refused_with_their_line(tmp_path: Path, section: str, why: str) -> None:
-    """`deploy` and `triggers` were accepted and did nothing; now `spec check` exits 2 naming them."""
+    """`triggers` was accepted and did nothing; now `spec check` exits 2 naming it."""
     f = tmp_path / "p.yaml"
     f.write_text(MINIMAL + "model: {seed: 1}\n" + section)
     name = section.split(":")[0]
@@ -152,7 +149,23 @@ def test_quarantine_false_is_refused_and_absent_sections_stay_out_of_the_spec(tm
     assert "false is not implemented" in issue.message
     f.write_text(MINIMAL + "validation:\n  quarantine: true\n")
     dumped = load_spec(f, env={}).model_dump(by_alias=True)
-    assert "deploy" not in dumped and "triggers" not in dumped
+    assert dumped.get("deploy") is None and "triggers" not in dumped
+
+
+def test_rollout_keys_in_deploy_are_refused_until_they_exist(tmp_path: Path) -> None:
+    """Canary steps come with the rollout release: until then `deploy.strategy` is an unknown key,
+    named with its line, never accepted and ignored."""
+    f = tmp_path / "p.yaml"
+    f.write_text(MINIMAL + "deploy:\n  strategy: canary\n  replicas: 2\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(f, env={})
+    assert [(i.path, i.line) for i in info.value.issues] == [("deploy.strategy", 4)]
+    f.write_text(MINIMAL + "deploy:\n  replicas: 2\n  autoscaling: {min_replicas: 3, max_replicas: 2}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(f, env={})
+    assert "max_replicas 2 is below min_replicas 3" in info.value.issues[0].message
+    f.write_text(MINIMAL + "deploy: {}\n")
+    assert load_spec(f, env={}).deploy.replicas == 1
 
 
 def test_init_writes_a_valid_commented_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,7 +179,8 @@ def test_init_writes_a_valid_commented_spec(tmp_path: Path, monkeypatch: pytest.
     assert checked.exit_code == 0, checked.output
     # Nothing the platform does not implement is written into a new spec as if it worked.
     keys = {line.split(":")[0] for line in text.splitlines() if line and line[0].isalpha()}
-    assert keys == {"name", "description", "source", "validation", "features", "model", "evaluation"}
+    assert keys == {"name", "description", "source", "validation", "features", "model", "evaluation",
+                    "deploy"}
     again = runner.invoke(app, ["init", "churn"])
     assert again.exit_code == 2 and "--force" in again.output
 

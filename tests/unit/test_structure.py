@@ -136,3 +136,17 @@ def test_the_property_read_pattern_catches_the_forms_it_forbids() -> None:
                  "for k in art.properties"):
         assert PROPERTY_READ.search(line), line
     assert not PROPERTY_READ.search("rows = art.rows")
+
+
+def test_the_library_never_imports_its_applications() -> None:
+    """`mlplatform` is the library; `jobs/` and `serve/` are applications built on it, which it
+    names only by import path (DESIGN.md, Layering). An import the other way would make the
+    control plane load Serve's ingress (and FastAPI) and tie the layers into a cycle."""
+    offenders = []
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                          if n.split(".")[0] in ("serve", "jobs")]
+    assert not offenders, offenders

@@ -136,7 +136,9 @@ def _status(services: Any, control: ServeControl, name: str) -> ServeStatus:
         live = {v["version"]: v for v in resp.json().get("versions", [])}
     logged = read_predictions(services.settings.storage_uri, name,
                               (cfg and _service(control, name)) or "all_features")
-    per_version = logged.groupby("version").size().to_dict() if len(logged) else {}
+    # Traffic only: pinned, validation and shadow answers are not requests the version served.
+    live = logged.loc[logged["variant"].isin(["champion", "challenger"])] if len(logged) else logged
+    per_version = live.groupby("version").size().to_dict() if len(live) else {}
     per_variant = logged.groupby("variant").size().to_dict() if len(logged) else {}
     versions = [VersionStatus(version=s.version, weight=s.weight, variant=cfg.variant(s.version),
                               loaded=bool(live.get(s.version, {}).get("loaded")),
@@ -160,7 +162,8 @@ def _service(control: ServeControl, name: str) -> str:
 @handle_errors
 def status(name: Annotated[str | None, typer.Argument(help="One pipeline (default: all served).")] = None,
            json_: JsonOpt = False) -> None:
-    """Served pipelines: versions, weights, replicas, and requests per variant (prediction log)."""
+    """Served pipelines: versions, weights, replicas, and requests per version and per variant
+    (read from the prediction log, so every replica's requests count)."""
     services = services_for()
     control = ServeControl(services.settings)
     names = [name] if name else control.served()
@@ -177,7 +180,8 @@ def status(name: Annotated[str | None, typer.Argument(help="One pipeline (defaul
         table = Table("version", "weight", "variant", "loaded", "requests", "idle until")
         for v in s.versions:
             table.add_row(f"v{v.version}", f"{v.weight}%", v.variant,
-                          "yes" if v.loaded else f"no: {v.error or '?'}", str(v.requests), v.idle_until or "-")
+                          "yes" if v.loaded else f"no: {v.error or '?'}", str(v.requests),
+                          v.idle_until or "-")
         console.print(table)
         if s.requests_by_variant:
             console.print("requests by variant: " + ", ".join(f"{k} {v}" for k, v in
@@ -198,8 +202,9 @@ def down(name: NameArg, json_: JsonOpt = False) -> None:
 
 @handle_errors
 def predict(name: NameArg,
-            input_: Annotated[str | None, typer.Option("--input", help="A JSON file, or JSON text: "
-                                                       "{rows|columns|entities: ...}, or a list of rows.")] = None,
+            input_: Annotated[str | None, typer.Option(
+                "--input", help="A JSON file, or JSON text: {rows|columns|entities: ...}, or a list of "
+                "rows.")] = None,
             entity: Annotated[list[str] | None, typer.Option("--entity", help="Entity id(s): features "
                                                              "come from the online store.")] = None,
             at: Annotated[str | None, typer.Option("--at", help="With --entity: features as of this "
@@ -216,7 +221,13 @@ def predict(name: NameArg,
             body["at"] = at
     else:
         assert input_ is not None
-        text = Path(input_).read_text() if not input_.lstrip().startswith(("{", "[")) else input_
+        text = input_
+        if not input_.lstrip().startswith(("{", "[")):
+            try:
+                text = Path(input_).read_text()
+            except OSError as exc:
+                raise InputError(f"--input {input_!r}: neither JSON nor a readable file "
+                                 f"({exc.strerror})") from None
         try:
             parsed = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -74,7 +74,9 @@ def train(
     art = precheck(settings, parsed)
     if not json_:
         console.print(f"training set {art.uri} ({art.rows} rows)", highlight=False)
-    sub, info = submit_and_watch(settings, spec, steps=["train", "evaluate", "register", "promote"],
+    # A served pipeline serves its new champion, as after a scheduled run.
+    steps_run = ["train", "evaluate", "register", "promote"] + (["deploy"] if parsed.deploy else [])
+    sub, info = submit_and_watch(settings, spec, steps=steps_run,
                                  run_id=None,
                                  wait=not follow, follow=follow, json_=json_)
     detail = Services(settings).metadata.run(sub.run_id)

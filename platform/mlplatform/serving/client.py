@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from mlplatform.errors import ClusterUnreachable, InputError, PlatformError
 from mlplatform.runtime.dashboard import auth_headers, require_address
-from mlplatform.serving.plan import INGRESS, VERSION_HEADER, ServingConfig, application_config
+from mlplatform.serving.plan import INGRESS, PURPOSE_HEADER, VERSION_HEADER, ServingConfig, application_config
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
 
@@ -79,7 +79,7 @@ class ServeControl:
         return PipelineSpec.model_validate(args["spec"]) if "spec" in args else None
 
     def served(self) -> list[str]:
-        return sorted((self.details().get("applications") or {}))
+        return sorted(self.details().get("applications") or {})
 
     def _put(self, apps: list[dict[str, Any]]) -> None:
         self._request("PUT", {
@@ -145,8 +145,11 @@ class ServeClient:
         self.timeout = timeout
         self.session = requests.Session()
 
-    def post(self, path: str, body: Any, *, version: str | None = None) -> requests.Response:
+    def post(self, path: str, body: Any, *, version: str | None = None,
+             purpose: str | None = None) -> requests.Response:
         headers = {VERSION_HEADER: version} if version else {}
+        if purpose:
+            headers[PURPOSE_HEADER] = purpose
         try:
             return self.session.post(self.base + path, json=body, headers=headers, timeout=self.timeout)
         except requests.RequestException as exc:

@@ -102,7 +102,8 @@ def change(services: Services, spec: PipelineSpec, *, weights: dict[str, int] | 
     for v in added:
         slots[v] = VersionSlot(version=v, weight=0, sha256=_sha(services, name, v))
     if not weights:  # only a shadow or removal: keep the live weights
-        weights = {s.version: s.weight for s in cur.versions if s.weight > 0 and s.version not in (remove or [])}
+        weights = {s.version: s.weight for s in cur.versions
+                   if s.weight > 0 and s.version not in (remove or [])}
         if remove and weights and sum(weights.values()) != 100:
             raise InputError(f"removing {remove} would leave weights {weights}: move the traffic first")
     # 1. Stage the new versions at weight 0 beside the live ones: loaded, answering only pinned

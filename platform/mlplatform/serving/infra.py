@@ -68,7 +68,7 @@ def validate(services: Services, pipeline: str, name: str, version: str, n: int)
                           detail=f"could not compute the offline answers: {type(exc).__name__}: {exc}")
     rows = [{c: json_value(v) for c, v in r.items()} for r in sample.to_dict("records")]
     client = ServeClient(services.settings, pipeline, timeout=60)
-    resp = client.post("/predict", {"rows": rows}, version=version)
+    resp = client.post("/predict", {"rows": rows}, version=version, purpose="infra-validation")
     if resp.status_code != 200:
         return InfraCheck(version=version, passed=False, rows=len(rows),
                           detail=f"the replica answered {resp.status_code}: {resp.text[:500]}")
@@ -78,7 +78,8 @@ def validate(services: Services, pipeline: str, name: str, version: str, n: int)
         same = row["version"] == version and row["prediction"] == json_value(label)
         if same and offline_proba is not None:
             got = [row["probabilities"][k] for k in sorted(row["probabilities"], key=str)]
-            want = [offline_proba[i, j] for j, _ in sorted(enumerate(model.classes_), key=lambda t: str(t[1]))]
+            order = sorted(enumerate(model.classes_), key=lambda t: str(t[1]))
+            want = [offline_proba[i, j] for j, _ in order]
             same = np.allclose(got, want, rtol=0, atol=1e-12)
         if not same:
             mismatches.append(i)
@@ -87,6 +88,7 @@ def validate(services: Services, pipeline: str, name: str, version: str, n: int)
         return InfraCheck(version=version, passed=False, rows=len(rows), mismatches=len(mismatches),
                           detail=f"{len(mismatches)} of {len(rows)} training rows were answered differently "
                                  f"than offline; row {i}: served {served[i]['prediction']!r} "
-                                 f"{served[i].get('probabilities')}, offline {json_value(offline_labels[i])!r}")
+                                 f"{served[i].get('probabilities')}, offline "
+                                 f"{json_value(offline_labels[i])!r}")
     return InfraCheck(version=version, passed=True, rows=len(rows),
                       detail=f"{len(rows)} training rows answered exactly as offline")

@@ -22,6 +22,9 @@ IMPORT_PATH = "serve.app:build"
 INGRESS = "ingress"
 # The header that pins a request to one live version (testing, infra validation).
 VERSION_HEADER = "x-model-version"
+# Set by infra validation: its pinned requests are logged as variant `validation`, apart from
+# the traffic that A/B statistics and live drift read.
+PURPOSE_HEADER = "x-mlplatform-purpose"
 
 
 class VersionSlot(BaseModel):
@@ -78,10 +81,14 @@ class ServingConfig(BaseModel):
         return {s.version: s.weight for s in self.versions}
 
     def variant(self, version: str) -> str:
-        """The name the response and the prediction log give a version's traffic."""
+        """The name the response and the prediction log give a version's traffic: champion,
+        challenger (any other version with weight), shadow, or idle (weight 0: it answers only
+        requests pinned to it, logged as `pinned`)."""
         if version == self.shadow:
             return "shadow"
-        return "champion" if version == self.champion else "challenger"
+        if version == self.champion:
+            return "champion"
+        return "challenger" if self.weights.get(version, 0) > 0 else "idle"
 
 
 def ingress_options(deploy: DeploySpec, config: ServingConfig) -> dict[str, Any]:
