@@ -4,27 +4,22 @@
     .venv/bin/python benchmarks/serving.py --quick    # 3 s per point at 1 and 32 (smoke run)
     .venv/bin/python benchmarks/serving.py --deploy replicas=2 --deploy log_predictions=false
 
-One run, under a throwaway PLATFORM_HOME on free ports: a local cluster (`runtime.local.up`,
-num_cpus=2), 2 days of demo data, the demo pipeline run twice (in a subprocess) with
-LogisticRegression(max_iter=200), no search and no gate thresholds, so both versions register.
-Then wrk (-t1, closed loop, a Lua script cycling through 256 pre-formatted single-row bodies) at
-each connection count against: the platform with one version live ({"rows": [training row]});
-the same rows plus `customer_id` under a 90/10 split (sticky routing sees 256 entities); entity
-ids ({"entities": [id], "at": T}: the SQLite online store); the baseline, FastAPI + uvicorn with
-1 and 2 workers (benchmarks/serving_baseline.py: the same registered model, bodies and online
-lookup), run with the Ray cluster stopped so that it gets the machine the platform had; and the
-platform again on a cluster restarted with PLATFORM_SERVE_FASTPATH=haproxy, if that starts.
-Cold start: after `platformctl serve down demo`, the time from launching `platformctl serve
-deploy` to the first 200 of a request polled every 50 ms (CLI start-up included: what a user waits).
-
-Per point the JSON also has the server's CPU per request (on 2 cores, what bounds throughput) and
-the cores other processes used (the machine is shared: the table flags a busy point). Speed is
-only measured, never asserted. Results: benchmarks/results/serving.json; logs in results/logs/.
+Under a throwaway PLATFORM_HOME on free ports: a local cluster (num_cpus=2), 2 days of demo data,
+the demo pipeline run twice with LogisticRegression (no search, no thresholds: both versions
+register). Then wrk (-t1, closed loop, a Lua script cycling 256 pre-formatted single-row bodies)
+per connection count against: the platform with one version ({"rows": [training row]}); the same
+rows plus `customer_id` under a 90/10 split (sticky routing sees 256 entities); entity ids (the
+SQLite online store); the baseline, FastAPI + uvicorn with 1 and 2 workers (serving_baseline.py:
+same model, bodies and online lookup) with the Ray cluster stopped; the platform again on a
+cluster restarted with PLATFORM_SERVE_FASTPATH=haproxy, if it starts. Cold start: after `serve
+down`, launching `platformctl serve deploy` to the first 200 of a request polled every 50 ms.
+RAY_SERVE_* variables in the environment reach the cluster (for experiments). See the README.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -71,8 +66,7 @@ def prepare(work: Path, rows_per_day: int) -> None:
     from mlplatform.spec_loader import load_spec
     from mlplatform.training.data import load_frame
 
-    services = Services(load_settings())
-    spec = load_spec(work / "spec.yaml")
+    services, spec = Services(load_settings()), load_spec(work / "spec.yaml")
     cfg, runs = DemoDataConfig(days=2, rows_per_day=rows_per_day, entities=1000), []
     for day in (1, 2):
         write_day(work / "home" / "demo" / "data", cfg, day)
@@ -94,9 +88,6 @@ def prepare(work: Path, rows_per_day: int) -> None:
         "at": df[ts.timestamp].max().isoformat()}))
 
 
-# --- wrk -----------------------------------------------------------------------------------
-
-
 def write_lua(path: Path, bodies: list[JsonDict]) -> Path:
     """A wrk script cycling through pre-formatted requests: a new body (and entity) per request
     at no per-request Lua cost beyond an index."""
@@ -110,30 +101,27 @@ def write_lua(path: Path, bodies: list[JsonDict]) -> Path:
 
 def parse_wrk(text: str) -> JsonDict:
     """Requests/sec, p50 / p99 (ms), request count, non-2xx and socket errors from wrk's text."""
-    units = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
-
     def lat(pct: str) -> float | None:
         m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
-        return round(float(m.group(1)) * units[m.group(2)], 3) if m else None
+        return round(float(m[1]) * {"us": 1e-3, "ms": 1, "s": 1e3, "m": 6e4}[m[2]], 3) if m else None
 
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    count = re.search(r"(\d+) requests in", text)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    def num(pattern: str) -> float:
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else 0.0
+
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    errors = dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=True)) if sock else {}
-    return {"rps": float(rps.group(1)) if rps else None, "p50_ms": lat("50"), "p99_ms": lat("99"),
-            "requests": int(count.group(1)) if count else 0, "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": errors, "socket_errors_total": sum(errors.values())}
+    errors = dict(zip(("connect", "read", "write", "timeout"), map(int, sock.groups()), strict=True)) \
+        if sock else {}
+    return {"rps": num(r"Requests/sec:\s+([\d.]+)") or None, "p50_ms": lat("50"), "p99_ms": lat("99"),
+            "requests": int(num(r"(\d+) requests in")), "socket_errors": errors,
+            "non_2xx": int(num(r"Non-2xx or 3xx responses: (\d+)")), "socket_errors_total": sum(errors.values())}
 
 
 def _cpu(procs: list[psutil.Process]) -> dict[int, float]:
     out = {}
     for p in procs:
-        try:
-            t = p.cpu_times()
-            out[p.pid] = t.user + t.system
-        except psutil.Error:
-            continue
+        with contextlib.suppress(psutil.Error):
+            out[p.pid] = sum(p.cpu_times()[:2])
     return out
 
 
@@ -156,9 +144,10 @@ def run_point(url: str, lua: Path, conns: int, seconds: int, server: Procs) -> J
     p = {"connections": conns, **parse_wrk(proc.stdout)}
     if proc.returncode != 0 or p["rps"] is None:
         p["error"] = (proc.stderr or proc.stdout)[-500:]
-    p["ok_rps"] = round(p["rps"] * (1 - p["non_2xx"] / p["requests"]), 1) if p["rps"] and p["requests"] else None
-    p.update(server_cores=round(server_s / span, 2), wrk_cores=round(wrk_s / span, 2),
-             other_cores=round(max(0.0, busy1 - busy0 - server_s - wrk_s) / span, 2),
+    ok = p["rps"] * (1 - p["non_2xx"] / p["requests"]) if p["rps"] and p["requests"] else None
+    other = max(0.0, busy1 - busy0 - server_s - wrk_s)
+    p.update(ok_rps=round(ok, 1) if ok else None, server_cores=round(server_s / span, 2),
+             wrk_cores=round(wrk_s / span, 2), other_cores=round(other / span, 2),
              server_cpu_ms_per_req=round(1000 * server_s / p["requests"], 2) if p["requests"] else None,
              load_avg_1m=round(os.getloadavg()[0], 2))
     return p
@@ -169,20 +158,14 @@ def series(label: str, url: str, lua: Path, args: argparse.Namespace, server: Pr
     run_point(url, lua, 8, args.warmup, server)
     points = []
     for c in args.connections:
-        p = run_point(url, lua, c, args.seconds, server)
-        print(f"  {label:<30} c={c:<3} {p['rps'] or 0:7.0f} req/s  p50 {p['p50_ms']} ms  p99 {p['p99_ms']} ms  "
-              f"non-2xx {p['non_2xx']}  {p['server_cpu_ms_per_req']} ms CPU/req  other {p['other_cores']} cores",
-              flush=True)
-        points.append(p)
+        points.append(p := run_point(url, lua, c, args.seconds, server))
+        print(f"  {label:<28} c={c:<3} {p['rps'] or 0:6.0f} req/s  p50 {p['p50_ms']} ms  p99 {p['p99_ms']} "
+              f"ms  non-2xx {p['non_2xx']}  {p['server_cpu_ms_per_req']} ms CPU/req  other {p['other_cores']} cores")
     return {"label": label, "url": url, "points": points}
 
 
-# --- the platform and the baseline ---------------------------------------------------------
-
-
 def platformctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "platformctl"), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([BIN / "platformctl", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def post(url: str, body: JsonDict, session: requests.Session | None = None) -> requests.Response:
@@ -193,8 +176,8 @@ def cold_start(spec_path: Path, url: str, body: JsonDict) -> JsonDict:
     """`serve down`, then `serve deploy` timed until the first 200 (polled every 50 ms)."""
     down = platformctl("serve", "down", PIPELINE)
     began = time.monotonic()
-    proc = subprocess.Popen([str(BIN / "platformctl"), "serve", "deploy", str(spec_path), "--json"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([BIN / "platformctl", "serve", "deploy", str(spec_path), "--json"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first, codes, session, ended = None, {}, requests.Session(), None
     while first is None and time.monotonic() - began < 600 and proc.poll() in (None, 0):
         ended = ended or (time.monotonic() if proc.poll() == 0 else None)
@@ -217,15 +200,6 @@ def cold_start(spec_path: Path, url: str, body: JsonDict) -> JsonDict:
     return res
 
 
-def deploy_weights(spec_path: Path, weights: dict[str, int]) -> JsonDict:
-    flags = [f"--weight=v{v}={w}" for v, w in weights.items()]
-    began = time.monotonic()
-    proc = platformctl("serve", "deploy", str(spec_path), *flags, "--json")
-    if proc.returncode != 0:
-        raise RuntimeError(f"serve deploy {' '.join(flags)} failed: {(proc.stderr or proc.stdout)[-1500:]}")
-    return {"seconds": round(time.monotonic() - began, 2), "result": json.loads(proc.stdout)}
-
-
 def start_uvicorn(workers: int, version: str, spec_path: Path) -> tuple[subprocess.Popen, str]:
     """The baseline in its own process group; returns once every worker has loaded the model."""
     from mlplatform.runtime.local import free_port
@@ -234,7 +208,7 @@ def start_uvicorn(workers: int, version: str, spec_path: Path) -> tuple[subproce
     env = {**os.environ, "BASELINE_MODEL_NAME": PIPELINE, "BASELINE_MODEL_VERSION": version,
            "BASELINE_SPEC": str(spec_path)}
     with open(log, "w") as f:
-        proc = subprocess.Popen([str(BIN / "uvicorn"), "--app-dir", str(HERE), "serving_baseline:app",
+        proc = subprocess.Popen([BIN / "uvicorn", "--app-dir", str(HERE), "serving_baseline:app",
                                  "--host=127.0.0.1", f"--port={port}", f"--workers={workers}",
                                  "--log-level=info", "--no-access-log"],
                                 cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
@@ -249,30 +223,18 @@ def start_uvicorn(workers: int, version: str, spec_path: Path) -> tuple[subproce
 
 def stop(proc: subprocess.Popen | None) -> None:
     """Stop a server this script started (uvicorn's master stops its workers; else its group)."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        proc.wait(timeout=5)
-
-
-def tree(pid: int) -> Procs:
-    def procs() -> list[psutil.Process]:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
         try:
-            root = psutil.Process(pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return []
-    return procs
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
 
 
-def cluster_up(settings: Any, fastpath: str, socket_fix: bool = False) -> tuple[JsonDict, Procs]:
-    """(Re)start the local cluster; PLATFORM_SERVE_FASTPATH is read by serve_env() at `up`.
-    `socket_fix` applies, in this process only, the proposed change to serve_env (a shorter
-    HAProxy socket path): see the README."""
+def cluster_up(res: JsonDict, key: str, settings: Any, fastpath: str, socket_fix: bool = False) -> Procs:
+    """(Re)start the local cluster (PLATFORM_SERVE_FASTPATH is read by serve_env() at `up`);
+    returns its processes. `socket_fix` applies the change to serve_env proposed in the README
+    (a shorter HAProxy socket path) in this process only."""
     from mlplatform.runtime import local
 
     local.down(settings)
@@ -285,44 +247,85 @@ def cluster_up(settings: Any, fastpath: str, socket_fix: bool = False) -> tuple[
         local.serve_env = serve_env
     began = time.monotonic()
     try:
-        res = local.up(settings, num_cpus=2, port=local.free_port(), dashboard_port=local.free_port(),
-                       object_store_mb=300)
+        up = local.up(settings, num_cpus=2, port=local.free_port(), dashboard_port=local.free_port(),
+                      object_store_mb=300)
     finally:
         local.serve_env = original
-    state = local.read_state(settings)
+    state = up.state
+    res["cluster"][key] = {"seconds": round(time.monotonic() - began, 1), "message": up.message,
+                           "socket_fix": socket_fix, "temp_dir": state.temp_dir}
     port = int(state.gcs_address.rsplit(":", 1)[1])
-    return ({"seconds": round(time.monotonic() - began, 1), "message": res.message, "socket_fix": socket_fix},
-            lambda: local.cluster_processes(state.temp_dir, port))
+    return lambda: local.cluster_processes(state.temp_dir, port)
 
 
-def check(url: str, bodies: list[JsonDict]) -> list[JsonDict]:
-    """Every body answered 200 once (else dropped, and said): wrk would count it as non-2xx."""
-    session = requests.Session()
-    good = [b for b in bodies if post(url, b, session).status_code == 200]
-    if len(good) < len(bodies):
-        print(f"  {len(bodies) - len(good)} of {len(bodies)} bodies were not answered 200: dropped", flush=True)
-    if not good:
-        raise RuntimeError(f"{url}: no body answered 200: {post(url, bodies[0]).text[:500]}")
-    return good
-
-
-def platform(res: JsonDict, key: str, url: str, modes: list[str], ctx: JsonDict, args: argparse.Namespace,
-             procs: Procs) -> None:
-    """The platform's series: one version (rows, entities), then the 90/10 split (keyed rows)."""
+def platform(res: JsonDict, key: str, url: str, modes: list[str], ctx: JsonDict,
+             args: argparse.Namespace, procs: Procs) -> None:
+    """The platform's cold start and series: one version (rows, entities), then 90/10 (keyed rows)."""
     info, label = ctx["info"], "platform" + (" HAProxy" if "haproxy" in key else "")
     res["cold_start"][key] = cold_start(ctx["spec"], url, ctx["bodies"]["rows"][0])
     print(f"cold start ({key}): {res['cold_start'][key]}", flush=True)
+    if "lua" not in ctx:  # once: drop entity bodies the online store cannot answer (else non-2xx)
+        session = requests.Session()
+        ctx["bodies"]["entities"] = [b for b in ctx["bodies"]["entities"] if post(url, b, session).ok]
+        ctx["lua"] = {k: write_lua(ctx["work"] / f"{k}.lua", v) for k, v in ctx["bodies"].items()}
+        ctx["answers"] = {k: post(url, ctx["bodies"][k][0]).json()["predictions"][0]["score"]
+                          for k in ("rows", "entities")}
     for mode in [m for m in ("rows", "entities") if m in modes]:
         res["series"][f"{key}:{mode}"] = series(f"{label} {mode}", url, ctx["lua"][mode], args, procs)
     if "keyed" in modes:
         other = next(v for v in info["versions"] if v != info["champion"])
-        split = deploy_weights(ctx["spec"], {info["champion"]: 90, other: 10})
-        s = res["series"][f"{key}:keyed"] = series(f"{label} 90/10 rows+id", url, ctx["lua"]["keyed"], args, procs)
+        began = time.monotonic()
+        split = platformctl("serve", "deploy", str(ctx["spec"]), f"--weight=v{info['champion']}=90",
+                            f"--weight=v{other}=10", "--json")
+        if split.returncode != 0:
+            raise RuntimeError(f"serve deploy 90/10 failed: {(split.stderr or split.stdout)[-1500:]}")
+        s = series(f"{label} 90/10 rows+id", url, ctx["lua"]["keyed"], args, procs)
         status = requests.get(url.rsplit("/", 1)[0] + "/status", timeout=10).json()
-        s.update(deploy=split, replica_counts=status.get("counts"))
+        res["series"][f"{key}:keyed"] = {**s, "deploy_s": round(time.monotonic() - began, 1),
+                                         "deploy": json.loads(split.stdout), "replica_counts": status.get("counts")}
 
 
-# --- report --------------------------------------------------------------------------------
+def baseline(res: JsonDict, ctx: JsonDict, args: argparse.Namespace) -> None:
+    """uvicorn with 1 and 2 workers, each checked to answer as the platform did."""
+    for workers in (1, 2):
+        proc = None
+        try:
+            proc, url = start_uvicorn(workers, ctx["info"]["champion"], ctx["spec"])
+            root = psutil.Process(proc.pid)
+
+            def procs(root: psutil.Process = root) -> list[psutil.Process]:
+                return [root, *root.children(recursive=True)]
+
+            for kind in ("rows", "entities"):
+                got = post(url, ctx["bodies"][kind][0]).json()["predictions"][0]["score"]
+                res["same_answers"][f"{kind}-{workers}w"] = abs(got - ctx["answers"][kind]) < 1e-12
+                res["series"][f"uvicorn-{workers}w:{kind}"] = series(f"uvicorn {workers}w {kind}", url,
+                                                                     ctx["lua"][kind], args, procs)
+        finally:
+            stop(proc)
+
+
+def fastpath(res: JsonDict, ctx: JsonDict, settings: Any, url: str, args: argparse.Namespace) -> None:
+    """The platform on a cluster restarted with PLATFORM_SERVE_FASTPATH=haproxy; a failure is
+    recorded with HAProxy's own alerts (Serve's message cuts them off) and, with
+    --haproxy-socket-fix, retried with the proposed fix."""
+    for fix in [False, True] if args.haproxy_socket_fix else [False]:
+        key = "platform-haproxy" + ("-socketfix" if fix else "")
+        try:
+            print(f"cluster restart with PLATFORM_SERVE_FASTPATH=haproxy{' + socket fix' if fix else ''}")
+            procs = cluster_up(res, key, settings, "haproxy", socket_fix=fix)
+            first = platformctl("serve", "deploy", str(ctx["spec"]), "--json")  # starts Serve
+            if first.returncode != 0:
+                logs = Path(res["cluster"][key]["temp_dir"]).glob("haproxy/*/*.stderr.log")
+                alerts = [line for f in logs for line in f.read_text().splitlines() if "ALERT" in line]
+                raise RuntimeError(f"serve deploy failed; HAProxy: {alerts[:3]}; "
+                                   f"{(first.stderr or first.stdout)[-1500:]}")
+            modes = ["rows"] if args.quick else ["rows", "entities", "keyed"]
+            platform(res, key, url, modes, ctx, args, procs)
+            return
+        except Exception as exc:  # recorded, and the report goes on without it
+            res["errors"][key] = f"{type(exc).__name__}: {exc}"[:4000]
+            print(f"{key} failed: {res['errors'][key][:600]}")
 
 
 def _peak(s: JsonDict | None) -> float | None:
@@ -333,30 +336,29 @@ def _peak(s: JsonDict | None) -> float | None:
 
 def targets(res: JsonDict, key: str) -> JsonDict:
     """The issue's targets for one platform variant, against this run's baselines."""
-    s = res["series"]
-    plat, peak, u2peak, speak = s.get(f"{key}:rows"), _peak(s.get(f"{key}:rows")), \
-        _peak(s.get("uvicorn-2w:rows")), _peak(s.get(f"{key}:keyed"))
-    out: JsonDict = {}
+    s, out = res["series"], {}
+    plat, u1 = s.get(f"{key}:rows"), s.get("uvicorn-1w:rows")
+    peak, u2peak, speak = _peak(plat), _peak(s.get("uvicorn-2w:rows")), _peak(s.get(f"{key}:keyed"))
 
     def verdict(name: str, value: float, target: float, higher: bool, **extra: Any) -> None:
         out[name] = {"value": round(value, 3), "target": f"{'>=' if higher else '<='} {target}",
                      "met": value >= target if higher else value <= target, **extra}
 
+    def p50(series: JsonDict | None) -> float | None:
+        return next((p["p50_ms"] for p in (series or {}).get("points", []) if p["connections"] == 1), None)
+
     if peak and u2peak:
         verdict("peak req/s vs uvicorn 2w peak", peak / u2peak, TARGET_PEAK, True)
-    p50 = next((p["p50_ms"] for p in plat["points"] if p["connections"] == 1), None) if plat else None
-    u1 = s.get("uvicorn-1w:rows")
-    u1p50 = next((p["p50_ms"] for p in u1["points"] if p["connections"] == 1), None) if u1 else None
-    if p50 and u1p50:
-        verdict("p50 @1 conn vs uvicorn 1w p50", p50 / u1p50, TARGET_P50, False, ms=[p50, u1p50])
-    if plat and peak and plat["points"][-1].get("ok_rps"):
-        last = plat["points"][-1]
-        verdict(f"req/s @{last['connections']} conns vs peak", last["ok_rps"] / peak, TARGET_NO_COLLAPSE, True)
+    if p50(plat) and p50(u1):
+        verdict("p50 @1 conn vs uvicorn 1w p50", p50(plat) / p50(u1), TARGET_P50, False,
+                ms=[p50(plat), p50(u1)])
+    if peak and (last := plat["points"][-1]).get("ok_rps"):
+        verdict(f"req/s @{last['connections']} conns vs peak", last["ok_rps"] / peak, TARGET_NO_COLLAPSE,
+                True)
     if speak and peak:
         verdict("90/10 peak vs single-version peak", speak / peak, TARGET_SPLIT, True)
-    cold = res["cold_start"].get(key, {})
-    out["cold start s (deploy to first 200)"] = {"value": cold.get("first_200_s"), "target": "reported",
-                                                 "met": None}
+    cold = res["cold_start"].get(key, {}).get("first_200_s")
+    out["cold start s (deploy to first 200)"] = {"value": cold, "target": "reported", "met": None}
     return out
 
 
@@ -369,31 +371,29 @@ def print_report(res: JsonDict, args: argparse.Namespace) -> None:
         for p in s["points"]:
             sock = f" +{p['socket_errors_total']} sock" if p["socket_errors_total"] else ""
             rows.append([escape(s["label"]), str(p["connections"]), h.fmt_int(p.get("rps")),
-                         h.fmt_float(p.get("p50_ms")), h.fmt_float(p.get("p99_ms")), h.fmt_int(p["non_2xx"]) + sock,
+                         h.fmt_float(p.get("p50_ms")), h.fmt_float(p.get("p99_ms")),
+                         h.fmt_int(p["non_2xx"]) + sock,
                          f"{p['ok_rps'] / ref:.2f}x" if p.get("ok_rps") and ref else "-",
                          h.fmt_float(p.get("server_cpu_ms_per_req")),
                          f"{p['other_cores']:.2f}" + (" BUSY" if p["other_cores"] >= BUSY_CORES else "")])
     h.print_table(
         escape(f"Serving {res['config']['model']}: single-row JSON, wrk -t1, {args.seconds}s per point, "
                f"{res['machine']['cpu_count_logical']} CPUs"),
-        [("server / mode", "left"), ("conns", "right"), ("req/s", "right"), ("p50 ms", "right"),
-         ("p99 ms", "right"), ("non-2xx", "right"), ("x uvicorn-2w peak", "right"),
-         ("server CPU ms/req", "right"), ("other cores", "right")], rows,
-        caption=escape("x uvicorn-2w peak: this point's 2xx req/s over the 2-worker uvicorn's peak for the same kind "
-                       "of body (rows or entities), same run. server CPU ms/req: CPU time of the server's processes "
-                       "(the platform: every process of its Ray cluster) per request. other cores: CPU used by "
-                       f"processes other than the server and wrk (BUSY: >= {BUSY_CORES}). uvicorn ran with the Ray "
-                       f"cluster stopped, without access log. Details: {args.out}"))
-    trows = [[key, name, str(t["value"]), t["target"], "-" if t["met"] is None else ("yes" if t["met"] else "NO")]
+        [("server / mode", "left")] + [(c, "right") for c in ("conns", "req/s", "p50 ms", "p99 ms", "non-2xx",
+                                                               "x uvicorn-2w peak", "server CPU ms/req",
+                                                               "other cores")], rows,
+        caption=escape("x uvicorn-2w peak: 2xx req/s over the 2-worker uvicorn's peak for the same kind of body, "
+                       "same run. server CPU ms/req: CPU time of the server's processes (the platform: its "
+                       "whole Ray cluster) per request. other cores: CPU used by other processes than the server "
+                       f"and wrk (BUSY: >= {BUSY_CORES}). uvicorn ran with the Ray cluster stopped. {args.out}"))
+    trows = [[key, name, str(t["value"]), t["target"], {None: "-", True: "yes", False: "NO"}[t["met"]]]
              for key, checks in res["targets"].items() for name, t in checks.items()]
-    h.print_table("Targets", [("platform", "left"), ("check", "left"), ("value", "right"), ("target", "left"),
-                              ("met", "center")], trows)
-
-
-# --- main ----------------------------------------------------------------------------------
+    h.print_table("Targets", [("platform", "left"), ("check", "left"), ("value", "right"),
+                              ("target", "left"), ("met", "center")], trows)
 
 
 def derived_spec(path: Path, overrides: list[str]) -> Path:
+    """demo.yaml with the issue's model: LogisticRegression, no search, no gate thresholds."""
     spec = yaml.safe_load((ROOT / "jobs" / "examples" / "demo.yaml").read_text())
     spec["model"].pop("search", None)
     spec["model"].update(estimator="sklearn.linear_model.LogisticRegression", params={"max_iter": 200})
@@ -405,75 +405,46 @@ def derived_spec(path: Path, overrides: list[str]) -> Path:
     return path
 
 
-def isolate_env(home: Path) -> None:
-    """This process's environment is what the cluster, the CLI and the baseline inherit."""
-    from mlplatform.runtime.local import free_port
-
-    for key in [k for k in os.environ if k.startswith(("PLATFORM_", "RAY_"))]:
-        os.environ.pop(key)
-    os.environ.update(PLATFORM_HOME=str(home), RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0",
-                      RAY_AUTH_TOKEN_PATH=str(home / "ray" / "auth_token"), PLATFORM_SERVE_PORT=str(free_port()))
-
-
 def run(args: argparse.Namespace, res: JsonDict, work: Path) -> None:
+    from mlplatform.runtime.local import down, free_port
     from mlplatform.settings import load_settings
 
-    isolate_env(work / "home")
-    settings = load_settings()
-    spec = derived_spec(work / "spec.yaml", args.deploy)
+    # This process's environment is what the cluster, the CLI and the baseline inherit.
+    for key in [k for k in os.environ if k.startswith(("PLATFORM_", "RAY_")) and "RAY_SERVE_" not in k]:
+        os.environ.pop(key)
+    home = work / "home"
+    os.environ.update(PLATFORM_HOME=str(home), RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0",
+                      RAY_AUTH_TOKEN_PATH=str(home / "ray" / "auth_token"),
+                      PLATFORM_SERVE_PORT=str(free_port()))
+    res["config"]["ray_serve_env"] = {k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")}
+    settings, spec = load_settings(), derived_spec(work / "spec.yaml", args.deploy)
     url = f"{settings.serve_url}/{PIPELINE}/predict"
-    print(f"cluster up (num_cpus=2), PLATFORM_HOME={work / 'home'}", flush=True)
-    res["cluster"]["platform"], procs = cluster_up(settings, "off")
+    print(f"cluster up (num_cpus=2), PLATFORM_HOME={home}", flush=True)
+    procs = cluster_up(res, "platform", settings, "off")
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     print("2 days of demo data, 2 pipeline runs (log: results/logs/serving-prepare.log) ...", flush=True)
     with open(LOG_DIR / "serving-prepare.log", "w") as log:
-        rc = subprocess.run([sys.executable, __file__, "--prepare", str(work), f"--rows-per-day={args.rows_per_day}"],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run([sys.executable, __file__, "--prepare", str(work), f"--rows-per-day={args.rows_per_day}"
+                             ], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc != 0:
         raise RuntimeError(f"the pipeline runs failed: {h.tail(LOG_DIR / 'serving-prepare.log', 20)}")
     info = json.loads((work / "info.json").read_text())
-    res["pipeline"] = {k: info[k] for k in ("runs", "versions", "champion", "features", "training_rows", "at")}
+    res["pipeline"] = {k: v for k, v in info.items() if k not in ("rows", "entities")}
     print(f"  runs {[(r['status'], r['seconds']) for r in info['runs']]}; versions {info['versions']}, "
           f"champion v{info['champion']}", flush=True)
     rows, ents = info["rows"], info["entities"]
     bodies = {"rows": [{"rows": [r]} for r in rows],
               "keyed": [{"rows": [{**r, "customer_id": e}]} for r, e in zip(rows, ents, strict=True)],
               "entities": [{"entities": [e], "at": info["at"]} for e in ents]}
-    ctx = {"info": info, "spec": spec, "bodies": bodies, "lua": {}}
-    res["cold_start"]["platform"] = cold_start(spec, url, bodies["rows"][0])
-    bodies["entities"] = check(url, bodies["entities"])
-    ctx["lua"] = {k: write_lua(work / f"{k}.lua", v) for k, v in bodies.items()}
-    answers = {k: post(url, bodies[k][0]).json()["predictions"][0]["score"] for k in ("rows", "entities")}
+    ctx = {"info": info, "spec": spec, "bodies": bodies, "work": work}
     platform(res, "platform", url, ["rows", "entities", "keyed"], ctx, args, procs)
-    from mlplatform.runtime.local import down
-
+    res["config"]["entity_bodies_answered"] = len(bodies["entities"])
     began = time.monotonic()
     down(settings)
     res["baseline_note"] = f"Ray cluster stopped ({time.monotonic() - began:.1f}s) while uvicorn ran"
-    for workers in (1, 2):
-        proc = None
-        try:
-            proc, burl = start_uvicorn(workers, info["champion"], spec)
-            for kind in ("rows", "entities"):
-                got = post(burl, bodies[kind][0]).json()["predictions"][0]["score"]
-                res["same_answers"][f"{kind}-{workers}w"] = abs(got - answers[kind]) < 1e-12
-                res["series"][f"uvicorn-{workers}w:{kind}"] = series(
-                    f"uvicorn {workers}w {kind}", burl, ctx["lua"][kind], args, tree(proc.pid))
-        finally:
-            stop(proc)
-    for fix in [False, True] if args.haproxy_socket_fix else [False]:
-        key = "platform-haproxy" + ("-socketfix" if fix else "")
-        try:
-            print(f"cluster restart with PLATFORM_SERVE_FASTPATH=haproxy{' + socket fix' if fix else ''}", flush=True)
-            res["cluster"][key], procs = cluster_up(settings, "haproxy", socket_fix=fix)
-            first = platformctl("serve", "deploy", str(spec), "--json")  # starts Serve on the fresh cluster
-            if first.returncode != 0:
-                raise RuntimeError(f"serve deploy failed: {(first.stderr or first.stdout)[-3000:]}")
-            platform(res, key, url, ["rows"] if args.quick else ["rows", "entities", "keyed"], ctx, args, procs)
-            break
-        except Exception as exc:  # recorded, and the report goes on without it
-            res["errors"][key] = f"{type(exc).__name__}: {exc}"[-3000:]
-            print(f"{key} failed: {res['errors'][key][-600:]}", flush=True)
+    baseline(res, ctx, args)
+    if not args.skip_fastpath:
+        fastpath(res, ctx, settings, url, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -484,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows-per-day", type=int, default=2000)
     p.add_argument("--deploy", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the spec's deploy section (repeatable)")
+    p.add_argument("--skip-fastpath", action="store_true", help="no HAProxy fast path")
     p.add_argument("--haproxy-socket-fix", action="store_true",
                    help="if the HAProxy fast path fails, retry with the proposed shorter socket path")
     p.add_argument("--out", type=Path, default=OUT_JSON)
@@ -493,13 +465,15 @@ def main(argv: list[str] | None = None) -> int:
         prepare(args.prepare, args.rows_per_day)
         return 0
     args.seconds, args.warmup = args.seconds or (3 if args.quick else 10), 1 if args.quick else 2
-    args.connections = [int(c) for c in (args.connections or ("1,32" if args.quick else "1,8,32,64")).split(",")]
+    args.connections = [int(c) for c in (args.connections or ("1,32" if args.quick else "1,8,32,64")).split(",")
+                        ]
     res: JsonDict = {
         "benchmark": "serving", "machine": h.machine_info(), "series": {}, "cold_start": {}, "cluster": {},
         "errors": {}, "same_answers": {},
         "packages": h.package_versions(["ray", "fastapi", "starlette", "uvicorn", "scikit-learn", "pandas"]),
         "config": {"model": "LogisticRegression(max_iter=200) on the demo pipeline's features",
-                   "seconds_per_point": args.seconds, "warmup_s": args.warmup, "connections": args.connections,
+                   "seconds_per_point": args.seconds, "warmup_s": args.warmup,
+                   "connections": args.connections,
                    "deploy_overrides": args.deploy, "bodies": N_BODIES, "quick": args.quick,
                    "wrk": "wrk -t1 --latency, closed loop, Lua request() cycling pre-formatted bodies"}}
     work = Path(tempfile.mkdtemp(prefix="mlp-bench-serving-"))
@@ -510,17 +484,15 @@ def main(argv: list[str] | None = None) -> int:
         import traceback
 
         traceback.print_exc()
-        res["errors"]["run"] = f"{type(exc).__name__}: {exc}"[-3000:]
-    finally:
-        from mlplatform.runtime.local import down, read_state
+        res["errors"]["run"] = f"{type(exc).__name__}: {exc}"[:4000]
+    finally:  # only this run's cluster (named by its PLATFORM_HOME) and files
+        from mlplatform.runtime.local import down
         from mlplatform.settings import load_settings
 
-        if os.environ.get("PLATFORM_HOME") == str(work / "home"):  # only the cluster of this run
-            settings = load_settings()
-            state = read_state(settings)
-            down(settings)
-            if state is not None:
-                shutil.rmtree(state.temp_dir, ignore_errors=True)
+        if os.environ.get("PLATFORM_HOME") == str(work / "home"):
+            down(load_settings())
+        for c in res["cluster"].values():
+            shutil.rmtree(c["temp_dir"], ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     res["wall_s"] = round(time.monotonic() - began, 1)
     res["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -43,7 +43,7 @@ from mlplatform.settings import load_settings
 from mlplatform.spec import PipelineSpec
 from serve import bodies as b
 from serve import protocols as p
-from serve.hosting import HostedVersion, Prediction, load_version
+from serve.hosting import HostedVersion, Prediction, RowTransforms, load_version
 from serve.predlog import BatchedLog, feedback_writer, known_request_ids, prediction_writer
 from serve.responses import error, json_response, scalar
 from serve.routing import Router
@@ -143,6 +143,7 @@ class PipelineServer:
         self.settings = load_settings()
         self.services = Services(self.settings)
         self.schema = recorded_schema(self.services.metadata, self.spec.name)
+        self.transforms = RowTransforms(self.spec, self.schema)
         self.entity = self.spec.source.entity_column
         self.service = self.spec.model.feature_service or "all_features"
         self.table: _Table | None = None
@@ -337,6 +338,7 @@ class PipelineServer:
                 if "entities" in sub:
                     frame = self._online_frame(hosted, [str(e) for e in sub["entities"]], at)
                 else:
+                    sub = self.transforms.complete(sub, hosted.contract, self.entity)
                     frame = p.parse_predict(sub, hosted.contract, self.entity).frame
                 pred = hosted.predict(frame)
                 variant = table.config.variant(version) if pinned is None else (

@@ -85,3 +85,52 @@ def load_version(registry: ModelRegistry, spec: PipelineSpec, schema: SchemaSpec
     contract = contract_for(inputs, schema, spec.deploy.strict_inputs, spec.deploy.max_rows)
     return HostedVersion(name=name, version=version, sha256=sha256, model=model, contract=contract,
                          task=spec.model.task)
+
+
+class RowTransforms:
+    """The pipeline's row-wise feature transformations, run in the replica on request rows that
+    carry a view's raw columns but not the features its transformation derives: the same
+    function (`features.views[].transformation`) that computed the training data, so a client
+    need not re-implement it. Windowed aggregations need an entity's history and are not
+    computed here; they come in the rows or from the online store (`entities`)."""
+
+    def __init__(self, spec: PipelineSpec, schema: SchemaSpec | None):
+        from mlplatform.features.definitions import resolve_views
+
+        self.views = [v for v in resolve_views(spec).values() if v.transformation]
+        src = spec.source
+        self.raw = ({c.name for c in schema.columns} if schema else set()) | {
+            c for c in (src.entity_column, src.timestamp_column) if c}
+
+    def complete(self, body: dict[str, Any], contract: InputContract, entity: str | None) -> dict[str, Any]:
+        """The body with the derived features added as columns; unchanged when nothing is missing."""
+        from mlplatform.errors import InputError
+        from mlplatform.features.compute import transform
+        from serve.protocols import RequestError
+
+        kind = "rows" if "rows" in body else "columns" if "columns" in body else None
+        if kind is None or not self.views:
+            return body
+        given = body[kind]
+        if kind == "rows" and isinstance(given, list) and given and isinstance(given[0], dict):
+            present = set(given[0])
+        elif kind == "columns" and isinstance(given, dict):
+            present = set(given)
+        else:
+            return body  # malformed: the parser names the problem
+        if all(n in present for n in contract.names):
+            return body
+        unknown = sorted(present - set(contract.names) - self.raw - {entity})
+        if unknown and contract.strict:
+            raise RequestError(f"unknown column(s) {unknown}: neither a feature of the model nor a raw "
+                               "column of the pipeline's schema", field=unknown[0])
+        df = pd.DataFrame(given)
+        try:
+            for view in self.views:
+                df = transform(view, df)
+        except InputError as exc:
+            raise RequestError(f"the rows lack features the pipeline's transformations could not derive: "
+                               f"{exc.message}") from None
+        keep = [c for c in df.columns if c in set(contract.names) or c == entity]
+        return {**{k: v for k, v in body.items() if k != kind},
+                "columns": {c: df[c].astype(object).where(df[c].notna(), None).tolist() for c in keep}}

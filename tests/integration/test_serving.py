@@ -99,6 +99,20 @@ def test_entity_ids_get_online_features(demo_runs: dict, served: dict) -> None:
     assert json.loads(out.stdout)["predictions"][0]["prediction"] == answer["prediction"]
 
 
+def test_row_wise_transformations_run_in_the_replica(served: dict) -> None:
+    """Rows without the features the demo's transformation derives (engagement_score,
+    spend_per_session) get them computed by that same function in the replica."""
+    df = _rows(served, served["champion"], 5)
+    derived = ["engagement_score", "spend_per_session"]
+    full = _post(served, "/predict", {"rows": _records(df)}).json()["predictions"]
+    raw = _post(served, "/predict", {"rows": _records(df.drop(columns=derived))})
+    assert raw.status_code == 200, raw.text
+    assert [a["score"] for a in raw.json()["predictions"]] == pytest.approx([a["score"] for a in full],
+                                                                            abs=1e-12)
+    odd = _post(served, "/predict", {"rows": [{**_records(df.drop(columns=derived))[0], "shoe_size": 1}]})
+    assert odd.status_code == 400 and "shoe_size" in odd.json()["error"]
+
+
 def _run_detail(demo_runs: dict, day: int) -> Any:
     from mlplatform.metadata.store import MetadataStore
 
