@@ -20,6 +20,7 @@ models only document the routes in the OpenAPI schema.
 import asyncio
 import collections
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -131,6 +132,24 @@ def _datatype(hosted: HostedVersion) -> p.Datatype:
 
 def _version_order(v: str) -> tuple[int, str]:
     return (int(v), v) if v.isdigit() else (1 << 30, v)
+
+
+def _answers(handler: Any) -> Any:
+    """Every route answers: a RequestError is its 4xx with `{"error": ...}`, anything else a 500
+    naming a reference in the replica's log; nothing escapes to kill the request (or the replica)."""
+
+    @functools.wraps(handler)
+    async def answer(self: Any, *args: Any, **kwargs: Any) -> Response:
+        try:
+            return await handler(self, *args, **kwargs)
+        except p.RequestError as exc:
+            return error(str(exc), exc.status)
+        except Exception as exc:
+            ref = uuid.uuid4().hex[:12]
+            log.exception("request failed (ref %s)", ref)
+            return error(f"internal error ({type(exc).__name__}); reference {ref} in the replica's log", 500)
+
+    return answer
 
 
 @serve.deployment(name="ingress")
@@ -322,102 +341,95 @@ class PipelineServer:
 
     @api.post("/predict", summary="Predict for rows, columns or entity ids",
               response_model=p.PredictResponse, responses=_ERRORS, openapi_extra=_body_doc(p.PredictRequest))
+    @_answers
     async def predict(self, request: Request) -> Response:
         t0 = time.perf_counter()
-        try:
-            table = self._live()
-            pinned = self._pinned(table, request.headers.get(VERSION_HEADER))
-            body = await self._body(request)
-            keys = b.entity_keys(body, self.entity)
-            at = b.as_of(body)
-            groups = self._groups(table, pinned, keys)
-            answers: list[dict[str, Any] | None] = [None] * len(keys)
-            for version, rows in groups.items():
-                hosted = table.hosted[version]
-                sub = b.subset(body, rows) if len(groups) > 1 else body
-                if "entities" in sub:
-                    frame = self._online_frame(hosted, [str(e) for e in sub["entities"]], at)
-                else:
-                    sub = self.transforms.complete(sub, hosted.contract, self.entity)
-                    frame = p.parse_predict(sub, hosted.contract, self.entity).frame
-                pred = hosted.predict(frame)
-                variant = table.config.variant(version) if pinned is None else (
-                    "validation" if request.headers.get(PURPOSE_HEADER) == "infra-validation" else "pinned")
-                ids = [uuid.uuid4().hex for _ in rows]
-                ents = [keys[i] for i in rows]
-                scores = pred.score()
-                for j, i in enumerate(rows):
-                    answers[i] = {
-                        "request_id": ids[j], "version": version, "variant": variant,
-                        "prediction": scalar(pred.outputs[j]),
-                        "probabilities": (None if pred.probabilities is None else
-                                          {str(scalar(c)): float(pred.probabilities[j, k])
-                                           for k, c in enumerate(pred.classes or [])}),
-                        "score": None if scores is None else float(scores[j]),
-                    }
-                latency = (time.perf_counter() - t0) * 1000
-                self._remember(ids)
-                self._record(table, hosted, variant, frame, pred, ids, ents, latency)
-                if pinned is None:
-                    self._mirror(table, ents[0], frame, ids, ents)
-            return json_response({"predictions": answers})
-        except p.RequestError as exc:
-            return error(str(exc), exc.status)
-        except Exception as exc:
-            return self._internal(exc)
+        table = self._live()
+        pinned = self._pinned(table, request.headers.get(VERSION_HEADER))
+        body = await self._body(request)
+        keys = b.entity_keys(body, self.entity)
+        at = b.as_of(body)
+        groups = self._groups(table, pinned, keys)
+        answers: list[dict[str, Any] | None] = [None] * len(keys)
+        for version, rows in groups.items():
+            hosted = table.hosted[version]
+            sub = b.subset(body, rows) if len(groups) > 1 else body
+            if "entities" in sub:
+                frame = self._online_frame(hosted, [str(e) for e in sub["entities"]], at)
+            else:
+                sub = self.transforms.complete(sub, hosted.contract, self.entity)
+                frame = p.parse_predict(sub, hosted.contract, self.entity).frame
+            pred = hosted.predict(frame)
+            variant = table.config.variant(version) if pinned is None else (
+                "validation" if request.headers.get(PURPOSE_HEADER) == "infra-validation" else "pinned")
+            ids = [uuid.uuid4().hex for _ in rows]
+            ents = [keys[i] for i in rows]
+            scores = pred.score()
+            for j, i in enumerate(rows):
+                answers[i] = {
+                    "request_id": ids[j], "version": version, "variant": variant,
+                    "prediction": scalar(pred.outputs[j]),
+                    "probabilities": (None if pred.probabilities is None else
+                                      {str(scalar(c)): float(pred.probabilities[j, k])
+                                       for k, c in enumerate(pred.classes or [])}),
+                    "score": None if scores is None else float(scores[j]),
+                }
+            latency = (time.perf_counter() - t0) * 1000
+            self._remember(ids)
+            self._record(table, hosted, variant, frame, pred, ids, ents, latency)
+            if pinned is None:
+                self._mirror(table, ents[0], frame, ids, ents)
+        return json_response({"predictions": answers})
 
-    def _internal(self, exc: Exception) -> Response:
-        ref = uuid.uuid4().hex[:12]
-        log.exception("request failed (ref %s)", ref)
-        return error(f"internal error ({type(exc).__name__}); reference {ref} in the replica's log", 500)
 
     # -- MLflow scoring server --------------------------------------------------------------
 
     @api.get("/ping", summary="MLflow scoring server health")
+    @_answers
     async def ping(self) -> Response:
         return json_response({"status": "ok"} if self.table and self.table.router else {"status": "no model"},
                      200 if self.table and self.table.router else 503)
 
     @api.get("/health", summary="MLflow scoring server health")
+    @_answers
     async def health(self) -> Response:
         return await self.ping()
 
     @api.post("/invocations", summary="MLflow scoring formats", response_model=p.MlflowResponse,
               responses=_ERRORS, openapi_extra=_body_doc(p.MlflowRequest))
+    @_answers
     async def invocations(self, request: Request) -> Response:
         t0 = time.perf_counter()
-        try:
-            table = self._live()
-            pinned = self._pinned(table, request.headers.get(VERSION_HEADER))
-            body = await self._body(request)
-            version = pinned.version if pinned else self._choose(table, None)
-            hosted = table.hosted[version]
-            frame = p.parse_mlflow(body, hosted.contract)
-            outputs = hosted.predict_plain(frame)
-            ids = [uuid.uuid4().hex for _ in range(len(frame))]
-            self._remember(ids)
-            variant = "pinned" if pinned else table.config.variant(version)
-            pred = Prediction(outputs, None, None)
-            self._record(table, hosted, variant, frame, pred, ids, [None] * len(ids),
-                         (time.perf_counter() - t0) * 1000)
-            return json_response({"predictions": [scalar(v) for v in outputs]},
-                         headers={"x-request-ids": ",".join(ids[:100]), "x-model-version": version})
-        except p.RequestError as exc:
-            return error(str(exc), exc.status)
-        except Exception as exc:
-            return self._internal(exc)
+        table = self._live()
+        pinned = self._pinned(table, request.headers.get(VERSION_HEADER))
+        body = await self._body(request)
+        version = pinned.version if pinned else self._choose(table, None)
+        hosted = table.hosted[version]
+        frame = p.parse_mlflow(body, hosted.contract)
+        outputs = hosted.predict_plain(frame)
+        ids = [uuid.uuid4().hex for _ in range(len(frame))]
+        self._remember(ids)
+        variant = "pinned" if pinned else table.config.variant(version)
+        pred = Prediction(outputs, None, None)
+        self._record(table, hosted, variant, frame, pred, ids, [None] * len(ids),
+                     (time.perf_counter() - t0) * 1000)
+        return json_response({"predictions": [scalar(v) for v in outputs]},
+                     headers={"x-request-ids": ",".join(ids[:100]), "x-model-version": version})
 
     # -- Open Inference Protocol (KServe V2) ----------------------------------------------
 
     @api.get("/v2", summary="Server metadata")
+    @_answers
     async def v2_server(self) -> Response:
         return json_response({"name": "mlplatform", "version": "1", "extensions": []})
 
     @api.get("/v2/health/live", summary="Liveness")
+    @_answers
     async def v2_live(self) -> Response:
         return json_response({"live": True})
 
     @api.get("/v2/health/ready", summary="Readiness: a version is live")
+    @_answers
     async def v2_ready(self) -> Response:
         ready = bool(self.table and self.table.router)
         return json_response({"ready": ready}, 200 if ready else 503)
@@ -430,80 +442,70 @@ class PipelineServer:
         return table, self._pinned(table, version)
 
     def _metadata(self, name: str, version: str | None) -> Response:
-        try:
-            table, pinned = self._model(name, version)
-            default = table.config.champion if table.config.champion in table.hosted else None
-            if pinned is None and default is None and not table.hosted:
-                raise p.RequestError(f"model {name!r} has no live version", 503)
-            hosted = pinned or table.hosted[default or sorted(table.hosted, key=_version_order)[-1]]
-            outputs: list[tuple[str, p.Datatype]] = [("predict", _datatype(hosted))]
-            if hosted.task == "classification" and hasattr(hosted.model, "predict_proba"):
-                outputs.append(("predict_proba", "FP64"))
-            versions = [pinned.version] if pinned else sorted(table.hosted, key=_version_order)
-            return json_response(p.v2_model_metadata(name, versions, hosted.contract, outputs))
-        except p.RequestError as exc:
-            return error(str(exc), exc.status)
-        except Exception as exc:
-            return self._internal(exc)
+        table, pinned = self._model(name, version)
+        default = table.config.champion if table.config.champion in table.hosted else None
+        if pinned is None and default is None and not table.hosted:
+            raise p.RequestError(f"model {name!r} has no live version", 503)
+        hosted = pinned or table.hosted[default or sorted(table.hosted, key=_version_order)[-1]]
+        outputs: list[tuple[str, p.Datatype]] = [("predict", _datatype(hosted))]
+        if hosted.task == "classification" and hasattr(hosted.model, "predict_proba"):
+            outputs.append(("predict_proba", "FP64"))
+        versions = [pinned.version] if pinned else sorted(table.hosted, key=_version_order)
+        return json_response(p.v2_model_metadata(name, versions, hosted.contract, outputs))
 
     @api.get("/v2/models/{name}", summary="Model metadata", response_model=p.V2ModelMetadata,
              responses=_ERRORS)
+    @_answers
     async def v2_model(self, name: str) -> Response:
         return self._metadata(name, None)
 
     @api.get("/v2/models/{name}/versions/{version}", summary="Model version metadata",
              response_model=p.V2ModelMetadata, responses=_ERRORS)
+    @_answers
     async def v2_model_version(self, name: str, version: str) -> Response:
         return self._metadata(name, version)
 
     @api.get("/v2/models/{name}/ready", summary="Model readiness")
+    @_answers
     async def v2_model_ready(self, name: str) -> Response:
-        try:
-            self._model(name, None)
-            return json_response({"name": name, "ready": True})
-        except p.RequestError as exc:
-            return error(str(exc), exc.status)
+        self._model(name, None)
+        return json_response({"name": name, "ready": True})
 
     @api.get("/v2/models/{name}/versions/{version}/ready", summary="Model version readiness")
+    @_answers
     async def v2_model_version_ready(self, name: str, version: str) -> Response:
-        try:
-            self._model(name, version)
-            return json_response({"name": name, "version": version.removeprefix("v"), "ready": True})
-        except p.RequestError as exc:
-            return error(str(exc), exc.status)
+        self._model(name, version)
+        return json_response({"name": name, "version": version.removeprefix("v"), "ready": True})
 
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
         t0 = time.perf_counter()
-        try:
-            table, pinned = self._model(name, version)
-            body = await self._body(request)
-            chosen = pinned.version if pinned else self._choose(table, None)
-            hosted = table.hosted[chosen]
-            frame, given_id = p.parse_v2(body, hosted.contract)
-            pred = hosted.predict(frame)
-            ids = [uuid.uuid4().hex for _ in range(len(frame))]
-            self._remember(ids)
-            variant = "pinned" if pinned else table.config.variant(chosen)
-            self._record(table, hosted, variant, frame, pred, ids, [None] * len(ids),
-                         (time.perf_counter() - t0) * 1000)
-            outputs = {"predict": pred.outputs}
-            if pred.probabilities is not None:
-                outputs["predict_proba"] = pred.probabilities.astype("float64")
-            out = p.v2_infer_response(name, chosen, given_id or ids[0], outputs)
-            out["parameters"] = {"variant": variant, "request_ids": ids}
-            return json_response(out)
-        except p.RequestError as exc:
-            return error(str(exc), exc.status)
-        except Exception as exc:
-            return self._internal(exc)
+        table, pinned = self._model(name, version)
+        body = await self._body(request)
+        chosen = pinned.version if pinned else self._choose(table, None)
+        hosted = table.hosted[chosen]
+        frame, given_id = p.parse_v2(body, hosted.contract)
+        pred = hosted.predict(frame)
+        ids = [uuid.uuid4().hex for _ in range(len(frame))]
+        self._remember(ids)
+        variant = "pinned" if pinned else table.config.variant(chosen)
+        self._record(table, hosted, variant, frame, pred, ids, [None] * len(ids),
+                     (time.perf_counter() - t0) * 1000)
+        outputs = {"predict": pred.outputs}
+        if pred.probabilities is not None:
+            outputs["predict_proba"] = pred.probabilities.astype("float64")
+        out = p.v2_infer_response(name, chosen, given_id or ids[0], outputs)
+        out["parameters"] = {"variant": variant, "request_ids": ids}
+        return json_response(out)
 
     @api.post("/v2/models/{name}/infer", summary="Inference (Open Inference Protocol)",
               response_model=p.V2InferResponse, responses=_ERRORS, openapi_extra=_body_doc(p.V2InferRequest))
+    @_answers
     async def v2_infer(self, name: str, request: Request) -> Response:
         return await self._infer(request, name, None)
 
     @api.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one version",
               response_model=p.V2InferResponse, responses=_ERRORS, openapi_extra=_body_doc(p.V2InferRequest))
+    @_answers
     async def v2_infer_version(self, name: str, version: str, request: Request) -> Response:
         return await self._infer(request, name, version)
 
@@ -512,34 +514,31 @@ class PipelineServer:
     @api.post("/feedback", summary="Observed outcomes for earlier predictions",
               response_model=p.FeedbackResponse, responses=_ERRORS,
               openapi_extra=_body_doc(p.FeedbackRequest))
+    @_answers
     async def feedback(self, request: Request) -> Response:
-        try:
-            body = await self._body(request)
-            items = b.parse_feedback(body, self.deploy.max_rows)
-            ids = [i["request_id"] for i in items]
-            unknown = [rid for rid in ids if rid not in self.recent]
-            if unknown:
-                if self.predlog is not None:
-                    await asyncio.to_thread(self.predlog.flush)
-                found = await asyncio.to_thread(known_request_ids, self.settings.storage_uri,
-                                                self.spec.name, self.service, unknown)
-                unknown = [rid for rid in unknown if rid not in found]
-            if unknown:
-                shown = ", ".join(repr(u) for u in unknown[:5])
-                raise p.RequestError(f"unknown request id(s) {shown}{' ...' if len(unknown) > 5 else ''}: "
-                                     "no prediction was logged with them (predictions reach the log "
-                                     "within a second; retry later if one was just made)", 404,
-                                     field="request_id")
-            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-            self.feedbacklog.append([{"request_id": i["request_id"], "label": i["label"], "event_ts": now}
-                                     for i in items])
-            return json_response({"accepted": len(items)})
-        except p.RequestError as exc:
-            return error(str(exc), exc.status)
-        except Exception as exc:
-            return self._internal(exc)
+        body = await self._body(request)
+        items = b.parse_feedback(body, self.deploy.max_rows)
+        ids = [i["request_id"] for i in items]
+        unknown = [rid for rid in ids if rid not in self.recent]
+        if unknown:
+            if self.predlog is not None:
+                await asyncio.to_thread(self.predlog.flush)
+            found = await asyncio.to_thread(known_request_ids, self.settings.storage_uri,
+                                            self.spec.name, self.service, unknown)
+            unknown = [rid for rid in unknown if rid not in found]
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:5])
+            raise p.RequestError(f"unknown request id(s) {shown}{' ...' if len(unknown) > 5 else ''}: "
+                                 "no prediction was logged with them (predictions reach the log "
+                                 "within a second; retry later if one was just made)", 404,
+                                 field="request_id")
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        self.feedbacklog.append([{"request_id": i["request_id"], "label": i["label"], "event_ts": now}
+                                 for i in items])
+        return json_response({"accepted": len(items)})
 
     @api.get("/status", summary="This replica's live versions, weights and counters")
+    @_answers
     async def status(self) -> Response:
         table = self.table
         if table is None:

@@ -164,7 +164,9 @@ def serve_env(temp_dir: str, mode: str | None = None) -> dict[str, str]:
     return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1",
             "RAY_SERVE_HAPROXY_BINARY_PATH": binary,
             "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{base}/haproxy.cfg",
-            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{base}/admin.sock",
+            # Beside, not inside, the folder: Ray's HAProxy manager creates the folders of its files
+            # but not the socket's, and `ray start` leaves only its own under the temp dir.
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{temp_dir}/haproxy.sock",
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{base}/server-state",
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
