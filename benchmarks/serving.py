@@ -12,8 +12,7 @@ rows plus `customer_id` under a 90/10 split (sticky routing sees 256 entities); 
 SQLite online store); the baseline, FastAPI + uvicorn with 1 and 2 workers (serving_baseline.py:
 same model, bodies and online lookup) with the Ray cluster stopped; the platform again on a
 cluster restarted with PLATFORM_SERVE_FASTPATH=haproxy, if it starts. Cold start: after `serve
-down`, launching `platformctl serve deploy` to the first 200 of a request polled every 50 ms.
-RAY_SERVE_* variables in the environment reach the cluster (for experiments). See the README.
+down`, `platformctl serve deploy` to the first 200 (polled every 50 ms). See the README.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ except ImportError:  # run as `python -m benchmarks.serving`
 HERE = Path(__file__).resolve().parent
 ROOT, LOG_DIR, OUT_JSON = HERE.parent, HERE / "results" / "logs", HERE / "results" / "serving.json"
 BIN = Path(sys.executable).parent
-PIPELINE, N_BODIES, BUSY_CORES = "demo", 256, 0.25
+PIPELINE, N_BODIES, ROWS_PER_DAY, BUSY_CORES = "demo", 256, 2000, 0.25
 TARGET_PEAK = 0.35  # platform peak 2xx req/s >= 0.35x uvicorn (2 workers)'s peak
 TARGET_P50 = 3.0  # p50 at 1 connection <= 3x uvicorn (1 worker)'s
 TARGET_NO_COLLAPSE = 0.9  # 2xx req/s at the most connections >= 90% of the peak
@@ -54,7 +53,7 @@ JsonDict = dict[str, Any]
 Procs = Callable[[], list[psutil.Process]]
 
 
-def prepare(work: Path, rows_per_day: int) -> None:
+def prepare(work: Path) -> None:
     """The pipeline runs, in a child process: its Ray driver, threads and imports stay out of the
     parent, which only drives wrk. Writes what the load needs to info.json."""
     from mlplatform.artifacts import ModelVersion, TrainingSet
@@ -67,7 +66,7 @@ def prepare(work: Path, rows_per_day: int) -> None:
     from mlplatform.training.data import load_frame
 
     services, spec = Services(load_settings()), load_spec(work / "spec.yaml")
-    cfg, runs = DemoDataConfig(days=2, rows_per_day=rows_per_day, entities=1000), []
+    cfg, runs = DemoDataConfig(days=2, rows_per_day=ROWS_PER_DAY, entities=1000), []
     for day in (1, 2):
         write_day(work / "home" / "demo" / "data", cfg, day)
         began = time.perf_counter()
@@ -114,14 +113,16 @@ def parse_wrk(text: str) -> JsonDict:
         if sock else {}
     return {"rps": num(r"Requests/sec:\s+([\d.]+)") or None, "p50_ms": lat("50"), "p99_ms": lat("99"),
             "requests": int(num(r"(\d+) requests in")), "socket_errors": errors,
-            "non_2xx": int(num(r"Non-2xx or 3xx responses: (\d+)")), "socket_errors_total": sum(errors.values())}
+            "non_2xx": int(num(r"Non-2xx or 3xx responses: (\d+)")),
+            "socket_errors_total": sum(errors.values())}
 
 
-def _cpu(procs: list[psutil.Process]) -> dict[int, float]:
+def _cpu() -> dict[int, tuple[float, str]]:
+    """CPU seconds and name of every process now."""
     out = {}
-    for p in procs:
+    for p in psutil.process_iter(["name"]):
         with contextlib.suppress(psutil.Error):
-            out[p.pid] = sum(p.cpu_times()[:2])
+            out[p.pid] = (sum(p.cpu_times()[:2]), p.info["name"])
     return out
 
 
@@ -133,13 +134,16 @@ def _busy() -> float:
 def run_point(url: str, lua: Path, conns: int, seconds: int, server: Procs) -> JsonDict:
     """One wrk run, with the CPU of the server's processes, of wrk and of everything else: on a
     shared 2-core machine the last says whether the point can be trusted."""
-    cpu0, busy0, ru0 = _cpu(server()), _busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    mine, cpu0, busy0, ru0 = server(), _cpu(), _busy(), resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.monotonic()
     proc = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
                           capture_output=True, text=True, timeout=seconds + 60)
     span = time.monotonic() - began
-    ru1, busy1, cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN), _busy(), _cpu(server())
-    server_s = sum(v - cpu0.get(pid, 0.0) for pid, v in cpu1.items())
+    ru1, busy1, cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN), _busy(), _cpu()
+    mine = {p.pid for p in [*mine, *server()]}
+    delta = sorted(((v - cpu0.get(pid, (0.0,))[0], pid, name) for pid, (v, name) in cpu1.items()),
+                   reverse=True)
+    server_s = sum(d for d, pid, _ in delta if pid in mine)
     wrk_s = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     p = {"connections": conns, **parse_wrk(proc.stdout)}
     if proc.returncode != 0 or p["rps"] is None:
@@ -149,7 +153,8 @@ def run_point(url: str, lua: Path, conns: int, seconds: int, server: Procs) -> J
     p.update(ok_rps=round(ok, 1) if ok else None, server_cores=round(server_s / span, 2),
              wrk_cores=round(wrk_s / span, 2), other_cores=round(other / span, 2),
              server_cpu_ms_per_req=round(1000 * server_s / p["requests"], 2) if p["requests"] else None,
-             load_avg_1m=round(os.getloadavg()[0], 2))
+             load_avg_1m=round(os.getloadavg()[0], 2),
+             top_others=[f"{name} {d / span:.2f}" for d, pid, name in delta if pid not in mine][:3])
     return p
 
 
@@ -159,8 +164,8 @@ def series(label: str, url: str, lua: Path, args: argparse.Namespace, server: Pr
     points = []
     for c in args.connections:
         points.append(p := run_point(url, lua, c, args.seconds, server))
-        print(f"  {label:<28} c={c:<3} {p['rps'] or 0:6.0f} req/s  p50 {p['p50_ms']} ms  p99 {p['p99_ms']} "
-              f"ms  non-2xx {p['non_2xx']}  {p['server_cpu_ms_per_req']} ms CPU/req  other {p['other_cores']} cores")
+        print(f"  {label:<28} c={c:<3} {p['rps'] or 0:6.0f} req/s  p50 {p['p50_ms']}  p99 {p['p99_ms']} ms  "
+              f"non-2xx {p['non_2xx']}  CPU {p['server_cpu_ms_per_req']} ms/req  other {p['other_cores']}")
     return {"label": label, "url": url, "points": points}
 
 
@@ -178,11 +183,10 @@ def cold_start(spec_path: Path, url: str, body: JsonDict) -> JsonDict:
     began = time.monotonic()
     proc = subprocess.Popen([BIN / "platformctl", "serve", "deploy", str(spec_path), "--json"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first, codes, session, ended = None, {}, requests.Session(), None
-    while first is None and time.monotonic() - began < 600 and proc.poll() in (None, 0):
-        ended = ended or (time.monotonic() if proc.poll() == 0 else None)
-        if ended and time.monotonic() - ended > 30:  # deployed, yet no 200 for 30 s
-            break
+    first, codes, session, deadline = None, {}, requests.Session(), began + 600
+    while first is None and time.monotonic() < deadline and proc.poll() in (None, 0):
+        if proc.returncode == 0:  # deployed: a 200 must come soon
+            deadline = min(deadline, time.monotonic() + 30)
         try:
             code = str(post(url, body, session).status_code)
         except requests.RequestException:
@@ -191,13 +195,9 @@ def cold_start(spec_path: Path, url: str, body: JsonDict) -> JsonDict:
         first = time.monotonic() - began if code == "200" else None
         time.sleep(0.05)
     out, err = proc.communicate(timeout=600)
-    res: JsonDict = {"first_200_s": round(first, 2) if first else None, "down_rc": down.returncode,
-                     "command_s": round(time.monotonic() - began, 2), "poll_codes": codes}
-    try:
-        res["deploy_result"] = json.loads(out)
-    except ValueError:
-        res["error"] = (err or out)[-2000:]
-    return res
+    return {"first_200_s": round(first, 2) if first else None, "down_rc": down.returncode,
+            "command_s": round(time.monotonic() - began, 2), "poll_codes": codes,
+            "deploy": json.loads(out) if proc.returncode == 0 else (err or out)[-2000:]}
 
 
 def start_uvicorn(workers: int, version: str, spec_path: Path) -> tuple[subprocess.Popen, str]:
@@ -211,7 +211,8 @@ def start_uvicorn(workers: int, version: str, spec_path: Path) -> tuple[subproce
         proc = subprocess.Popen([BIN / "uvicorn", "--app-dir", str(HERE), "serving_baseline:app",
                                  "--host=127.0.0.1", f"--port={port}", f"--workers={workers}",
                                  "--log-level=info", "--no-access-log"],
-                                cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+                                cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     deadline = time.monotonic() + 180
     while log.read_text().count("Application startup complete") < workers:
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -241,10 +242,8 @@ def cluster_up(res: JsonDict, key: str, settings: Any, fastpath: str, socket_fix
     os.environ["PLATFORM_SERVE_FASTPATH"] = fastpath
     original = local.serve_env
     if socket_fix:
-        def serve_env(temp_dir: str, mode: str | None = None) -> dict[str, str]:
-            env = original(temp_dir, mode)
-            return {**env, "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{temp_dir}/hap.sock"} if env else env
-        local.serve_env = serve_env
+        local.serve_env = lambda temp_dir, mode=None: {
+            **original(temp_dir, mode), "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{temp_dir}/hap.sock"}
     began = time.monotonic()
     try:
         up = local.up(settings, num_cpus=2, port=local.free_port(), dashboard_port=local.free_port(),
@@ -282,7 +281,8 @@ def platform(res: JsonDict, key: str, url: str, modes: list[str], ctx: JsonDict,
         s = series(f"{label} 90/10 rows+id", url, ctx["lua"]["keyed"], args, procs)
         status = requests.get(url.rsplit("/", 1)[0] + "/status", timeout=10).json()
         res["series"][f"{key}:keyed"] = {**s, "deploy_s": round(time.monotonic() - began, 1),
-                                         "deploy": json.loads(split.stdout), "replica_counts": status.get("counts")}
+                                         "deploy": json.loads(split.stdout),
+                                         "replica_counts": status.get("counts")}
 
 
 def baseline(res: JsonDict, ctx: JsonDict, args: argparse.Namespace) -> None:
@@ -382,10 +382,11 @@ def print_report(res: JsonDict, args: argparse.Namespace) -> None:
         [("server / mode", "left")] + [(c, "right") for c in ("conns", "req/s", "p50 ms", "p99 ms", "non-2xx",
                                                                "x uvicorn-2w peak", "server CPU ms/req",
                                                                "other cores")], rows,
-        caption=escape("x uvicorn-2w peak: 2xx req/s over the 2-worker uvicorn's peak for the same kind of body, "
-                       "same run. server CPU ms/req: CPU time of the server's processes (the platform: its "
-                       "whole Ray cluster) per request. other cores: CPU used by other processes than the server "
-                       f"and wrk (BUSY: >= {BUSY_CORES}). uvicorn ran with the Ray cluster stopped. {args.out}"))
+        caption=escape("x uvicorn-2w peak: 2xx req/s over the 2-worker uvicorn's peak for the same kind "
+                       "of body, same run. server CPU ms/req: CPU time of the server's processes (the "
+                       "platform: its whole Ray cluster) per request. other cores: CPU used by other "
+                       f"processes than the server and wrk (BUSY: >= {BUSY_CORES}). uvicorn ran with the Ray "
+                       f"cluster stopped. {args.out}"))
     trows = [[key, name, str(t["value"]), t["target"], {None: "-", True: "yes", False: "NO"}[t["met"]]]
              for key, checks in res["targets"].items() for name, t in checks.items()]
     h.print_table("Targets", [("platform", "left"), ("check", "left"), ("value", "right"),
@@ -424,8 +425,8 @@ def run(args: argparse.Namespace, res: JsonDict, work: Path) -> None:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     print("2 days of demo data, 2 pipeline runs (log: results/logs/serving-prepare.log) ...", flush=True)
     with open(LOG_DIR / "serving-prepare.log", "w") as log:
-        rc = subprocess.run([sys.executable, __file__, "--prepare", str(work), f"--rows-per-day={args.rows_per_day}"
-                             ], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run([sys.executable, __file__, "--prepare", str(work)], cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT).returncode
     if rc != 0:
         raise RuntimeError(f"the pipeline runs failed: {h.tail(LOG_DIR / 'serving-prepare.log', 20)}")
     info = json.loads((work / "info.json").read_text())
@@ -452,7 +453,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="3 s per point, 1 and 32 connections")
     p.add_argument("--seconds", type=int, help="per point (default 10, quick 3)")
     p.add_argument("--connections", help="comma-separated (default 1,8,32,64; quick 1,32)")
-    p.add_argument("--rows-per-day", type=int, default=2000)
     p.add_argument("--deploy", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the spec's deploy section (repeatable)")
     p.add_argument("--skip-fastpath", action="store_true", help="no HAProxy fast path")
@@ -462,11 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.prepare:
-        prepare(args.prepare, args.rows_per_day)
+        prepare(args.prepare)
         return 0
     args.seconds, args.warmup = args.seconds or (3 if args.quick else 10), 1 if args.quick else 2
-    args.connections = [int(c) for c in (args.connections or ("1,32" if args.quick else "1,8,32,64")).split(",")
-                        ]
+    args.connections = [int(c) for c in (args.connections or ("1,32" if args.quick else "1,8,32,64"))
+                        .split(",")]
     res: JsonDict = {
         "benchmark": "serving", "machine": h.machine_info(), "series": {}, "cold_start": {}, "cluster": {},
         "errors": {}, "same_answers": {},

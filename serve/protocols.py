@@ -442,10 +442,13 @@ class PredictRequest(_Strict):
 
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"rows": [{"customer_id": "c-17", "age": 41, "country": "DE"}]},
-        {"columns": {"age": [41, 29], "country": ["DE", "FR"]}}, {"entities": ["c-17", "c-18"]}]})
+        {"columns": {"age": [41, 29], "country": ["DE", "FR"]}},
+        {"entities": ["c-17", "c-18"], "at": "2026-01-05T23:59:14"}]})
     rows: list[dict[str, _Scalar]] | None = Field(None, description="Records: column -> value, per row.")
     columns: dict[str, list[_Scalar]] | None = Field(None, description="Column -> values, equal lengths.")
     entities: list[str | int] | None = Field(None, description="Entity ids: features from the online store.")
+    at: str | None = Field(None, description="With `entities`: the time (ISO 8601) the online features must "
+                           "be fresh at, within each view's TTL; default now.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> PredictRequest:
@@ -459,9 +462,12 @@ class PredictRow(BaseModel):
 
     request_id: str
     version: str = Field(description="The model version that answered.")
-    variant: str = Field(description="The rollout variant that answered (champion, challenger, ...).")
+    variant: str = Field(description="Who answered: champion, challenger, or pinned (the "
+                         "x-model-version header chose the version).")
     prediction: _Scalar
     probabilities: dict[str, float] | None = Field(None, description="Class -> probability (classifiers).")
+    score: float | None = Field(None, description="The positive class's probability (binary classifiers), "
+                                "else the top class's.")
 
 
 class PredictResponse(BaseModel):

@@ -370,3 +370,32 @@ def test_the_prediction_log_loses_nothing_on_shutdown(demo_runs: dict, served: d
     assert sorted(new.loc[new["variant"] != "shadow", "request_id"]) == sorted(ids)
     # Back for anything that runs later: the champion again, through the deploy path.
     change(served["services"], served["spec"], weights={served["champion"]: 100}, champion=served["champion"])
+
+
+def test_the_served_openapi_documents_every_route_and_body(served: dict) -> None:
+    doc = requests.get(served["url"] + "/openapi.json", timeout=10).json()
+    paths = doc["paths"]
+    for path, method in [("/predict", "post"), ("/invocations", "post"), ("/ping", "get"),
+                         ("/feedback", "post"), ("/v2/health/live", "get"), ("/v2/health/ready", "get"),
+                         ("/v2/models/{name}", "get"), ("/v2/models/{name}/ready", "get"),
+                         ("/v2/models/{name}/infer", "post"),
+                         ("/v2/models/{name}/versions/{version}/infer", "post")]:
+        assert method in paths[path], path
+    schemas = doc["components"]["schemas"]
+    refs = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                refs.add(node["$ref"].rsplit("/", 1)[-1])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(doc)
+    assert refs <= set(schemas), refs - set(schemas)  # every reference resolves
+    body = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert set(schemas[body.rsplit("/", 1)[-1]]["properties"]) == {"rows", "columns", "entities", "at"}
+    assert "400" in paths["/predict"]["post"]["responses"] and "413" in paths["/predict"]["post"]["responses"]

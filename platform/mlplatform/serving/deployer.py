@@ -144,7 +144,7 @@ def change(services: Services, spec: PipelineSpec, *, weights: dict[str, int] | 
                 idle_until = now + keep
             elif idle_until is None:
                 idle_until = now + keep
-            if idle_until <= now:
+            if idle_until <= now and v != champion:  # the champion itself is never dropped
                 del slots[v]
                 continue
         else:
