@@ -7,12 +7,12 @@
 Under a throwaway PLATFORM_HOME on free ports: a local cluster (num_cpus=2), 2 days of demo data,
 the demo pipeline run twice with LogisticRegression (no search, no thresholds: both versions
 register). Then wrk (-t1, closed loop, a Lua script cycling 256 pre-formatted single-row bodies)
-per connection count against: the platform with one version ({"rows": [training row]}); the same
-rows plus `customer_id` under a 90/10 split (sticky routing sees 256 entities); entity ids (the
-SQLite online store); the baseline, FastAPI + uvicorn with 1 and 2 workers (serving_baseline.py:
-same model, bodies and online lookup) with the Ray cluster stopped; the platform again on a
-cluster restarted with PLATFORM_SERVE_FASTPATH=haproxy, if it starts. Cold start: after `serve
-down`, `platformctl serve deploy` to the first 200 (polled every 50 ms). See the README.
+per connection count against the platform behind Serve's Python proxy (PLATFORM_SERVE_FASTPATH=
+off): one version ({"rows": [training row]}), entity ids (the SQLite online store), and rows with
+`customer_id` under a 90/10 split (sticky routing sees 256 entities); the baseline, FastAPI +
+uvicorn with 1 and 2 workers (serving_baseline.py: same model, bodies and online lookup) with the
+Ray cluster stopped; the platform again on a cluster restarted with PLATFORM_SERVE_FASTPATH=haproxy.
+Cold start: after `serve down`, `platformctl serve deploy` to the first 200 (polled every 50 ms).
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import re
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -232,27 +234,19 @@ def stop(proc: subprocess.Popen | None) -> None:
             os.killpg(proc.pid, 9)
 
 
-def cluster_up(res: JsonDict, key: str, settings: Any, fastpath: str, socket_fix: bool = False) -> Procs:
-    """(Re)start the local cluster (PLATFORM_SERVE_FASTPATH is read by serve_env() at `up`);
-    returns its processes. `socket_fix` applies the change to serve_env proposed in the README
-    (a shorter HAProxy socket path) in this process only."""
+def cluster_up(res: JsonDict, key: str, settings: Any, fastpath: str) -> Procs:
+    """(Re)start the local cluster with PLATFORM_SERVE_FASTPATH=`fastpath` (serve_env() reads it
+    at `up`: Serve's settings are fixed when the head starts); returns its processes."""
     from mlplatform.runtime import local
 
     local.down(settings)
     os.environ["PLATFORM_SERVE_FASTPATH"] = fastpath
-    original = local.serve_env
-    if socket_fix:
-        local.serve_env = lambda temp_dir, mode=None: {
-            **original(temp_dir, mode), "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{temp_dir}/hap.sock"}
     began = time.monotonic()
-    try:
-        up = local.up(settings, num_cpus=2, port=local.free_port(), dashboard_port=local.free_port(),
-                      object_store_mb=300)
-    finally:
-        local.serve_env = original
+    up = local.up(settings, num_cpus=2, port=local.free_port(), dashboard_port=local.free_port(),
+                  object_store_mb=300)
     state = up.state
     res["cluster"][key] = {"seconds": round(time.monotonic() - began, 1), "message": up.message,
-                           "socket_fix": socket_fix, "temp_dir": state.temp_dir}
+                           "fastpath": fastpath, "temp_dir": state.temp_dir}
     port = int(state.gcs_address.rsplit(":", 1)[1])
     return lambda: local.cluster_processes(state.temp_dir, port)
 
@@ -260,7 +254,7 @@ def cluster_up(res: JsonDict, key: str, settings: Any, fastpath: str, socket_fix
 def platform(res: JsonDict, key: str, url: str, modes: list[str], ctx: JsonDict,
              args: argparse.Namespace, procs: Procs) -> None:
     """The platform's cold start and series: one version (rows, entities), then 90/10 (keyed rows)."""
-    info, label = ctx["info"], "platform" + (" HAProxy" if "haproxy" in key else "")
+    info, label = ctx["info"], key.replace("-", " ")
     res["cold_start"][key] = cold_start(ctx["spec"], url, ctx["bodies"]["rows"][0])
     print(f"cold start ({key}): {res['cold_start'][key]}", flush=True)
     if "lua" not in ctx:  # once: drop entity bodies the online store cannot answer (else non-2xx)
@@ -305,27 +299,51 @@ def baseline(res: JsonDict, ctx: JsonDict, args: argparse.Namespace) -> None:
             stop(proc)
 
 
-def fastpath(res: JsonDict, ctx: JsonDict, settings: Any, url: str, args: argparse.Namespace) -> None:
-    """The platform on a cluster restarted with PLATFORM_SERVE_FASTPATH=haproxy; a failure is
-    recorded with HAProxy's own alerts (Serve's message cuts them off) and, with
-    --haproxy-socket-fix, retried with the proposed fix."""
-    for fix in [False, True] if args.haproxy_socket_fix else [False]:
-        key = "platform-haproxy" + ("-socketfix" if fix else "")
+def port_block(n: int = 16) -> int:
+    """The first of `n` consecutive ports nothing listens on. Ray gives direct-ingress replicas
+    ports from fixed ranges (HTTP from 30000, gRPC from 40000) bound with SO_REUSEPORT: the
+    replicas of two clusters on one machine then share a port and the kernel splits the
+    connections between them (another cluster's replica answered this benchmark's requests
+    and its infra validation). Each run takes ranges of its own (see the README)."""
+    for _ in range(500):
+        base, socks = random.randrange(20000, 29000), []
         try:
-            print(f"cluster restart with PLATFORM_SERVE_FASTPATH=haproxy{' + socket fix' if fix else ''}")
-            procs = cluster_up(res, key, settings, "haproxy", socket_fix=fix)
-            first = platformctl("serve", "deploy", str(ctx["spec"]), "--json")  # starts Serve
-            if first.returncode != 0:
-                logs = Path(res["cluster"][key]["temp_dir"]).glob("haproxy/*/*.stderr.log")
-                alerts = [line for f in logs for line in f.read_text().splitlines() if "ALERT" in line]
-                raise RuntimeError(f"serve deploy failed; HAProxy: {alerts[:3]}; "
-                                   f"{(first.stderr or first.stdout)[-1500:]}")
-            modes = ["rows"] if args.quick else ["rows", "entities", "keyed"]
-            platform(res, key, url, modes, ctx, args, procs)
-            return
-        except Exception as exc:  # recorded, and the report goes on without it
-            res["errors"][key] = f"{type(exc).__name__}: {exc}"[:4000]
-            print(f"{key} failed: {res['errors'][key][:600]}")
+            for port in range(base, base + n):
+                socks.append(sock := socket.socket())
+                sock.bind(("", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {n} free consecutive ports in 20000-29000")
+
+
+def fastpath(res: JsonDict, ctx: JsonDict, settings: Any, url: str, args: argparse.Namespace) -> None:
+    """The platform on a cluster restarted with PLATFORM_SERVE_FASTPATH=haproxy. A failure is
+    recorded, with HAProxy's own alerts from the cluster's logs (Serve's message cuts them off)."""
+    key = "platform-haproxy"
+    try:
+        print("cluster restart with PLATFORM_SERVE_FASTPATH=haproxy", flush=True)
+        for kind in ("HTTP", "GRPC"):  # passed on to the cluster by `up` (its environment)
+            if f"RAY_SERVE_DIRECT_INGRESS_MIN_{kind}_PORT" not in os.environ:
+                base = port_block()
+                os.environ[f"RAY_SERVE_DIRECT_INGRESS_MIN_{kind}_PORT"] = str(base)
+                os.environ[f"RAY_SERVE_DIRECT_INGRESS_MAX_{kind}_PORT"] = str(base + 15)
+        res["config"]["direct_ingress_ports"] = {k: v for k, v in os.environ.items() if "DIRECT_INGRESS" in k}
+        procs = cluster_up(res, key, settings, "haproxy")
+        first = platformctl("serve", "deploy", str(ctx["spec"]), "--json")  # starts Serve
+        if first.returncode != 0:
+            logs = [f for f in Path(res["cluster"][key]["temp_dir"]).rglob("*") if f.is_file()]
+            alerts = {line[line.index("[ALERT]"):][:400] for f in logs
+                      for line in f.read_text(errors="replace").splitlines() if "[ALERT]" in line}
+            raise RuntimeError(f"serve deploy failed; HAProxy: {sorted(alerts)[:3]}; "
+                               f"{(first.stderr or first.stdout)[-1500:]}")
+        platform(res, key, url, ["rows"] if args.quick else ["rows", "entities", "keyed"], ctx, args, procs)
+    except Exception as exc:  # recorded, and the report goes on without it
+        res["errors"][key] = f"{type(exc).__name__}: {exc}"[:4000]
+        print(f"{key} failed: {res['errors'][key][:600]}")
 
 
 def _peak(s: JsonDict | None) -> float | None:
@@ -421,7 +439,7 @@ def run(args: argparse.Namespace, res: JsonDict, work: Path) -> None:
     settings, spec = load_settings(), derived_spec(work / "spec.yaml", args.deploy)
     url = f"{settings.serve_url}/{PIPELINE}/predict"
     print(f"cluster up (num_cpus=2), PLATFORM_HOME={home}", flush=True)
-    procs = cluster_up(res, "platform", settings, "off")
+    procs = cluster_up(res, "platform-proxy", settings, "off")
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     print("2 days of demo data, 2 pipeline runs (log: results/logs/serving-prepare.log) ...", flush=True)
     with open(LOG_DIR / "serving-prepare.log", "w") as log:
@@ -438,7 +456,7 @@ def run(args: argparse.Namespace, res: JsonDict, work: Path) -> None:
               "keyed": [{"rows": [{**r, "customer_id": e}]} for r, e in zip(rows, ents, strict=True)],
               "entities": [{"entities": [e], "at": info["at"]} for e in ents]}
     ctx = {"info": info, "spec": spec, "bodies": bodies, "work": work}
-    platform(res, "platform", url, ["rows", "entities", "keyed"], ctx, args, procs)
+    platform(res, "platform-proxy", url, ["rows", "entities", "keyed"], ctx, args, procs)
     res["config"]["entity_bodies_answered"] = len(bodies["entities"])
     began = time.monotonic()
     down(settings)
@@ -456,8 +474,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deploy", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the spec's deploy section (repeatable)")
     p.add_argument("--skip-fastpath", action="store_true", help="no HAProxy fast path")
-    p.add_argument("--haproxy-socket-fix", action="store_true",
-                   help="if the HAProxy fast path fails, retry with the proposed shorter socket path")
     p.add_argument("--out", type=Path, default=OUT_JSON)
     p.add_argument("--prepare", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
