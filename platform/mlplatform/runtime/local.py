@@ -140,6 +140,15 @@ def _terminate(procs: list[psutil.Process], timeout: float = 15.0) -> int:
     return len(procs)
 
 
+def _port_block(template: str, size: int = 16) -> dict[str, str]:
+    """MIN/MAX settings for a run of `size` consecutive ports that are free on 127.0.0.1 now."""
+    for _ in range(50):
+        start = free_port()
+        if start + size < 65535 and all(_port_free(p) for p in range(start, start + size)):
+            return {template.format("MIN"): str(start), template.format("MAX"): str(start + size - 1)}
+    raise PlatformError(f"found no {size} consecutive free ports for Ray Serve's direct ingress")
+
+
 def serve_env(temp_dir: str, mode: str | None = None) -> dict[str, str]:
     """Ray Serve's settings for the local cluster, fixed when the head starts.
 
@@ -175,6 +184,11 @@ def serve_env(temp_dir: str, mode: str | None = None) -> dict[str, str]:
             "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{temp_dir}/h.sock",
             "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
             "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{base}/server-state",
+            # Ray hands replicas direct-ingress ports from fixed ranges (30000+, 40000+) bound with
+            # SO_REUSEPORT: two clusters on one machine would share them and answer each other's
+            # requests. A block of ports found free now, per cluster, keeps them apart.
+            **_port_block("RAY_SERVE_DIRECT_INGRESS_{}_HTTP_PORT"),
+            **_port_block("RAY_SERVE_DIRECT_INGRESS_{}_GRPC_PORT"),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
 

@@ -52,7 +52,7 @@ class ServeControl:
             raise ClusterUnreachable(f"the Ray dashboard refused the request ({resp.status_code}): "
                                      "token missing or wrong")
         if resp.status_code >= 400:
-            raise PlatformError(f"Serve refused the config ({resp.status_code}): {resp.text.strip()[:2000]}")
+            raise PlatformError(f"Serve refused the config ({resp.status_code}): {resp.text.strip()[-2000:]}")
         return resp.json() if resp.content else None
 
     def details(self) -> dict[str, Any]:
