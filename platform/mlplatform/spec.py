@@ -378,7 +378,8 @@ class DeploySpec(Strict):
 
     replicas: int = Field(1, ge=1, le=64, description="Fixed replica count (ignored with autoscaling).")
     autoscaling: AutoscalingSpec | None = None
-    num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per replica.")
+    num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per replica (0: share the node's "
+                            "CPUs with batch work instead of holding them).")
     max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica works on at once.")
     max_queued_requests: int = Field(256, ge=1, description="Requests queued per caller beyond that; "
                                      "more are shed with 503 and Retry-After instead of waiting.")
