@@ -349,7 +349,8 @@ def test_serve_status_and_traffic_from_the_cli(demo_runs: dict, served: dict) ->
     assert status.returncode == 0, status.stderr
     [s] = json.loads(status.stdout)
     assert s["champion"] == champ and s["status"] == "RUNNING" and s["replicas"] >= 1
-    assert {v["version"]: v["weight"] for v in s["versions"]}[champ] == 100
+    live = {v["version"]: v for v in s["versions"]}
+    assert live[champ]["weight"] == 100 and live[champ]["loaded"] and live[champ]["error"] is None
     assert s["requests_by_variant"].get("champion", 0) > 0
     bad = cli("serve", "traffic", "demo", "v1=60", f"v{champ}=30", env=demo_runs["env"])
     assert bad.returncode != 0 and "sum to 100" in bad.stderr

@@ -130,10 +130,10 @@ def _status(services: Any, control: ServeControl, name: str) -> ServeStatus:
     if state is None:
         raise InputError(f"pipeline {name!r} is not served; served: {control.served() or 'none'}")
     cfg = state.config
-    live: dict[str, Any] = {}
+    loaded: dict[str, Any] = {}
     resp = ServeClient(services.settings, name, timeout=5).get("/status")
     if resp.status_code == 200:
-        live = {v["version"]: v for v in resp.json().get("versions", [])}
+        loaded = {v["version"]: v for v in resp.json().get("versions", [])}
     logged = read_predictions(services.settings.storage_uri, name,
                               (cfg and _service(control, name)) or "all_features")
     # Traffic only: pinned, validation and shadow answers are not requests the version served.
@@ -141,8 +141,8 @@ def _status(services: Any, control: ServeControl, name: str) -> ServeStatus:
     per_version = live.groupby("version").size().to_dict() if len(live) else {}
     per_variant = logged.groupby("variant").size().to_dict() if len(logged) else {}
     versions = [VersionStatus(version=s.version, weight=s.weight, variant=cfg.variant(s.version),
-                              loaded=bool(live.get(s.version, {}).get("loaded")),
-                              error=live.get(s.version, {}).get("error"),
+                              loaded=bool(loaded.get(s.version, {}).get("loaded")),
+                              error=loaded.get(s.version, {}).get("error"),
                               idle_until=s.idle_until.isoformat() if s.idle_until else None,
                               requests=int(per_version.get(s.version, 0)))
                 for s in (cfg.versions if cfg else [])]

@@ -24,7 +24,7 @@ def deploy_step(ctx: StepContext) -> StepResult:
     champion = ctx.services.models.champion(name)
     if champion is None:
         return StepResult(message=f"{name} has no champion yet: nothing to serve")
-    served = current_config(ServeControl(ctx.settings), spec)
+    served, _ = current_config(ServeControl(ctx.settings), spec)
     if served.champion == champion and served.weights.get(champion) == 100:
         return StepResult(message=f"already serving {name} v{champion} (100%): nothing to change",
                           summary={"served": champion, "changed": False})

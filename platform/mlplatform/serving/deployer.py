@@ -15,7 +15,7 @@ from mlplatform.errors import InputError, PlatformError
 from mlplatform.services import Services
 from mlplatform.serving.client import AppState, ServeControl
 from mlplatform.serving.infra import InfraCheck, validate
-from mlplatform.serving.plan import ServingConfig, VersionSlot
+from mlplatform.serving.plan import ServingConfig, VersionSlot, store_fingerprint
 from mlplatform.spec import PipelineSpec, duration_seconds
 
 
@@ -58,11 +58,22 @@ def _sha(services: Services, name: str, version: str) -> str:
     return mv.content_hash
 
 
-def current_config(control: ServeControl, spec: PipelineSpec) -> ServingConfig:
+def current_config(control: ServeControl, spec: PipelineSpec) -> tuple[ServingConfig, str | None]:
+    """The live config to change, and a note when the live application came from another
+    metadata store (another PLATFORM_HOME or cluster config deploying the same pipeline name):
+    its versions mean nothing in this registry, so the deploy replaces it instead of keeping
+    them beside the new ones."""
+    mine = store_fingerprint(control.settings)
     state = control.app(spec.name)
-    if state is not None and state.config is not None:
-        return state.config
-    return ServingConfig(pipeline=spec.name, model_name=spec.name)
+    if state is None or state.config is None:
+        return ServingConfig(pipeline=spec.name, model_name=spec.name, store=mine), None
+    if state.config.store == mine:
+        return state.config, None
+    live = ", ".join(f"v{s.version}" for s in state.config.versions) or "no versions"
+    note = (f"replaced the application {spec.name!r} that served {live} from another metadata "
+            f"store (fingerprint {state.config.store})")
+    return ServingConfig(pipeline=spec.name, model_name=spec.name, store=mine,
+                         generation=state.config.generation), note
 
 
 def change(services: Services, spec: PipelineSpec, *, weights: dict[str, int] | None = None,
@@ -81,7 +92,7 @@ def change(services: Services, spec: PipelineSpec, *, weights: dict[str, int] | 
     t0 = dt.datetime.now()
     control = ServeControl(services.settings)
     name = spec.name
-    cur = current_config(control, spec)
+    cur, replaced = current_config(control, spec)
     weights = dict(weights or {})
     if weights and sum(weights.values()) != 100:
         raise InputError(f"weights must sum to 100, got {sum(weights.values())} "
@@ -157,14 +168,15 @@ def change(services: Services, spec: PipelineSpec, *, weights: dict[str, int] | 
     final = ServingConfig(pipeline=spec.name, model_name=name, champion=champion,
                           versions=sorted(slots.values(), key=lambda s: _order(s.version)),
                           shadow=new_shadow if new_shadow in slots else None,
-                          shadow_fraction=spec.deploy.shadow_fraction, generation=generation)
+                          shadow_fraction=spec.deploy.shadow_fraction, generation=generation,
+                          store=cur.store)
     state: AppState = control.apply(spec, final)
     removed = sorted(set(cur.weights) - set(final.weights))
     result = DeployResult(pipeline=spec.name, model_name=name, generation=generation, champion=champion,
                           weights=final.weights, shadow=final.shadow, added=added, removed=removed,
                           infra=checks, replicas=state.replicas,
                           seconds=round((dt.datetime.now() - t0).total_seconds(), 2),
-                          message=_describe(final, added, removed))
+                          message="; ".join(p for p in (_describe(final, added, removed), replaced) if p))
     return result
 
 

@@ -11,6 +11,7 @@ weights moves traffic with no replica start and no dropped request, which a Pyth
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -53,6 +54,9 @@ class ServingConfig(BaseModel):
     shadow_fraction: float = Field(1.0, gt=0, le=1)
     generation: int = Field(0, description="Bumped by every change, so a client can tell which "
                             "config a replica has applied.")
+    store: str | None = Field(None, description="Which metadata store and registry the versions "
+                              "(and their sha256) come from: a fingerprint, never the URLs, which "
+                              "may hold passwords and are shown by the Ray dashboard.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ServingConfig:
@@ -89,6 +93,14 @@ class ServingConfig(BaseModel):
         if version == self.champion:
             return "champion"
         return "challenger" if self.weights.get(version, 0) > 0 else "idle"
+
+
+def store_fingerprint(settings: Settings) -> str:
+    """Tells apart two platforms deploying the same pipeline name onto one cluster: version 3
+    of one registry is not version 3 of another, so a config is only extended by a deploy
+    from the store it came from."""
+    key = f"{settings.metadata_url}\n{settings.mlflow_tracking_uri}".encode()
+    return hashlib.sha256(key).hexdigest()[:16]
 
 
 def ingress_options(deploy: DeploySpec, config: ServingConfig) -> dict[str, Any]:
