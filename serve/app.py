@@ -283,6 +283,29 @@ class PipelineServer:
                        score=None if scores is None else float(scores[i]), latency_ms=latency_ms)
         self.predlog.append(records)
 
+    def _failed(self, hosted: HostedVersion, variant: str, ids: list[str], entities: list[str | None],
+                t0: float, exc: Exception) -> None:
+        """A request the model raised on: one error row per request id (no output), which the
+        rollout's success-rate guardrail counts per version; the 500 follows."""
+        self.counts[variant] += len(ids)
+        if self.predlog is None:
+            return
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        latency = (time.perf_counter() - t0) * 1000
+        text = f"{type(exc).__name__}: {exc}"[:300]
+        self.predlog.append([{"request_id": rid, "event_ts": now, "pipeline": self.spec.name,
+                              "version": hosted.version, "variant": variant, "entity": entities[i],
+                              "output": None, "score": None, "latency_ms": latency, "error": text}
+                             for i, rid in enumerate(ids)])
+
+    def _answer(self, hosted: HostedVersion, variant: str, frame: pd.DataFrame, ids: list[str],
+                entities: list[str | None], t0: float, *, plain: bool = False) -> Any:
+        try:
+            return hosted.predict_plain(frame) if plain else hosted.predict(frame)
+        except Exception as exc:
+            self._failed(hosted, variant, ids, entities, t0, exc)
+            raise
+
     def _mirror(self, table: _Table, key: str | None, frame: pd.DataFrame, ids: list[str],
                 entities: list[str | None]) -> None:
         """Send a copy to the shadow version off the response path: a worker thread answers it,
@@ -295,7 +318,7 @@ class PipelineServer:
             return
         def run() -> None:
             t0 = time.perf_counter()
-            pred = hosted.predict(frame)
+            pred = self._answer(hosted, "shadow", frame, ids, entities, t0)
             latency = (time.perf_counter() - t0) * 1000
             self._record(table, hosted, "shadow", frame, pred, ids, entities, latency)
 
@@ -359,11 +382,11 @@ class PipelineServer:
             else:
                 sub = self.transforms.complete(sub, hosted.contract, self.entity)
                 frame = p.parse_predict(sub, hosted.contract, self.entity).frame
-            pred = hosted.predict(frame)
             variant = table.config.variant(version) if pinned is None else (
                 "validation" if request.headers.get(PURPOSE_HEADER) == "infra-validation" else "pinned")
             ids = [uuid.uuid4().hex for _ in rows]
             ents = [keys[i] for i in rows]
+            pred = self._answer(hosted, variant, frame, ids, ents, t0)
             scores = pred.score()
             for j, i in enumerate(rows):
                 answers[i] = {
@@ -406,10 +429,10 @@ class PipelineServer:
         version = pinned.version if pinned else self._choose(table, None)
         hosted = table.hosted[version]
         frame = p.parse_mlflow(body, hosted.contract)
-        outputs = hosted.predict_plain(frame)
         ids = [uuid.uuid4().hex for _ in range(len(frame))]
-        self._remember(ids)
         variant = "pinned" if pinned else table.config.variant(version)
+        outputs = self._answer(hosted, variant, frame, ids, [None] * len(ids), t0, plain=True)
+        self._remember(ids)
         pred = Prediction(outputs, None, None)
         self._record(table, hosted, variant, frame, pred, ids, [None] * len(ids),
                      (time.perf_counter() - t0) * 1000)
@@ -484,10 +507,10 @@ class PipelineServer:
         chosen = pinned.version if pinned else self._choose(table, None)
         hosted = table.hosted[chosen]
         frame, given_id = p.parse_v2(body, hosted.contract)
-        pred = hosted.predict(frame)
         ids = [uuid.uuid4().hex for _ in range(len(frame))]
-        self._remember(ids)
         variant = "pinned" if pinned else table.config.variant(chosen)
+        pred = self._answer(hosted, variant, frame, ids, [None] * len(ids), t0)
+        self._remember(ids)
         self._record(table, hosted, variant, frame, pred, ids, [None] * len(ids),
                      (time.perf_counter() - t0) * 1000)
         outputs = {"predict": pred.outputs}

@@ -218,10 +218,12 @@ def _prediction_frame(df: pd.DataFrame) -> pd.DataFrame:
     output = column("output").map(as_text).astype(object)
     score = column("score").map(as_number).astype(object)
     score = score.where(score.notna(), column("output").map(as_number)).astype("float64")
-    text = {c: column(c).map(as_text).astype(object) for c in ("pipeline", "version", "variant", "entity")}
+    text = {c: column(c).map(as_text).astype(object)
+            for c in ("pipeline", "version", "variant", "entity", "error")}
     latency = pd.to_numeric(column("latency_ms"), errors="coerce").astype("float64")
-    fixed = {"request_id": df["request_id"], "event_ts": df["event_ts"], **text, "output": output,
-             "score": score, "latency_ms": latency}
+    fixed = {"request_id": df["request_id"], "event_ts": df["event_ts"],
+             **{c: text[c] for c in ("pipeline", "version", "variant", "entity")}, "output": output,
+             "score": score, "latency_ms": latency, "error": text["error"]}
     features = {c: _feature(df[c]) for c in df.columns if c not in PREDICTION_COLUMNS}
     return pd.DataFrame({**fixed, **features}, index=df.index)
 

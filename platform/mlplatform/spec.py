@@ -12,55 +12,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
-_DURATION = re.compile(r"^\d+(s|m|h|d|w)$")
-_IMPORT_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+from mlplatform.rollout.plan import RolloutSpec
+from mlplatform.spec_types import Duration, ImportPath, Strict, _not_implemented, duration_seconds
 
-
-def duration_seconds(value: str) -> int:
-    """'90s', '15m', '1h', '7d', '2w' -> seconds."""
-    return int(value[:-1]) * _SECONDS[value[-1]]
-
-
-def _check_duration(value: str | None) -> str | None:
-    if value is not None and not _DURATION.match(value):
-        raise ValueError(f"expected a duration such as 30s, 15m, 1h, 7d, got {value!r}")
-    return value
-
-
-def _check_import_path(value: str | None) -> str | None:
-    if value is not None and not _IMPORT_PATH.match(value):
-        raise ValueError(f"expected an import path such as package.module.Name, got {value!r}")
-    return value
-
-
-Duration = Annotated[str, AfterValidator(_check_duration)]
-ImportPath = Annotated[str, AfterValidator(_check_import_path)]
-
-
-def _not_implemented(why: str) -> BeforeValidator:
-    """A section that is refused whatever it holds (even empty): the error carries its path and
-    line like any other spec error."""
-
-    def refuse(value: Any) -> Any:
-        raise ValueError(f"not implemented yet ({why}); remove the section")
-
-    return BeforeValidator(refuse)
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
+__all__ = ["Duration", "ImportPath", "RolloutSpec", "Strict", "duration_seconds"]
 
 # --- source -------------------------------------------------------------------
 
@@ -397,6 +354,8 @@ class DeploySpec(Strict):
     infra_validation_rows: int = Field(64, ge=1, le=10_000, description="Training rows a new version "
                                        "must answer exactly as offline before it gets traffic.")
     log_predictions: bool = Field(True, description="Write every prediction to the prediction log.")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How a model that passed the "
+                                 "gate reaches production: direct, canary, ab or shadow.")
 
 
 # --- the pipeline ---------------------------------------------------------------
@@ -456,6 +415,10 @@ class PipelineSpec(Strict):
         if self.deploy is not None and self.model.segment_column:
             raise ValueError("deploy: serving per-segment models (model.segment_column) is not "
                              "implemented yet; remove one of the two")
+        if self.deploy is not None:
+            from mlplatform.rollout.plan import check_task
+
+            check_task(self.deploy.rollout, self.model.task)
         services = {s.name for s in self.features.services}
         if self.model.feature_service and self.model.feature_service not in services:
             raise ValueError(

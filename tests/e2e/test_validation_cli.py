@@ -45,7 +45,7 @@ def test_broken_batch_stops_at_validate_and_a_fixed_one_passes(ray_cluster, tmp_
     assert [(s["step"], s["status"]) for s in run1["steps"]] == [
         ("ingest", "COMPLETE"), ("validate", "COMPLETE"), ("featurize", "COMPLETE"),
         ("training_set", "COMPLETE"), ("train", "COMPLETE"), ("evaluate", "COMPLETE"),
-        ("register", "COMPLETE"), ("promote", "COMPLETE"), ("deploy", "COMPLETE")]
+        ("register", "COMPLETE"), ("promote", "COMPLETE"), ("rollout", "COMPLETE")]
     assert "no feature views" in run1["steps"][2]["summary"]["message"]
     assert "no deploy section: nothing is served" in run1["steps"][-1]["summary"]["message"]
     kinds = {a["artifact"]["kind"] for a in run1["artifacts"] if a["type"] == "OUTPUT"}
@@ -93,7 +93,7 @@ def test_retry_resumes_at_validate_after_a_schema_fix(ray_cluster, tmp_path: Pat
     assert [(s["step"], s["status"]) for s in run["steps"]] == [
         ("ingest", "COMPLETE"), ("validate", "FAILED"), ("validate", "COMPLETE"),
         ("featurize", "COMPLETE"), ("training_set", "COMPLETE"), ("train", "COMPLETE"),
-        ("evaluate", "COMPLETE"), ("register", "COMPLETE"), ("promote", "COMPLETE"), ("deploy", "COMPLETE")]
+        ("evaluate", "COMPLETE"), ("register", "COMPLETE"), ("promote", "COMPLETE"), ("rollout", "COMPLETE")]
     again = platformctl("runs", "retry", failed["run_id"])
     assert again.returncode == 2 and "nothing to retry" in again.stderr
 

@@ -11,6 +11,7 @@ import pytest
 
 from mlplatform.data.synthetic import DemoDataConfig, write_day
 from mlplatform.pipeline import run_pipeline
+from mlplatform.rollout.plan import RolloutSpec
 from mlplatform.settings import load_settings
 from mlplatform.spec_loader import load_spec
 
@@ -28,6 +29,10 @@ def demo_runs(ray_connected, tmp_path_factory: pytest.TempPathFactory) -> dict: 
            **{k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PLATFORM_SERVE_PORT")}}
     settings = load_settings(env=env)
     spec = load_spec(ROOT / "jobs" / "examples" / "demo.yaml", env=env)
+    # These runs test the steps, serving and the champion of each day: each gate winner goes live
+    # at once. Canaries have their own tests (test_rollout.py).
+    assert spec.deploy is not None
+    spec.deploy.rollout = RolloutSpec(strategy="direct")
     cfg = DemoDataConfig(days=3, rows_per_day=1000, entities=300, noise_day=NOISE_DAY)
     reports, logs = [], []
     for day in range(1, cfg.days + 1):

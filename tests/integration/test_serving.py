@@ -55,8 +55,8 @@ def _logged(served: dict) -> pd.DataFrame:
     return read_predictions(served["settings"].storage_uri, "demo", "churn")
 
 
-def test_the_deploy_step_serves_each_new_champion(demo_runs: dict, served: dict) -> None:
-    deploys = [s for r in demo_runs["reports"] for s in r.steps if s.step == "deploy"]
+def test_the_rollout_step_serves_each_new_champion(demo_runs: dict, served: dict) -> None:
+    deploys = [s for r in demo_runs["reports"] for s in r.steps if s.step == "rollout"]
     assert [d.status for d in deploys] == ["COMPLETE", "COMPLETE", "SKIPPED"]  # day 3 was rejected
     state = served["control"].app("demo")
     assert state is not None and state.status == "RUNNING" and state.config is not None

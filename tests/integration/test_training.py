@@ -48,9 +48,9 @@ def test_every_day_trains_evaluates_and_registers_a_version(demo_runs: dict) -> 
         trained = done[done.index("train"):]
         if day == NOISE_DAY:  # rejected: the run ends after register
             assert trained == ["train", "evaluate", "register"], done
-            assert [s.status for s in r.steps if s.step in ("promote", "deploy")] == ["SKIPPED"] * 2
+            assert [s.status for s in r.steps if s.step in ("promote", "rollout")] == ["SKIPPED"] * 2
         else:
-            assert trained == ["train", "evaluate", "register", "promote", "deploy"], done
+            assert trained == ["train", "evaluate", "register", "promote", "rollout"], done
     reg = ModelRegistry(demo_runs["settings"])
     versions = reg.versions("demo")
     assert [v.version for v in versions] == ["1", "2", "3"]

@@ -12,6 +12,7 @@ from mlplatform.cli import (
     features_cmd,
     jobs_cmd,
     models_cmd,
+    rollout_cmd,
     runs_cmd,
     serve_cmd,
     spec_cmd,
@@ -35,6 +36,8 @@ app.add_typer(data_cmd.alerts_app, name="alerts")
 app.add_typer(features_cmd.app, name="features")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(serve_cmd.app, name="serve")
+app.add_typer(rollout_cmd.app, name="rollout")
+app.add_typer(rollout_cmd.ab_app, name="ab")
 app.command("init")(spec_cmd.init)
 app.command("validate")(data_cmd.validate)
 app.command("submit")(jobs_cmd.submit)

@@ -75,7 +75,7 @@ def train(
     if not json_:
         console.print(f"training set {art.uri} ({art.rows} rows)", highlight=False)
     # A served pipeline serves its new champion, as after a scheduled run.
-    steps_run = ["train", "evaluate", "register", "promote"] + (["deploy"] if parsed.deploy else [])
+    steps_run = ["train", "evaluate", "register", "promote"] + (["rollout"] if parsed.deploy else [])
     sub, info = submit_and_watch(settings, spec, steps=steps_run,
                                  run_id=None,
                                  wait=not follow, follow=follow, json_=json_)

@@ -111,3 +111,20 @@ class ChampionRow(Base):
     version: Mapped[str] = mapped_column(String(64))
     changed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     change_id: Mapped[int] = mapped_column(ForeignKey("champion_history.id"))
+
+
+class RolloutRow(Base):
+    """A rollout of a pipeline's challenger (mlplatform.rollout): the whole state as JSON, changed
+    only by compare-and-set on `revision`. `active_pipeline` is the pipeline's name while the
+    rollout runs or is paused, NULL after: its unique index lets one rollout per pipeline be
+    active (NULLs never collide, on SQLite and PostgreSQL alike)."""
+
+    __tablename__ = "rollout"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(255), index=True)
+    active_pipeline: Mapped[str | None] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    revision: Mapped[int] = mapped_column()
+    state: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

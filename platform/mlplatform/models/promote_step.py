@@ -15,6 +15,11 @@ made this very version champion before the step ran or resumed, it is reported a
 champion with promoted: false: `promoted` says this step made the change (and so produced a
 champion-change artifact), and it did not; `champion` says who is champion.
 
+With a progressive rollout in the spec (`deploy.rollout.strategy` canary, ab or shadow) a
+version that passed against a champion is not promoted here: the `rollout` step puts it
+in front of live traffic and the rollout promotes it or rolls it back. A first model
+(no champion to compare with live) is promoted here as before.
+
 Summary per model: version, promoted (bool), champion (after this step), previous_champion
 (before it), reason, change_id (the champion history row, when promoted).
 """
@@ -74,6 +79,15 @@ def promote_step(ctx: StepContext) -> StepResult:
             lines.append(f"{name} v{mv.version}: {reason}")
             continue
         expected = ev.champion_version
+        rollout = ctx.spec.deploy.rollout if ctx.spec.deploy is not None else None
+        if rollout is not None and rollout.progressive and expected is not None:
+            # Live traffic decides, not this step: the rollout step canaries it against the champion.
+            reason = (f"passed the gate against {_v(expected)}: handed to the {rollout.strategy} rollout, "
+                      "which promotes it if it holds up on live traffic")
+            summary[name] = {**_not_promoted(mv, expected, reason), "rollout": rollout.strategy}
+            lines.append(f"{name} v{mv.version}: {reason}")
+            ctx.log(lines[-1])
+            continue
         try:
             change = reg.set_champion(
                 name, mv.version, expected=expected, action="promote", run_id=ctx.run_id,

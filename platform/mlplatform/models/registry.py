@@ -223,6 +223,16 @@ class ModelRegistry:
     def set_challenger(self, name: str, version: str) -> None:
         self.client.set_registered_model_alias(name, CHALLENGER, str(version))
 
+    def clear_challenger(self, name: str, version: str) -> None:
+        """Remove the `challenger` alias if it still points at `version` (a later model may hold it)."""
+        if self.alias(name, CHALLENGER) == str(version):
+            self.client.delete_registered_model_alias(name, CHALLENGER)
+
+    def tag_version(self, name: str, version: str, tags: dict[str, str]) -> None:
+        """Tags on a model version (a rollout's decision and its numbers, for the MLflow UI)."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key, str(value)[:5000])
+
     # -- the champion: a record changed by compare-and-set, mirrored into MLflow --------
 
     def champion_record(self, name: str) -> Champion | None:

@@ -141,7 +141,7 @@ def change(services: Services, spec: PipelineSpec, *, weights: dict[str, int] | 
             for c in bad:
                 services.metadata.add_alert(name, "critical", "infra_validation",
                                             f"{name} v{c.version} failed infra validation and gets no "
-                                            f"traffic: {c.detail}", run_id=run_id, step="deploy",
+                                            f"traffic: {c.detail}", run_id=run_id, step="rollout",
                                             details=c.model_dump())
             generation += 1
             control.apply(spec, cur.model_copy(update={"generation": generation}))  # unstage

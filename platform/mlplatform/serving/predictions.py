@@ -36,8 +36,10 @@ PREDICTION_FIELDS = ("request_id", "event_ts", "pipeline", "version", "variant",
                      "latency_ms")
 # As stored: `output` as text (a classifier's label as given), `score` its number (a score
 # the record carries, else the output when numeric, else null).
+# `error`: null for an answer; for a request the model failed on (a 500), its exception's
+# type and message, with null output: what the success-rate guardrail of a rollout counts.
 PREDICTION_COLUMNS = ("request_id", "event_ts", "pipeline", "version", "variant", "entity", "output",
-                      "score", "latency_ms")
+                      "score", "latency_ms", "error")
 VARIANTS = ("champion", "challenger", "shadow", "pinned")  # or a version label
 FEEDBACK_COLUMNS = ("request_id", "label", "label_value", "event_ts")
 
@@ -56,10 +58,11 @@ def feedback_files(storage_uri: str, pipeline: str, *, since: dt.datetime | None
 
 
 def read_predictions(storage_uri: str, pipeline: str, service: str, *, since: dt.datetime | None = None,
-                     until: dt.datetime | None = None) -> pd.DataFrame:
-    """Predictions with since <= event_ts <= until (naive = UTC), oldest first."""
+                     until: dt.datetime | None = None, features: bool = True) -> pd.DataFrame:
+    """Predictions with since <= event_ts <= until (naive = UTC), oldest first. `features=False`
+    reads PREDICTION_COLUMNS only (a rollout's checks: a fraction of the bytes)."""
     fs, files = prediction_files(storage_uri, pipeline, service, since=since, until=until)
-    return _read(fs, files, PREDICTION_COLUMNS, since, until)
+    return _read(fs, files, PREDICTION_COLUMNS, since, until, only_first=not features)
 
 
 def predictions_dataset(storage_uri: str, pipeline: str, service: str, *,
@@ -87,12 +90,12 @@ def read_feedback(storage_uri: str, pipeline: str, *, since: dt.datetime | None 
 
 
 def joined_feedback(storage_uri: str, pipeline: str, service: str, *, since: dt.datetime | None = None,
-                    until: dt.datetime | None = None) -> pd.DataFrame:
+                    until: dt.datetime | None = None, features: bool = True) -> pd.DataFrame:
     """read_predictions left-joined on request_id with the latest feedback for each request
     (any feedback from `since` on: outcomes arrive after the prediction), as `label`,
     `label_value` and `feedback_ts`; null where none came. Compare `output` with `label`
     (text), or `score` with `label_value` (numbers: 1 and 1.0 are equal there)."""
-    preds = read_predictions(storage_uri, pipeline, service, since=since, until=until)
+    preds = read_predictions(storage_uri, pipeline, service, since=since, until=until, features=features)
     fb = read_feedback(storage_uri, pipeline, since=since)
     latest = (fb.sort_values("event_ts", kind="stable").drop_duplicates("request_id", keep="last")
               .rename(columns={"event_ts": "feedback_ts"})[["request_id", "label", "label_value",
@@ -165,11 +168,16 @@ def _schema(fs: pafs.FileSystem, files: list[str], first: tuple[str, ...]) -> pa
 
 
 def _read(fs: pafs.FileSystem, files: list[str], first: tuple[str, ...], since: dt.datetime | None,
-          until: dt.datetime | None) -> pd.DataFrame:
+          until: dt.datetime | None, *, only_first: bool = False) -> pd.DataFrame:
     if not files:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in first})
     schema = _schema(fs, files, first)
     ds = pads.dataset(files, schema=schema, format="parquet", filesystem=fs)
-    table = ds.to_table(filter=time_range("event_ts", schema.field("event_ts").type, since, until))
+    columns = [c for c in first if c in schema.names] if only_first else None
+    table = ds.to_table(columns=columns,
+                        filter=time_range("event_ts", schema.field("event_ts").type, since, until))
     df = table.to_pandas()
+    for column in first:  # parts written before a column existed (the log's `error`)
+        if column not in df.columns:
+            df[column] = pd.Series(None, index=df.index, dtype=object)
     return df.sort_values(["event_ts", "request_id"], kind="stable").reset_index(drop=True)
