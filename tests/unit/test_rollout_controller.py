@@ -39,7 +39,12 @@ QUIET = observe(vs("2", requests=3), vs("1", requests=60))  # 3 challenger reque
 
 
 def make_plan(**fields: object) -> RolloutSpec:
-    return RolloutSpec.model_validate({"strategy": "canary", "interval": "1m", "step_timeout": "10m",
+    from mlplatform.spec_types import duration_seconds
+
+    interval = str(fields.get("interval", "1m"))
+    # A step_timeout is at least one interval (the plan refuses less).
+    timeout = "10m" if duration_seconds(interval) <= 600 else f"{2 * duration_seconds(interval)}s"
+    return RolloutSpec.model_validate({"strategy": "canary", "interval": "1m", "step_timeout": timeout,
                                        **fields})
 
 
@@ -317,6 +322,28 @@ def test_canary_with_ab_test_promotes_unless_worse() -> None:
     plan = make_plan(steps=[5, 25, 50], ab_test=AB)
     # equal so far and far from decided: the canary's own verdict stands
     assert trace(drive(plan, ab_observe(0.80, 0.80, 300)))[-1] == ("promote", "promoted", 100)
+
+
+@pytest.mark.parametrize("champion_rate, challenger_rate, n, expected", [
+    # better: held at the last step until the test says so, then promoted
+    (0.80, 0.90, 5000, ("promote", "promoted", 100)),
+    # no better than min_effect: rolled back, not promoted on the canary's own verdict
+    (0.80, 0.80, 200_000, ("rollback", "rolled_back", 0)),
+])
+def test_canary_that_must_win_the_ab_test(champion_rate: float, challenger_rate: float, n: int,
+                                          expected: tuple[str, str, int]) -> None:
+    plan = make_plan(steps=[5, 50], ab_test={**AB, "decide_before_promotion": True})
+    assert trace(drive(plan, ab_observe(champion_rate, challenger_rate, n)))[-1] == expected
+
+
+def test_canary_that_must_win_holds_its_last_step_then_pauses_undecided() -> None:
+    plan = make_plan(steps=[5, 50], interval="1h", max_duration="1d",
+                     ab_test={**AB, "decide_before_promotion": True})
+    decisions = drive(plan, ab_observe(0.80, 0.80, 300))
+    steps = trace(decisions)
+    assert steps[0] == ("advance", "running", 50)
+    assert set(steps[1:-1]) == {("wait", "running", 50)}  # held at 50%: never promoted undecided
+    assert steps[-1] == ("pause", "paused", 50) and "undecided" in decisions[-1].state.reason
 
 
 def test_group_sequential_looks_come_back_from_the_timeline() -> None:

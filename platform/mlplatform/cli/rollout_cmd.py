@@ -89,12 +89,26 @@ def list_(name: Annotated[str | None, typer.Argument(help="One pipeline (default
 
 
 def _change(name: str, how: str, reason: str, json_: bool) -> RolloutState:
+    from mlplatform.errors import ClusterUnreachable
     from mlplatform.metadata.champion import default_actor
     from mlplatform.rollout import apply, controller
+    from mlplatform.rollout.runner import ensure_runner
+    from mlplatform.runtime.connect import connect
+    from mlplatform.serving.client import ServeControl
 
     services, store = _store()
     state = _active(store, name)
     by = default_actor()
+    note = ""
+    if how == "resume":
+        # The controller needs the cluster: connect before anything is written, so a resume
+        # that cannot start it leaves the rollout as it was (and can be retried).
+        connect(services.settings)
+        if state.status == "running":  # after a cluster restart: only its controller is missing
+            started = ensure_runner(services.settings, name)
+            note = "its controller was restarted" if started else "its controller is running"
+            _print(state, json_, note)
+            return state
     try:
         if how == "pause":
             new = controller.pause(state, by=by, reason=reason, now=_now())
@@ -106,25 +120,29 @@ def _change(name: str, how: str, reason: str, json_: bool) -> RolloutState:
         raise InputError(f"rollout {state.id}: {exc}") from None
     saved = store.save(new)
     if how == "abort":
-        from mlplatform.serving.client import ServeControl
-
-        spec = ServeControl(services.settings).deployed_spec(name)
-        if spec is not None:
-            apply.reconcile(services, spec, saved)  # the champion takes all the traffic now
         apply.finished(services, saved)
         apply.alert(services, saved)
-        saved = store.save(saved.model_copy(update={"settled": True}))
+        try:
+            spec = ServeControl(services.settings).deployed_spec(name)
+            if spec is not None:
+                apply.reconcile(services, spec, saved)  # the champion takes all the traffic now
+            saved = store.save(saved.model_copy(update={"settled": True}))
+        except ClusterUnreachable as exc:
+            note = (f"recorded, but the serving config is unchanged: {exc.message}; its controller "
+                    "applies it when the cluster is back (`platformctl rollout resume` restarts it)")
     if how == "resume":
-        from mlplatform.rollout.runner import ensure_runner
-        from mlplatform.runtime.connect import connect
-
-        connect(services.settings)
         ensure_runner(services.settings, name)
-    if json_:
-        print_json(saved)
-    else:
-        _show(saved)
+    _print(saved, json_, note)
     return saved
+
+
+def _print(state: RolloutState, json_: bool, note: str) -> None:
+    if json_:
+        print_json({**state.model_dump(mode="json"), "note": note})
+        return
+    _show(state)
+    if note:
+        console.print(note, highlight=False)
 
 
 @app.command("pause")
@@ -188,13 +206,10 @@ def ab_status_of(services: Any, state: RolloutState) -> ABStatus:
     from mlplatform.rollout.observe import observe
     from mlplatform.rollout.plan import RolloutSpec
     from mlplatform.rollout.stats import ab_test
-    from mlplatform.serving.client import ServeControl
 
     plan = RolloutSpec.model_validate(state.plan)
-    spec = ServeControl(services.settings).deployed_spec(state.pipeline)
-    service = (spec.model.feature_service if spec else None) or "all_features"
     now = _now()
-    obs = observe(plan, state, storage_uri=services.settings.storage_uri, service=service, now=now)
+    obs = observe(plan, state, storage_uri=services.settings.storage_uri, service=state.service, now=now)
     test = ab_test(plan.ab_test, obs.cumulative_champion, obs.cumulative_challenger) if plan.ab_test else None
     checks = guardrails.check(plan.guardrails, obs.champion, obs.challenger, shadow=state.phase == "shadow")
     action, when = "none (finished)", None

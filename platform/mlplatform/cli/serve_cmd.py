@@ -191,13 +191,39 @@ def status(name: Annotated[str | None, typer.Argument(help="One pipeline (defaul
 @app.command("down")
 @handle_errors
 def down(name: NameArg, json_: JsonOpt = False) -> None:
-    """Remove the pipeline's application (in-flight requests finish; the logs are flushed)."""
-    control = ServeControl(services_for().settings)
+    """Remove the pipeline's application (in-flight requests finish; the logs are flushed). A
+    rollout in progress is aborted first: nothing is left to roll out to."""
+    services = services_for()
+    control = ServeControl(services.settings)
+    aborted = _abort_rollout(services, name)
     removed = control.down(name)
     if json_:
-        print_json({"pipeline": name, "removed": removed})
+        print_json({"pipeline": name, "removed": removed, "aborted_rollout": aborted})
     else:
+        if aborted:
+            console.print(f"{name}: rollout {aborted} aborted")
         console.print(f"{name}: {'removed' if removed else 'was not served'}")
+
+
+def _abort_rollout(services: Any, name: str) -> str | None:
+    from mlplatform.metadata.champion import default_actor
+    from mlplatform.metadata.schema import utcnow
+    from mlplatform.rollout import apply, controller
+    from mlplatform.rollout.store import RolloutConflict, RolloutStore
+
+    store = RolloutStore(services.metadata)
+    state = store.active(name)
+    if state is None:
+        return None
+    saved = store.save(controller.abort(state, by=default_actor(), reason="the pipeline's application "
+                                        "was taken down (platformctl serve down)", now=utcnow()))
+    apply.finished(services, saved)
+    apply.alert(services, saved)
+    try:
+        store.save(saved.model_copy(update={"settled": True}))
+    except RolloutConflict:  # its controller settled it meanwhile
+        pass
+    return saved.id
 
 
 @handle_errors

@@ -141,6 +141,16 @@ def decide(plan: RolloutSpec, state: RolloutState, obs: Observations | None, now
                 reasons.append(f"A/B test so far: {_describe(test)}")
             return out("advance", reasons, step=nxt, weight=weight, passed_checks=0, step_started_at=now)
         reasons = [f"canary passed every step ({', '.join(f'{w}%' for w in plan.canary_steps)})"]
+        if test is not None and plan.ab_test is not None and plan.ab_test.decide_before_promotion:
+            if verdict == "no_difference":
+                return out("rollback", [*reasons, f"A/B test: the challenger is not better than the "
+                                        f"champion: {_describe(test)}"],
+                           status="rolled_back", phase="done", weight=0)
+            if verdict != "challenger":  # held at the last step: a look on the record, a fresh window
+                return out("wait", [*reasons, f"held for the A/B test to decide: {_describe(test)}"],
+                           step_started_at=now)
+            return out("promote", [*reasons, f"A/B test: the challenger is better: {_describe(test)}"],
+                       status="promoted", phase="done", weight=100)
         if test is not None:
             reasons.append(f"A/B test does not find the challenger worse: {_describe(test)}")
         return out("promote", reasons, status="promoted", phase="done", weight=100)
@@ -169,7 +179,9 @@ def _inconclusive(plan: RolloutSpec, state: RolloutState, now: dt.datetime,
     since = max([state.started_at, *(e.at for e in state.timeline if e.action == "resume")])
     ran = now - since
     undecided = test is None or test.verdict in ("continue", "not_enough_data")
-    if state.phase == "ab" and undecided and ran > dt.timedelta(seconds=plan.max_duration_s):
+    holding = (state.phase == "canary" and plan.ab_test is not None and plan.ab_test.decide_before_promotion
+               and state.step == len(plan.canary_steps) - 1)
+    if (state.phase == "ab" or holding) and undecided and ran > dt.timedelta(seconds=plan.max_duration_s):
         found = _describe(test) if test is not None else "no test result"
         return [f"inconclusive: the A/B test is undecided after {_duration(ran)} "
                 f"(max_duration {plan.max_duration}): {found}",

@@ -109,6 +109,11 @@ class ABTestSpec(Strict):
                               "units: a lift smaller than this is no reason to switch.")
     max_samples: int | None = Field(None, ge=20, description="Outcomes per variant at which the test "
                                     "stops (required for group_sequential and fixed).")
+    decide_before_promotion: bool = Field(
+        False, description="canary: hold the last step until the test decides: promoted when the "
+        "challenger is better, rolled back when it is worse or no better than min_effect; still "
+        "undecided after max_duration, paused. Without it a canary that passed its steps is promoted "
+        "unless the test says worse.")
 
     @model_validator(mode="after")
     def _design(self) -> ABTestSpec:
@@ -142,17 +147,20 @@ class RolloutSpec(Strict):
     def _plan(self) -> RolloutSpec:
         if duration_seconds(self.interval) == 0:
             raise ValueError(f"rollout.interval must be longer than zero, got {self.interval!r}")
-        if self.strategy in ("canary", "shadow"):
-            steps = self.steps
-            if not steps:
-                raise ValueError("rollout.steps: a canary needs at least one step, e.g. [5, 25, 50]")
-            bad = [w for w in steps if w < 1 or w > 100]
-            if bad:
-                raise ValueError(f"rollout.steps: weights must be between 1 and 100, got {bad}")
-            if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
-                raise ValueError(f"rollout.steps must increase, got {steps}")
-            if steps == [100]:
-                raise ValueError("rollout.steps: [100] has no canary step; use strategy: direct")
+        if self.step_timeout_s < self.interval_s:
+            raise ValueError(f"rollout.step_timeout {self.step_timeout!r} is shorter than rollout.interval "
+                             f"{self.interval!r}: a step would pause before its first check")
+        # Checked whatever the strategy: a plan that reads wrong is wrong even while unused.
+        steps = self.steps
+        if not steps:
+            raise ValueError("rollout.steps: a canary needs at least one step, e.g. [5, 25, 50]")
+        bad = [w for w in steps if w < 1 or w > 100]
+        if bad:
+            raise ValueError(f"rollout.steps: weights must be between 1 and 100, got {bad}")
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise ValueError(f"rollout.steps must increase, got {steps}")
+        if steps == [100] and self.strategy in ("canary", "shadow"):
+            raise ValueError("rollout.steps: [100] has no canary step; use strategy: direct")
         if self.strategy == "ab" and self.ab_test is None:
             raise ValueError("rollout.strategy 'ab' needs rollout.ab_test (what decides the test)")
         if self.ab_test and self.guardrails.quality and self.guardrails.quality.metric != self.ab_test.metric:

@@ -87,6 +87,7 @@ def _progressive(ctx: StepContext, spec: PipelineSpec, champion: str, mv: ModelV
         state = controller.start(plan, rollout_id=rollout_id, pipeline=spec.name, model_name=mv.name,
                                  champion=champion, challenger=mv.version, run_id=ctx.run_id,
                                  now=utcnow())
+        state = state.model_copy(update={"service": spec.model.feature_service or "all_features"})
         existing = store.create(state)  # RolloutInProgress (an InputError) names the active one
     state: RolloutState = existing
     if state.active:

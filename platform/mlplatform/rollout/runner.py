@@ -69,8 +69,8 @@ class Runner:
         if state.status == "running":
             due = self.next_check or (state.step_started_at + dt.timedelta(seconds=plan.interval_s))
             if now >= due:
-                service = spec.model.feature_service or "all_features"
-                obs = observe(plan, state, storage_uri=self.settings.storage_uri, service=service, now=now)
+                obs = observe(plan, state, storage_uri=self.settings.storage_uri, service=state.service,
+                              now=now)
                 decision = controller.decide(plan, state, obs, now)
                 self.checks += 1
                 self.next_check = decision.next_check_at
@@ -122,7 +122,14 @@ def _actor_class() -> Any:
             self.runner.loop(self.stop)
 
         def alive(self) -> dict[str, Any]:
-            return {"running": self.thread.is_alive(), "checks": self.runner.checks}
+            """Whether the loop runs, and what the runner has cost (for benchmarks/rollout.py)."""
+            import os
+
+            import psutil
+
+            cpu = psutil.Process(os.getpid()).cpu_times()
+            return {"running": self.thread.is_alive(), "checks": self.runner.checks, "pid": os.getpid(),
+                    "cpu_s": cpu.user + cpu.system}
 
     return RolloutRunner
 

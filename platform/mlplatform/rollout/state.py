@@ -110,6 +110,8 @@ class RolloutState(BaseModel):
     champion: str = Field(description="The version serving when the rollout started (the baseline).")
     challenger: str
     strategy: str
+    service: str = Field("all_features", description="The feature service whose prediction log the "
+                         "checks read (the rollout keeps it: a `serve down` must not blind its history).")
     status: Status = "running"
     phase: Phase
     step: int = Field(0, description="Index into the plan's canary steps (canary phase).")

@@ -51,9 +51,10 @@ class RolloutStore:
                                  status=state.status, revision=1, state=stored.model_dump(mode="json"),
                                  created_at=state.started_at, updated_at=utcnow()))
         except IntegrityError:
+            same = self.get(state.id)
+            if same is not None:  # this very rollout, created meanwhile or finished since
+                return same
             other = self.active(state.pipeline)
-            if other is not None and other.id == state.id:
-                return other
             first = _describe(other) if other else "another rollout started first"
             raise RolloutInProgress(f"pipeline {state.pipeline!r}: {first}") from None
         return stored

@@ -112,7 +112,8 @@ class ServeControl:
         while time.monotonic() < deadline:
             state = self.app(pipeline)
             if state is not None and state.status == "RUNNING" and state.deployment_status == "HEALTHY" \
-                    and state.config is not None and state.config.generation == generation:
+                    and state.config is not None and state.config.generation == generation \
+                    and self._replicas_at(pipeline, generation, state.replicas):
                 return state
             if state is not None and state.status in ("DEPLOY_FAILED", "UNHEALTHY"):
                 raise PlatformError(f"Serve application {pipeline!r} is {state.status}: "
@@ -121,6 +122,21 @@ class ServeControl:
         shown = f"{state.status}: {state.message.strip()[-500:]}" if state else "not found"
         raise PlatformError(f"Serve application {pipeline!r} did not become ready within {wait_s:.0f}s "
                             f"({shown})")
+
+    def _replicas_at(self, pipeline: str, generation: int, replicas: int) -> bool:
+        """Whether the replicas answer with `generation` applied. Serve reports the new config as
+        deployed (and the app as healthy) before every replica has run `reconfigure`; a request
+        pinned to a version staged a moment ago would then find an old table. Asked through the
+        HTTP ingress, which spreads requests over the replicas: a few answers in a row each."""
+        client = ServeClient(self.settings, pipeline, timeout=5)
+        for _ in range(max(2, 2 * replicas)):
+            try:
+                resp = client.get("/status")
+            except PlatformError:
+                return False
+            if resp.status_code != 200 or resp.json().get("generation") != generation:
+                return False
+        return True
 
     def down(self, pipeline: str, *, wait_s: float = 120.0) -> bool:
         """Remove the pipeline's application (Serve drains it: in-flight requests finish and the

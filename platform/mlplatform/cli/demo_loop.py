@@ -1,0 +1,120 @@
+"""The demo's closed loop after each day's run: live traffic and outcomes for a rollout until
+it promotes or rolls back by itself, the bad-model day's spec, the check that a stopped day
+left the champion serving, and the timeline the demo prints and reports.
+
+The traffic is the holdout of the challenger's training set (rows neither model trained on),
+one row per HTTP request, with the generator's true labels fed back: the A/B test and the
+guardrails judge what they would judge in production.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlplatform.errors import PlatformError
+from mlplatform.rollout.state import RolloutState
+from mlplatform.rollout.store import RolloutStore
+from mlplatform.services import Services
+from mlplatform.settings import Settings
+
+FAULT_ESTIMATOR = "jobs.examples.demo_faults.SingleRowBugClassifier"
+FAULT_MODULE = "jobs.examples.demo_faults"
+
+
+def bad_model_spec(spec: Path, folder: Path) -> Path:
+    """demo.yaml with the estimator that fails one-row requests (a folder of its own: the
+    job's working directory is the spec's folder, and the data folder must not be uploaded)."""
+    text = spec.read_text()
+    old = "estimator: sklearn.ensemble.HistGradientBoostingClassifier"
+    if old not in text:
+        raise PlatformError(f"{spec}: expected `{old}` to swap in the demo's faulty model")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / spec.name
+    out.write_text(text.replace(old, f"estimator: {FAULT_ESTIMATOR}"))
+    return out
+
+
+def follow(settings: Settings, pipeline: str, rollout_id: str, *,
+           show: Callable[[str], None], timeout_s: float = 600) -> tuple[RolloutState, dict[str, Any]]:
+    """Send traffic and outcomes until the rollout is decided and applied; a rollout still
+    undecided after `timeout_s` (or paused for a person) is aborted, saying so."""
+    from mlplatform.serving.replay import Replay, holdout_rows
+
+    services = Services(settings)
+    store = RolloutStore(services.metadata)
+    state = store.get(rollout_id)
+    if state is None:
+        raise PlatformError(f"rollout {rollout_id} is not recorded")
+    rows, labels = holdout_rows(services, state.model_name, state.challenger)
+    # One caller sending single rows (what the faulty model fails on), one sending batches of 50
+    # (outcomes enough for the A/B test to decide within the demo's minutes).
+    replay = Replay(f"{settings.serve_url}/{pipeline}", rows, labels, rows_per_request=[1, 50]).start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            state = store.get(rollout_id) or state
+            s = replay.stats
+            show(f"{state.strategy} v{state.challenger} vs v{state.champion}: {state.status}, "
+                 f"{state.phase} at {state.weight}% · {s.sent} requests ({dict(s.versions)}), "
+                 f"{s.feedback} outcomes fed back")
+            if state.settled:
+                break
+            if state.status == "paused" or time.monotonic() > deadline:
+                why = state.reason if state.status == "paused" else f"undecided after {timeout_s:.0f}s"
+                state = _abort(services, store, state, f"the demo aborts it: {why}")
+                break
+            time.sleep(0.5)
+    finally:
+        stats = replay.stop()
+    return state, {"requests": stats.sent, "failed": stats.failed, "feedback": stats.feedback,
+                   "by_version": dict(stats.versions)}
+
+
+def _abort(services: Services, store: RolloutStore, state: RolloutState, reason: str) -> RolloutState:
+    from mlplatform.metadata.schema import utcnow
+    from mlplatform.rollout import apply, controller
+    from mlplatform.serving.client import ServeControl
+
+    if state.active:
+        state = store.save(controller.abort(state, by="demo", reason=reason, now=utcnow()))
+    spec = ServeControl(services.settings).deployed_spec(state.pipeline)
+    if spec is not None:
+        apply.reconcile(services, spec, state)
+    apply.finished(services, state)
+    apply.alert(services, state)
+    return store.save(state.model_copy(update={"settled": True}))
+
+
+def still_serving(settings: Settings, pipeline: str) -> str:
+    """One request to the served pipeline: which version answered (the champion, after a day
+    that stopped at validation)."""
+    from mlplatform.serving.client import ServeClient
+    from mlplatform.serving.infra import json_value, sample_rows
+
+    services = Services(settings)
+    champion = services.models.champion(pipeline)
+    if champion is None:
+        raise PlatformError(f"{pipeline} has no champion")
+    row = sample_rows(services, pipeline, champion, 1).iloc[0].to_dict()
+    answer = ServeClient(settings, pipeline).predict({"rows": [{k: json_value(v) for k, v in row.items()}]})
+    return str(answer["predictions"][0]["version"])
+
+
+def outcome_line(state: RolloutState) -> str:
+    """One line for the timeline: what the rollout decided, and the A/B test's last word."""
+    verb = {"promoted": "promoted", "rolled_back": "rolled back", "aborted": "aborted",
+            "paused": "paused"}.get(state.status, state.status)
+    line = f"{state.strategy} {verb} v{state.challenger}"
+    tests = [e.test for e in state.timeline if e.test is not None]
+    if tests:
+        t = tests[-1]
+        ci = (f" [{t.ci_low:+.4f}, {t.ci_high:+.4f}]" if t.ci_low is not None and t.ci_high is not None
+              else "")
+        lift = f"{t.lift:+.4f}" if t.lift is not None else "n/a"
+        line += f"; A/B {t.metric}: {t.verdict}, lift {lift}{ci} (n {t.n_champion}/{t.n_challenger})"
+    if state.status != "promoted" and state.reason:
+        line += f"; {state.reason}"
+    return line
