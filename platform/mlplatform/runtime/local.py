@@ -190,7 +190,13 @@ def serve_env(temp_dir: str, mode: str | None = None) -> dict[str, str]:
             **_port_block("RAY_SERVE_DIRECT_INGRESS_{}_HTTP_PORT"),
             **_port_block("RAY_SERVE_DIRECT_INGRESS_{}_GRPC_PORT"),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            # A replica going away (serve down, a redeploy) stays open this long before it stops
+            # accepting, so that load balancers can deregister it: 30 s by default, made for
+            # external balancers. Here HAProxy is the only one, Serve rewrites its configuration
+            # itself and it retries a refused connection on another replica: 2 s is enough, and
+            # tests/integration/test_serving.py's shutdown test went from 36 s to 8.5 s.
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 
 
 def up(settings: Settings, *, num_cpus: int | None = None, port: int = 6379,
