@@ -169,3 +169,22 @@ def test_a_challenger_that_fails_live_is_rolled_back_by_its_guardrail(canary: di
     assert services.models.version(NAME, "3").tags["rollout.decision"] == "rolled_back"
     shown = platformctl("rollout", "status", NAME, "--json", env=canary["env"], unset=UNSET)
     assert shown.returncode == 0 and '"rolled_back"' in shown.stdout
+
+
+def test_the_loop_report_of_these_rollouts_opens_in_chromium(canary: dict[str, Any], tmp_path: Path) -> None:
+    """The demo's HTML report, built from this module's real rollouts and the prediction log
+    their traffic wrote, opened in headless Chromium: one figure per rollout, every one decoded."""
+    from mlplatform.cli.demo_loop import outcome_line
+    from mlplatform.rollout import report
+    from tests.e2e.test_report_browser import open_in_chromium
+
+    rollouts = list(reversed(canary["store"].list(NAME)))
+    assert [r.status for r in rollouts] == ["promoted", "rolled_back"]
+    days = [report.DayRow(day=i + 2, date=f"2026-01-0{i + 2}", kind=kind, run_status="SUCCEEDED",
+                          model_version=r.challenger, gate="passed", rollout_id=r.id, outcome=outcome_line(r),
+                          champion_after="2")
+            for i, (kind, r) in enumerate(zip(["normal", "bad model"], rollouts, strict=True))]
+    built = report.build(canary["settings"].storage_uri, "churn", NAME, days, rollouts, None)
+    assert all(built.series[r.id] for r in rollouts)  # each rollout's traffic, from the log
+    dom = open_in_chromium(report.write(built, tmp_path / "loop.html"), tmp_path)
+    assert "canary promoted v2" in dom and "canary rolled back v3" in dom
