@@ -99,9 +99,10 @@ def _progressive(ctx: StepContext, spec: PipelineSpec, champion: str, mv: ModelV
             store.save(state.model_copy(update={"settled": True}))
             raise PlatformError(f"v{mv.version} was not rolled out: {exc}") from None
         if result is not None and state.revision == 1:
-            # The first window starts when the weights are live, not when the rollout was recorded
-            # (staging and infra validation took a while): its first check judges a full interval.
-            state = store.save(state.model_copy(update={"step_started_at": utcnow()}))
+            # The first window starts when the weights were sent, not when the rollout was recorded
+            # (staging and infra validation took a while): its first check judges one interval of
+            # the challenger's traffic, and a bad one is caught within failure_limit intervals.
+            state = store.save(state.model_copy(update={"step_started_at": result.applied_at or utcnow()}))
         ensure_runner(ctx.settings, spec.name)
     else:
         result = None

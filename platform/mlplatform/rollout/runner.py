@@ -43,6 +43,7 @@ class Runner:
         self.store = RolloutStore(self.services.metadata)
         self.pipeline = pipeline
         self.next_check: dt.datetime | None = None
+        self.seen: int | None = None  # the revision this runner last read or wrote
         self.checks = 0
 
     def spec(self) -> Any:
@@ -64,10 +65,13 @@ class Runner:
         if state is None:
             return None
         now = now or utcnow()
+        if state.revision != self.seen:  # changed by someone else (a resume restarts the window)
+            self.next_check = None
         plan = RolloutSpec.model_validate(state.plan)
         spec = self.spec()
         if state.status == "running":
             due = self.next_check or (state.step_started_at + dt.timedelta(seconds=plan.interval_s))
+            self.next_check = due
             if now >= due:
                 obs = observe(plan, state, storage_uri=self.settings.storage_uri, service=state.service,
                               now=now)
@@ -80,6 +84,7 @@ class Runner:
                     except RolloutConflict:  # a person paused or aborted meanwhile: read it again
                         self.next_check = None
                         return self.store.get(state.id)
+                    self.seen = state.revision
                     if not state.active or state.status == "paused":
                         apply.alert(self.services, state)
         apply.reconcile(self.services, spec, state)
@@ -89,6 +94,7 @@ class Runner:
                 state = self.store.save(state.model_copy(update={"settled": True}))
             except RolloutConflict:
                 return self.store.get(state.id)
+        self.seen = state.revision
         return state
 
     def loop(self, stop: threading.Event) -> None:
@@ -101,7 +107,10 @@ class Runner:
                 continue
             if state is None or state.settled:
                 return
-            stop.wait(POLL_S)
+            # Wake for the next check on time (not up to POLL_S late), else every POLL_S to notice
+            # a person's pause or abort.
+            until = (self.next_check - utcnow()).total_seconds() if self.next_check else POLL_S
+            stop.wait(min(POLL_S, max(0.05, until)))
 
 
 def _actor_class() -> Any:

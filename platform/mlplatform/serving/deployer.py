@@ -31,6 +31,8 @@ class DeployResult(BaseModel):
     infra: list[InfraCheck] = Field(default_factory=list)
     replicas: int = 0
     seconds: float = 0.0
+    applied_at: dt.datetime | None = Field(None, description="When the final weights were sent (naive "
+                                           "UTC): no request could reach them before.")
     message: str
 
     def artifact(self) -> Deployment:
@@ -170,11 +172,12 @@ def change(services: Services, spec: PipelineSpec, *, weights: dict[str, int] | 
                           shadow=new_shadow if new_shadow in slots else None,
                           shadow_fraction=spec.deploy.shadow_fraction, generation=generation,
                           store=cur.store)
+    applied_at = _now()
     state: AppState = control.apply(spec, final)
     removed = sorted(set(cur.weights) - set(final.weights))
     result = DeployResult(pipeline=spec.name, model_name=name, generation=generation, champion=champion,
                           weights=final.weights, shadow=final.shadow, added=added, removed=removed,
-                          infra=checks, replicas=state.replicas,
+                          infra=checks, replicas=state.replicas, applied_at=applied_at,
                           seconds=round((dt.datetime.now() - t0).total_seconds(), 2),
                           message="; ".join(p for p in (_describe(final, added, removed), replaced) if p))
     return result
