@@ -41,6 +41,7 @@ def follow(settings: Settings, pipeline: str, rollout_id: str, *,
            show: Callable[[str], None], timeout_s: float = 600) -> tuple[RolloutState, dict[str, Any]]:
     """Send traffic and outcomes until the rollout is decided and applied; a rollout still
     undecided after `timeout_s` (or paused for a person) is aborted, saying so."""
+    from mlplatform.rollout import apply
     from mlplatform.serving.replay import Replay, holdout_rows
 
     services = Services(settings)
@@ -64,28 +65,13 @@ def follow(settings: Settings, pipeline: str, rollout_id: str, *,
                 break
             if state.status == "paused" or time.monotonic() > deadline:
                 why = state.reason if state.status == "paused" else f"undecided after {timeout_s:.0f}s"
-                state = _abort(services, store, state, f"the demo aborts it: {why}")
+                state = apply.abort(services, state, by="demo", reason=f"the demo aborts it: {why}")
                 break
             time.sleep(0.5)
     finally:
         stats = replay.stop()
     return state, {"requests": stats.sent, "failed": stats.failed, "feedback": stats.feedback,
                    "by_version": dict(stats.versions)}
-
-
-def _abort(services: Services, store: RolloutStore, state: RolloutState, reason: str) -> RolloutState:
-    from mlplatform.metadata.schema import utcnow
-    from mlplatform.rollout import apply, controller
-    from mlplatform.serving.client import ServeControl
-
-    if state.active:
-        state = store.save(controller.abort(state, by="demo", reason=reason, now=utcnow()))
-    spec = ServeControl(services.settings).deployed_spec(state.pipeline)
-    if spec is not None:
-        apply.reconcile(services, spec, state)
-    apply.finished(services, state)
-    apply.alert(services, state)
-    return store.save(state.model_copy(update={"settled": True}))
 
 
 def still_serving(settings: Settings, pipeline: str) -> str:

@@ -94,7 +94,6 @@ def _change(name: str, how: str, reason: str, json_: bool) -> RolloutState:
     from mlplatform.rollout import apply, controller
     from mlplatform.rollout.runner import ensure_runner
     from mlplatform.runtime.connect import connect
-    from mlplatform.serving.client import ServeControl
 
     services, store = _store()
     state = _active(store, name)
@@ -109,27 +108,23 @@ def _change(name: str, how: str, reason: str, json_: bool) -> RolloutState:
             note = "its controller was restarted" if started else "its controller is running"
             _print(state, json_, note)
             return state
+    if how == "abort":
+        try:
+            saved = apply.abort(services, state, by=by, reason=reason)
+        except ClusterUnreachable as exc:
+            saved = store.get(state.id) or state
+            note = (f"recorded, but the serving config is unchanged: {exc.message}; its controller "
+                    "applies it when the cluster is back (`platformctl rollout resume` restarts it)")
+        _print(saved, json_, note)
+        return saved
     try:
         if how == "pause":
             new = controller.pause(state, by=by, reason=reason, now=_now())
-        elif how == "resume":
-            new = controller.resume(state, by=by, now=_now())
         else:
-            new = controller.abort(state, by=by, reason=reason, now=_now())
+            new = controller.resume(state, by=by, now=_now())
     except ValueError as exc:
         raise InputError(f"rollout {state.id}: {exc}") from None
     saved = store.save(new)
-    if how == "abort":
-        apply.finished(services, saved)
-        apply.alert(services, saved)
-        try:
-            spec = ServeControl(services.settings).deployed_spec(name)
-            if spec is not None:
-                apply.reconcile(services, spec, saved)  # the champion takes all the traffic now
-            saved = store.save(saved.model_copy(update={"settled": True}))
-        except ClusterUnreachable as exc:
-            note = (f"recorded, but the serving config is unchanged: {exc.message}; its controller "
-                    "applies it when the cluster is back (`platformctl rollout resume` restarts it)")
     if how == "resume":
         ensure_runner(services.settings, name)
     _print(saved, json_, note)

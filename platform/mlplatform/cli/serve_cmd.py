@@ -207,23 +207,15 @@ def down(name: NameArg, json_: JsonOpt = False) -> None:
 
 def _abort_rollout(services: Any, name: str) -> str | None:
     from mlplatform.metadata.champion import default_actor
-    from mlplatform.metadata.schema import utcnow
-    from mlplatform.rollout import apply, controller
-    from mlplatform.rollout.store import RolloutConflict, RolloutStore
+    from mlplatform.rollout import apply
+    from mlplatform.rollout.store import RolloutStore
 
-    store = RolloutStore(services.metadata)
-    state = store.active(name)
+    state = RolloutStore(services.metadata).active(name)
     if state is None:
         return None
-    saved = store.save(controller.abort(state, by=default_actor(), reason="the pipeline's application "
-                                        "was taken down (platformctl serve down)", now=utcnow()))
-    apply.finished(services, saved)
-    apply.alert(services, saved)
-    try:
-        store.save(saved.model_copy(update={"settled": True}))
-    except RolloutConflict:  # its controller settled it meanwhile
-        pass
-    return saved.id
+    # serve=False: the application is taken down next, nothing is left to route back.
+    return apply.abort(services, state, by=default_actor(), serve=False,
+                       reason="the pipeline's application was taken down (platformctl serve down)").id
 
 
 @handle_errors

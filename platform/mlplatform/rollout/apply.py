@@ -96,3 +96,29 @@ def alert(services: Services, state: RolloutState) -> None:
         f"{state.model_name} v{state.challenger} {what} ({state.strategy} rollout {state.id} against "
         f"v{state.champion}): {state.reason}", run_id=state.run_id, step="rollout",
         details=last.model_dump(mode="json") if last else {})
+
+
+def abort(services: Services, state: RolloutState, *, by: str, reason: str,
+          serve: bool = True) -> RolloutState:
+    """End a rollout by hand (a person, the demo, `serve down`): the abort is stored first
+    (compare-and-set), then its tags and alert; with `serve`, the champion takes all the
+    traffic back, which needs the cluster (ClusterUnreachable then, the abort already recorded
+    and its controller applying it once the cluster is back). Returns the settled state."""
+    from mlplatform.metadata.schema import utcnow
+    from mlplatform.rollout import controller
+    from mlplatform.rollout.store import RolloutConflict, RolloutStore
+
+    store = RolloutStore(services.metadata)
+    if state.active:
+        state = store.save(controller.abort(state, by=by, reason=reason, now=utcnow()))
+    finished(services, state)
+    alert(services, state)
+    if serve:
+        spec = ServeControl(services.settings).deployed_spec(state.pipeline)
+        if spec is not None:
+            reconcile(services, spec, state)
+    try:
+        return store.save(state.model_copy(update={"settled": True}))
+    except RolloutConflict:  # its controller settled it meanwhile
+        return store.get(state.id) or state
+
