@@ -18,11 +18,7 @@ the bad canary's first failed request to the rollback, and the CPU of the runner
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,13 +27,17 @@ from pathlib import Path
 from typing import Any
 
 try:
+    import _demo_env as env
     import _harness as h
 except ImportError:  # run as `python -m benchmarks.rollout`
+    from benchmarks import _demo_env as env
     from benchmarks import _harness as h
 
 HERE = Path(__file__).resolve().parent
-ROOT, LOG_DIR, OUT_JSON = HERE.parent, HERE / "results" / "logs", HERE / "results" / "rollout.json"
-NAME = "demo"
+LOG_DIR, OUT_JSON = env.LOG_DIR, HERE / "results" / "rollout.json"
+NAME = env.NAME
+epoch, naive_utc = env.epoch, env.naive_utc
+replay_summary, wait_settled = env.replay_summary, env.wait_settled
 BAD_ESTIMATOR = "jobs.examples.demo_faults.SingleRowBugClassifier"
 BAD_ERROR = "internal error (ValueError)"  # the 500 body of the bad model's failures (serve/app.py)
 CLIENTS = 2
@@ -49,64 +49,25 @@ JsonDict = dict[str, Any]
 
 def plan(interval_s: int) -> JsonDict:
     """The rollout section: the integration test's (tests/integration/test_rollout.py)."""
-    return {"strategy": "canary", "steps": [10, 50], "interval": f"{interval_s}s",
-            "failure_limit": FAILURE_LIMIT, "step_timeout": "2m",
-            "guardrails": {"success_rate": {"min_requests": 10},
-                           # Two cores shared with the clients and the pipeline: latency judged loosely.
-                           "latency": {"min_requests": 10, "max_ratio": 4, "slack_ms": 100}}}
+    return env.canary_plan(interval_s, FAILURE_LIMIT)
 
 
 def derived_spec(interval_s: int) -> JsonDict:
     """demo.yaml with the test's model (no search, max_iter 60) and rollout plan, and the offline
     gate opened (no thresholds, slices or better-than-champion rule): both challengers must reach
     the rollout, which is what is measured. Read under this run's PLATFORM_HOME."""
-    from mlplatform.spec_loader import load_spec
-
-    raw = load_spec(ROOT / "jobs" / "examples" / "demo.yaml").model_dump(mode="json", by_alias=True,
-                                                                          exclude_none=True)
-    raw["model"].update(search=None, params={"max_iter": 60})
-    raw["evaluation"].update(thresholds=[], slices=[], require_better_than_champion=False)
-    raw["deploy"]["rollout"] = plan(interval_s)
-    return raw
+    return env.demo_spec(plan(interval_s), evaluation={"thresholds": [], "slices": [],
+                                                       "require_better_than_champion": False})
 
 
 # --- the pipeline runs, in a child process (its driver, imports and threads stay out of the parent,
 # --- which times the clients' requests) ----------------------------------------------------------
 
 
-def pipeline_day(work: Path, day: int, bad: bool) -> None:
-    from mlplatform.data.synthetic import DemoDataConfig, write_day
-    from mlplatform.pipeline import run_pipeline
-    from mlplatform.settings import load_settings
-    from mlplatform.spec import PipelineSpec
-
-    conf = json.loads((work / "config.json").read_text())
-    raw = conf["spec"]
-    if bad:
-        raw["model"]["estimator"] = BAD_ESTIMATOR
-    spec = PipelineSpec.model_validate(raw)
-    settings = load_settings()
-    rows = conf["rows_per_day"]
-    write_day(settings.home / "demo" / "data",
-              DemoDataConfig(days=3, rows_per_day=rows, entities=max(50, rows * 4 // 15)), day)
-    began = time.perf_counter()
-    report = run_pipeline(spec, settings, log=print)
-    (work / f"day{day}.json").write_text(json.dumps({
-        "day": day, "estimator": spec.model.estimator, "status": report.status, "message": report.message,
-        "seconds": round(time.perf_counter() - began, 1),
-        "steps": {s.step: [s.status, round(s.duration_s or 0, 1), s.message[:300]] for s in report.steps}}))
-
-
 def run_day(work: Path, day: int, bad: bool = False) -> JsonDict:
-    log = LOG_DIR / f"rollout-day{day}.log"
-    with open(log, "w") as f:
-        rc = subprocess.run([sys.executable, __file__, "--pipeline-day", str(day), "--work", str(work),
-                             *(["--bad"] if bad else [])], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT
-                            ).returncode
-    out = work / f"day{day}.json"
-    if rc != 0 or not out.exists():
-        raise RuntimeError(f"the day-{day} pipeline run failed (exit {rc}): {h.tail(log, 20)}")
-    report = json.loads(out.read_text())
+    report = env.DayRun(work, day, LOG_DIR / f"rollout-day{day}.log", BAD_ESTIMATOR if bad else None).wait()
+    if "error" in report:
+        raise RuntimeError(f"the day-{day} pipeline run failed ({report['error']})")
     if report["status"] != "SUCCEEDED":
         raise RuntimeError(f"the day-{day} pipeline run {report['status']}: {report['message']}")
     print(f"  day {day}: {report['status']} in {report['seconds']}s; rollout step: "
@@ -209,27 +170,10 @@ def _read(handle: Any) -> JsonDict:
     return {**reading, "cpu_s": round(reading["cpu_s"], 3), "t": time.time()}
 
 
-def ray_driver(settings: Any) -> None:
-    """This process as a Ray driver (to read the runner actor), without the actors' logs."""
-    import ray
-
-    from mlplatform.runtime.connect import gcs_address
-    from mlplatform.settings import apply_ray_auth_env
-
-    apply_ray_auth_env(settings)
-    ray.init(address=gcs_address(settings), log_to_driver=False, logging_level="WARNING")
+ray_driver = env.ray_driver
 
 
 # --- one phase: traffic during a pipeline run and the rollout it starts -------------------------
-
-
-def epoch(at: dt.datetime) -> float:
-    """The store's naive-UTC datetimes as Unix time (Replay stamps failures with time.time())."""
-    return at.replace(tzinfo=dt.UTC).timestamp() if at.tzinfo is None else at.timestamp()
-
-
-def naive_utc(t: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(t, dt.UTC).replace(tzinfo=None)
 
 
 def traffic(ctx: JsonDict, version: str) -> Any:
@@ -238,23 +182,6 @@ def traffic(ctx: JsonDict, version: str) -> Any:
     rows, labels = holdout_rows(ctx["services"], NAME, version)
     return Replay(ctx["url"], rows, labels, clients=CLIENTS,
                   rate_per_client=ctx["rate"] or None).start()
-
-
-def replay_summary(stats: Any, began: float, ended: float) -> JsonDict:
-    return {"seconds": round(ended - began, 1), "sent": stats.sent, "failed": stats.failed,
-            "rate_per_s": round(stats.sent / (ended - began), 1) if ended > began else None,
-            "statuses": {str(k): v for k, v in sorted(stats.statuses.items())},
-            "versions": dict(sorted(stats.versions.items())), "feedback": stats.feedback}
-
-
-def wait_settled(store: Any, rollout_id: str, timeout_s: float) -> tuple[Any, float]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        state = store.get(rollout_id)
-        if state is not None and state.settled:
-            return state, time.time()
-        time.sleep(0.25)
-    raise RuntimeError(f"rollout {rollout_id} not settled in {timeout_s:.0f}s: {store.get(rollout_id)}")
 
 
 def served_log(ctx: JsonDict, since: float, until: float) -> Any:
@@ -497,30 +424,13 @@ def print_report(res: JsonDict, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, res: JsonDict, work: Path) -> None:
-    from mlplatform.runtime.local import free_port, up
     from mlplatform.services import Services
     from mlplatform.serving.client import ServeControl
-    from mlplatform.settings import load_settings
 
     # This process's environment is what the cluster, its jobs and the pipeline runs inherit.
-    for key in [k for k in os.environ if k.startswith(("PLATFORM_", "RAY_")) and "RAY_SERVE_" not in k]:
-        os.environ.pop(key)
-    home = work / "home"
-    os.environ.update(PLATFORM_HOME=str(home), RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0",
-                      RAY_AUTH_TOKEN_PATH=str(home / "ray" / "auth_token"),
-                      PLATFORM_SERVE_PORT=str(free_port()), PLATFORM_SERVE_FASTPATH=args.fastpath,
-                      PLATFORM_ESTIMATOR_MODULES="sklearn,jobs.examples.demo_faults")
-    settings = load_settings()
-    (work / "config.json").write_text(json.dumps({"spec": derived_spec(args.interval),
-                                                  "rows_per_day": args.rows_per_day}))
-    print(f"cluster up (num_cpus=2), PLATFORM_HOME={home}", flush=True)
-    began = time.monotonic()
-    state = up(settings, num_cpus=2, port=free_port(), dashboard_port=free_port(), object_store_mb=300).state
-    res["cluster"] = {"seconds": round(time.monotonic() - began, 1), "temp_dir": state.temp_dir,
-                      "fastpath": args.fastpath}
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    # Serve's REST API (the served weights) is the dashboard's: what a CLI finds from the cluster state.
-    settings = settings.model_copy(update={"ray_address": state.dashboard_url, "ray_auth_mode": "token"})
+    settings, res["cluster"] = env.start(work, fastpath=args.fastpath,
+                                         estimator_modules="sklearn,jobs.examples.demo_faults")
+    env.write_config(work, derived_spec(args.interval), args.rows_per_day)
     ray_driver(settings)
     services = Services(settings)
     ctx: JsonDict = {"work": work, "settings": settings, "services": services,
@@ -548,13 +458,7 @@ def main(argv: list[str] | None = None) -> int:
                         "see the README for why not HAProxy)")
     p.add_argument("--quick", action="store_true", help="interval 3s, 600 rows a day")
     p.add_argument("--out", type=Path, default=OUT_JSON)
-    p.add_argument("--pipeline-day", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--bad", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.pipeline_day:
-        pipeline_day(args.work, args.pipeline_day, args.bad)
-        return 0
     from mlplatform.spec_types import duration_seconds
 
     interval = args.interval or ("3s" if args.quick else "5s")
@@ -575,19 +479,8 @@ def main(argv: list[str] | None = None) -> int:
 
         traceback.print_exc()
         res["errors"]["run"] = f"{type(exc).__name__}: {exc}"[:4000]
-    finally:  # only this run's cluster (named by its PLATFORM_HOME) and files
-        import ray
-
-        from mlplatform.runtime.local import down
-        from mlplatform.settings import load_settings
-
-        if ray.is_initialized():
-            ray.shutdown()
-        if os.environ.get("PLATFORM_HOME") == str(work / "home"):
-            down(load_settings())
-        if res.get("cluster"):
-            shutil.rmtree(res["cluster"]["temp_dir"], ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+    finally:  # only this run's cluster (named by its temp dir) and files
+        env.stop(work, res.get("cluster"))
     res["wall_s"] = round(time.monotonic() - began, 1)
     res["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     res["targets"] = targets(res, args.interval)

@@ -20,8 +20,6 @@ models only document the routes in the OpenAPI schema.
 import asyncio
 import collections
 import datetime as dt
-import functools
-import json
 import logging
 import time
 import uuid
@@ -30,12 +28,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import Response
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
 from ray import serve
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlplatform.data.reference import recorded_schema
 from mlplatform.services import Services
@@ -44,9 +39,11 @@ from mlplatform.settings import load_settings
 from mlplatform.spec import PipelineSpec
 from serve import bodies as b
 from serve import protocols as p
+from serve.api import ERRORS, LIMITS, api, body_doc
 from serve.hosting import HostedVersion, Prediction, RowTransforms, load_version
+from serve.limits import Kind, Limits, answers, read_json
 from serve.predlog import BatchedLog, feedback_writer, known_request_ids, prediction_writer
-from serve.responses import error, json_response, scalar
+from serve.responses import json_response, scalar
 from serve.routing import Router
 from serve.shadow import ShadowMirror
 
@@ -67,57 +64,6 @@ class _Table:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-api = FastAPI(
-    title="mlplatform model server",
-    description="A pipeline's live model versions behind one HTTP ingress: the platform's JSON, "
-    "the Open Inference Protocol (KServe V2) and MLflow's scoring formats. Errors are "
-    '`{"error": "..."}` with a 4xx status naming what was wrong.',
-    version="1",
-)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _httperror(request: Request, exc: StarletteHTTPException) -> Response:
-    return error(f"{exc.detail}: {request.method} {request.url.path}", exc.status_code)
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": p.ErrorResponse, "description": "A malformed request or an invalid row."},
-    404: {"model": p.ErrorResponse, "description": "Unknown model, version or entity."},
-    413: {"model": p.ErrorResponse, "description": "Body or batch over the configured limit."},
-    415: {"model": p.ErrorResponse, "description": "Not application/json."},
-    503: {"model": p.ErrorResponse, "description": "Overloaded (Retry-After) or no version live."},
-}
-
-
-def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
-
-
-_BODY_MODELS: list[type[BaseModel]] = [p.PredictRequest, p.V2InferRequest, p.MlflowRequest,
-                                       p.FeedbackRequest]
-
-
-def _openapi() -> dict[str, Any]:
-    """FastAPI's schema plus the request bodies, which the routes parse by hand (for speed)
-    and so FastAPI cannot see."""
-    if api.openapi_schema:
-        return api.openapi_schema
-    from fastapi.openapi.utils import get_openapi
-
-    schema = get_openapi(title=api.title, version=api.version, description=api.description,
-                         routes=api.routes)
-    _, defs = models_json_schema([(m, "validation") for m in _BODY_MODELS],
-                                 ref_template="#/components/schemas/{model}")
-    schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
-    api.openapi_schema = schema
-    return schema
-
-
-api.openapi = _openapi  # type: ignore[method-assign]
-
-
 def _datatype(hosted: HostedVersion) -> p.Datatype:
     classes = getattr(hosted.model, "classes_", None)
     sample = np.asarray(classes) if classes is not None else np.zeros(1)
@@ -134,24 +80,6 @@ def _version_order(v: str) -> tuple[int, str]:
     return (int(v), v) if v.isdigit() else (1 << 30, v)
 
 
-def _answers(handler: Any) -> Any:
-    """Every route answers: a RequestError is its 4xx with `{"error": ...}`, anything else a 500
-    naming a reference in the replica's log; nothing escapes to kill the request (or the replica)."""
-
-    @functools.wraps(handler)
-    async def answer(self: Any, *args: Any, **kwargs: Any) -> Response:
-        try:
-            return await handler(self, *args, **kwargs)
-        except p.RequestError as exc:
-            return error(str(exc), exc.status)
-        except Exception as exc:
-            ref = uuid.uuid4().hex[:12]
-            log.exception("request failed (ref %s)", ref)
-            return error(f"internal error ({type(exc).__name__}); reference {ref} in the replica's log", 500)
-
-    return answer
-
-
 @serve.deployment(name="ingress")
 @serve.ingress(api)
 class PipelineServer:
@@ -159,6 +87,7 @@ class PipelineServer:
         self.spec = PipelineSpec.model_validate(spec)
         assert self.spec.deploy is not None, "deployed without a deploy section"
         self.deploy = self.spec.deploy
+        LIMITS.limits = Limits.of(self.deploy)  # the middleware's (one ingress per replica process)
         self.settings = load_settings()
         self.services = Services(self.settings)
         self.schema = recorded_schema(self.services.metadata, self.spec.name)
@@ -218,28 +147,8 @@ class PipelineServer:
 
     # -- request plumbing ------------------------------------------------------------
 
-    async def _body(self, request: Request) -> Any:
-        ctype = request.headers.get("content-type", "")
-        # No content type is taken as JSON (tritonclient and many others send none); a declared
-        # other type (a form, CSV, the V2 binary extension) is refused by name.
-        if ctype and "json" not in ctype:
-            raise p.RequestError(f"content type {ctype or '(none)'!r} is not supported: send "
-                                 "application/json", 415)
-        limit = self.deploy.max_body_kb * 1024
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise p.RequestError(f"body of {int(declared)} bytes is over the limit of {limit} bytes "
-                                 "(deploy.max_body_kb)", 413)
-        raw = await request.body()
-        if len(raw) > limit:
-            raise p.RequestError(f"body of {len(raw)} bytes is over the limit of {limit} bytes "
-                                 "(deploy.max_body_kb)", 413)
-        if not raw.strip():
-            raise p.RequestError("empty body: send a JSON object")
-        try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise p.RequestError(f"malformed JSON: {exc}") from None
+    async def _body(self, request: Request, kind: Kind) -> Any:
+        return await read_json(request, kind, self.deploy.max_rows)
 
     def _live(self) -> _Table:
         table = self.table
@@ -363,17 +272,17 @@ class PipelineServer:
     # -- the platform's route ------------------------------------------------------------
 
     @api.post("/predict", summary="Predict for rows, columns or entity ids",
-              response_model=p.PredictResponse, responses=_ERRORS, openapi_extra=_body_doc(p.PredictRequest))
-    @_answers
+              response_model=p.PredictResponse, responses=ERRORS, openapi_extra=body_doc(p.PredictRequest))
+    @answers
     async def predict(self, request: Request) -> Response:
         t0 = time.perf_counter()
         table = self._live()
         pinned = self._pinned(table, request.headers.get(VERSION_HEADER))
-        body = await self._body(request)
+        body = await self._body(request, "predict")
         keys = b.entity_keys(body, self.entity)
         at = b.as_of(body)
         groups = self._groups(table, pinned, keys)
-        answers: list[dict[str, Any] | None] = [None] * len(keys)
+        results: list[dict[str, Any] | None] = [None] * len(keys)
         for version, rows in groups.items():
             hosted = table.hosted[version]
             sub = b.subset(body, rows) if len(groups) > 1 else body
@@ -389,7 +298,7 @@ class PipelineServer:
             pred = self._answer(hosted, variant, frame, ids, ents, t0)
             scores = pred.score()
             for j, i in enumerate(rows):
-                answers[i] = {
+                results[i] = {
                     "request_id": ids[j], "version": version, "variant": variant,
                     "prediction": scalar(pred.outputs[j]),
                     "probabilities": (None if pred.probabilities is None else
@@ -402,30 +311,30 @@ class PipelineServer:
             self._record(table, hosted, variant, frame, pred, ids, ents, latency)
             if pinned is None:
                 self._mirror(table, ents[0], frame, ids, ents)
-        return json_response({"predictions": answers})
+        return json_response({"predictions": results})
 
 
     # -- MLflow scoring server --------------------------------------------------------------
 
     @api.get("/ping", summary="MLflow scoring server health")
-    @_answers
+    @answers
     async def ping(self) -> Response:
         return json_response({"status": "ok"} if self.table and self.table.router else {"status": "no model"},
                      200 if self.table and self.table.router else 503)
 
     @api.get("/health", summary="MLflow scoring server health")
-    @_answers
+    @answers
     async def health(self) -> Response:
         return await self.ping()
 
     @api.post("/invocations", summary="MLflow scoring formats", response_model=p.MlflowResponse,
-              responses=_ERRORS, openapi_extra=_body_doc(p.MlflowRequest))
-    @_answers
+              responses=ERRORS, openapi_extra=body_doc(p.MlflowRequest))
+    @answers
     async def invocations(self, request: Request) -> Response:
         t0 = time.perf_counter()
         table = self._live()
         pinned = self._pinned(table, request.headers.get(VERSION_HEADER))
-        body = await self._body(request)
+        body = await self._body(request, "mlflow")
         version = pinned.version if pinned else self._choose(table, None)
         hosted = table.hosted[version]
         frame = p.parse_mlflow(body, hosted.contract)
@@ -442,17 +351,17 @@ class PipelineServer:
     # -- Open Inference Protocol (KServe V2) ----------------------------------------------
 
     @api.get("/v2", summary="Server metadata")
-    @_answers
+    @answers
     async def v2_server(self) -> Response:
         return json_response({"name": "mlplatform", "version": "1", "extensions": []})
 
     @api.get("/v2/health/live", summary="Liveness")
-    @_answers
+    @answers
     async def v2_live(self) -> Response:
         return json_response({"live": True})
 
     @api.get("/v2/health/ready", summary="Readiness: a version is live")
-    @_answers
+    @answers
     async def v2_ready(self) -> Response:
         ready = bool(self.table and self.table.router)
         return json_response({"ready": ready}, 200 if ready else 503)
@@ -477,25 +386,25 @@ class PipelineServer:
         return json_response(p.v2_model_metadata(name, versions, hosted.contract, outputs))
 
     @api.get("/v2/models/{name}", summary="Model metadata", response_model=p.V2ModelMetadata,
-             responses=_ERRORS)
-    @_answers
+             responses=ERRORS)
+    @answers
     async def v2_model(self, name: str) -> Response:
         return self._metadata(name, None)
 
     @api.get("/v2/models/{name}/versions/{version}", summary="Model version metadata",
-             response_model=p.V2ModelMetadata, responses=_ERRORS)
-    @_answers
+             response_model=p.V2ModelMetadata, responses=ERRORS)
+    @answers
     async def v2_model_version(self, name: str, version: str) -> Response:
         return self._metadata(name, version)
 
     @api.get("/v2/models/{name}/ready", summary="Model readiness")
-    @_answers
+    @answers
     async def v2_model_ready(self, name: str) -> Response:
         self._model(name, None)
         return json_response({"name": name, "ready": True})
 
     @api.get("/v2/models/{name}/versions/{version}/ready", summary="Model version readiness")
-    @_answers
+    @answers
     async def v2_model_version_ready(self, name: str, version: str) -> Response:
         self._model(name, version)
         return json_response({"name": name, "version": version.removeprefix("v"), "ready": True})
@@ -503,7 +412,7 @@ class PipelineServer:
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
         t0 = time.perf_counter()
         table, pinned = self._model(name, version)
-        body = await self._body(request)
+        body = await self._body(request, "v2")
         chosen = pinned.version if pinned else self._choose(table, None)
         hosted = table.hosted[chosen]
         frame, given_id = p.parse_v2(body, hosted.contract)
@@ -521,25 +430,25 @@ class PipelineServer:
         return json_response(out)
 
     @api.post("/v2/models/{name}/infer", summary="Inference (Open Inference Protocol)",
-              response_model=p.V2InferResponse, responses=_ERRORS, openapi_extra=_body_doc(p.V2InferRequest))
-    @_answers
+              response_model=p.V2InferResponse, responses=ERRORS, openapi_extra=body_doc(p.V2InferRequest))
+    @answers
     async def v2_infer(self, name: str, request: Request) -> Response:
         return await self._infer(request, name, None)
 
     @api.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one version",
-              response_model=p.V2InferResponse, responses=_ERRORS, openapi_extra=_body_doc(p.V2InferRequest))
-    @_answers
+              response_model=p.V2InferResponse, responses=ERRORS, openapi_extra=body_doc(p.V2InferRequest))
+    @answers
     async def v2_infer_version(self, name: str, version: str, request: Request) -> Response:
         return await self._infer(request, name, version)
 
     # -- feedback and status ----------------------------------------------------------------
 
     @api.post("/feedback", summary="Observed outcomes for earlier predictions",
-              response_model=p.FeedbackResponse, responses=_ERRORS,
-              openapi_extra=_body_doc(p.FeedbackRequest))
-    @_answers
+              response_model=p.FeedbackResponse, responses=ERRORS,
+              openapi_extra=body_doc(p.FeedbackRequest))
+    @answers
     async def feedback(self, request: Request) -> Response:
-        body = await self._body(request)
+        body = await self._body(request, "feedback")
         items = b.parse_feedback(body, self.deploy.max_rows)
         ids = [i["request_id"] for i in items]
         unknown = [rid for rid in ids if rid not in self.recent]
@@ -561,7 +470,7 @@ class PipelineServer:
         return json_response({"accepted": len(items)})
 
     @api.get("/status", summary="This replica's live versions, weights and counters")
-    @_answers
+    @answers
     async def status(self) -> Response:
         table = self.table
         if table is None:

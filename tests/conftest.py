@@ -1,6 +1,13 @@
 """Shared fixtures: one real local Ray cluster per test session, started the way users
 start it (`cluster.up`), on free ports, under a throwaway PLATFORM_HOME.
 
+`--backends cluster` (or PLATFORM_TEST_BACKENDS=cluster) runs the same tests against the
+production backends: the session starts a real PostgreSQL, redis-server and moto's S3 server
+(tests/backends.py), puts their credentials in the environment before the Ray cluster starts
+(as an operator would in the cluster's), and fixtures that build a home of their own give it
+its own stores through `tests.backends.store_env`. A missing backend fails the session: it
+never skips. The default, `embedded`, is the single-machine one (SQLite, files, SQLite online).
+
 The environment is fixed at import time, before anything imports Ray: Ray 2.60 would
 otherwise decide token auth from whatever ~/.ray holds on this machine.
 """
@@ -16,6 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests import backends
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="mlp-test-home-"))
@@ -44,6 +53,9 @@ def _free_port() -> int:
 # Ray Serve's HTTP port for the session (the default 8000 may belong to a user's own cluster).
 os.environ["PLATFORM_SERVE_PORT"] = str(_free_port())
 os.environ.pop("PLATFORM_SERVE_HOST", None)
+# Every Ray node of the session runs on this machine: one Serve proxy (on the head), since the
+# proxies of several nodes would all bind the same port (tests/multinode.py adds worker nodes).
+os.environ["PLATFORM_SERVE_PROXY_LOCATION"] = "HeadOnly"
 os.environ.pop("PLATFORM_SERVE_URL", None)
 
 
@@ -73,6 +85,34 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backends", choices=("embedded", "cluster"),
+                     default=os.environ.get("PLATFORM_TEST_BACKENDS", "embedded"),
+                     help="embedded: SQLite, local files (default); cluster: PostgreSQL, Redis and "
+                          "an S3 server (moto), started for the session (env PLATFORM_TEST_BACKENDS)")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    mode = session.config.getoption("--backends")
+    if mode != "cluster":
+        backends.activate("embedded", None)
+        return
+    try:
+        started = backends.ClusterBackends.start(SESSION_HOME)
+    except (backends.BackendUnavailable, RuntimeError) as exc:
+        pytest.exit(f"--backends cluster: {exc}", returncode=1)
+    backends.activate("cluster", started)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    mode = config.getoption("--backends")
+    active = backends.active()
+    if mode == "cluster" and active is not None:
+        return (f"backends: cluster (PostgreSQL :{active.postgres.port}, Redis :{active.redis.port}, "
+                f"S3 {active.s3.endpoint})")
+    return f"backends: {mode}"
+
+
 @pytest.fixture(scope="session")
 def session_home() -> Iterator[Path]:
     yield SESSION_HOME
@@ -85,9 +125,15 @@ def ray_cluster(session_home: Path) -> Iterator[dict[str, str]]:
     from mlplatform.settings import load_settings
 
     settings = load_settings()
+    # With --backends cluster the backends' credentials are already in os.environ
+    # (pytest_sessionstart): the head and its workers inherit them, as from an operator.
     result = cluster.up(settings, num_cpus=2, port=cluster.free_port(),
                         dashboard_port=cluster.free_port(), object_store_mb=300)
+    workers: list = []
+    stop_workers = None
     try:
+        if backends.mode() == "cluster":
+            workers, stop_workers = _start_worker_nodes(result.state.gcs_address, result.state.temp_dir)
         yield {"dashboard_url": result.state.dashboard_url,
                "gcs_address": result.state.gcs_address, "temp_dir": result.state.temp_dir}
     finally:
@@ -95,7 +141,25 @@ def ray_cluster(session_home: Path) -> Iterator[dict[str, str]]:
 
         if ray.is_initialized():
             ray.shutdown()
+        if stop_workers is not None:
+            stop_workers(workers)
         cluster.down(load_settings())
+
+
+def _start_worker_nodes(gcs_address: str, head_temp_dir: str) -> tuple[list, object]:
+    """In cluster mode the session cluster is multi-node: 2 worker nodes beside the head
+    (tests/multinode.py; without it, the head alone). This process connects first: the
+    workers are found joined through ray.nodes()."""
+    import importlib.util
+
+    if importlib.util.find_spec("tests.multinode") is None:
+        return [], None
+    from mlplatform.runtime.connect import connect
+    from mlplatform.settings import load_settings
+    from tests import multinode
+
+    connect(load_settings())
+    return multinode.start_workers(gcs_address, head_temp_dir, 2), multinode.stop_workers
 
 
 @pytest.fixture(scope="session")
@@ -112,8 +176,14 @@ def ray_connected(ray_cluster: dict[str, str]) -> dict[str, str]:
 def redis_url(session_home: Path) -> Iterator[str]:
     """A real redis-server on a free port, for the session. Without the binary the Redis
     tests are skipped, saying how to install it, unless PLATFORM_REQUIRE_REDIS=1 (CI
-    sets it, so that CI can never pass by skipping them)."""
+    sets it, so that CI can never pass by skipping them). With --backends cluster: the
+    session's Redis (db 0; isolated homes get dbs of their own)."""
     import time
+
+    active = backends.active()
+    if active is not None:
+        yield active.redis.url(0)
+        return
 
     from mlplatform.runtime.local import free_port
 
@@ -145,5 +215,30 @@ def redis_url(session_home: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[backends.PostgresServer]:
+    """A real PostgreSQL (Debian's binaries) for tests of the PostgreSQL paths themselves:
+    the session's with --backends cluster, else one started for them. Without the binaries
+    they are skipped, saying how to install them, unless PLATFORM_REQUIRE_POSTGRES=1 (CI)."""
+    active = backends.active()
+    if active is not None:
+        yield active.postgres
+        return
+    try:
+        server = backends.PostgresServer.start()
+    except backends.BackendUnavailable as exc:
+        if os.environ.get(backends.REQUIRE_POSTGRES) == "1":
+            pytest.fail(f"{exc} and {backends.REQUIRE_POSTGRES}=1")
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    active = backends.active()
+    if active is not None:
+        active.stop()
+        backends.activate("embedded", None)
     shutil.rmtree(SESSION_HOME, ignore_errors=True)

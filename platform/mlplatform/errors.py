@@ -27,5 +27,10 @@ class InputError(PlatformError):
     exit_code = 2
 
 
+class StoreUnavailable(PlatformError):
+    """A store (Redis, PostgreSQL, S3) is down or not answering right now: the request or step
+    may succeed when retried once it is back (a 503 with Retry-After in serving, not a 500)."""
+
+
 class ClusterUnreachable(PlatformError):
     """The Ray cluster (dashboard / Jobs API) cannot be reached."""

@@ -17,7 +17,7 @@ import pyarrow.fs as pafs
 
 from mlplatform import storage
 from mlplatform.metadata.store import MetadataStore
-from mlplatform.settings import Settings, load_settings
+from mlplatform.settings import Settings, apply_store_env, load_settings
 
 if TYPE_CHECKING:
     from mlplatform.features.store import FeatureStore
@@ -30,6 +30,7 @@ class Services:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        apply_store_env(settings)  # connect timeouts, the S3 endpoint: before any client exists
 
     @classmethod
     def from_env(cls, *, address: str | None = None) -> Services:
@@ -52,7 +53,15 @@ class Services:
 
     def storage(self, *parts: str) -> tuple[pafs.FileSystem, str]:
         """A location under the storage URI, as (filesystem, path): what tasks on any node read."""
+        self._storage_usable  # noqa: B018 - once: s3:// without credentials fails naming the setting
         return storage.resolve(self.storage_uri(*parts))
+
+    @cached_property
+    def _storage_usable(self) -> bool:
+        from mlplatform.store_checks import require_storage
+
+        require_storage(self.settings)
+        return True
 
     def storage_uri(self, *parts: str) -> str:
         return storage.join(self.settings.storage_uri, *parts) if parts else self.settings.storage_uri

@@ -10,6 +10,12 @@ Ray dashboard shows a job's runtime_env to everyone who can see the cluster and 
 submitter is not the operator: the allow-lists of code a spec may name
 (`estimator_modules`, `transformation_modules`) and store URLs that carry a password.
 A job reads both from its own, the cluster's, environment or PLATFORM_CONFIG file.
+
+The production backends take their secrets the way their own clients do, from the
+cluster's environment: PGPASSWORD (or a password in a URL set there), AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY. Only the S3 endpoint (`s3_endpoint_url`, not secret) travels with a
+job. Every connection has a timeout (`apply_store_env`), so an unreachable store fails
+within seconds instead of hanging a command, a step or a replica.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from mlplatform.errors import InputError
 from mlplatform.redact import has_secret, redact_text, redact_url, url_location
 
 AuthMode = Literal["token", "disabled"]
+ProxyLocation = Literal["EveryNode", "HeadOnly", "Disabled"]
 _APPLIED_MARK = "_PLATFORM_APPLIED_RAY_AUTH_MODE"
 
 # Environment variable(s) read for each setting, first match wins.
@@ -45,14 +52,24 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "serve_host": ("PLATFORM_SERVE_HOST",),
     "serve_port": ("PLATFORM_SERVE_PORT",),
     "serve_url": ("PLATFORM_SERVE_URL",),
+    "serve_proxy_location": ("PLATFORM_SERVE_PROXY_LOCATION",),
+    # pyarrow, boto3 and (through MLFLOW_S3_ENDPOINT_URL) MLflow all read AWS_ENDPOINT_URL.
+    "s3_endpoint_url": ("PLATFORM_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
 }
 # Where Ray Serve listens; not secret, forwarded to jobs so that the deploy step reaches it.
-SERVE_KEYS = ("serve_host", "serve_port", "serve_url")
+SERVE_KEYS = ("serve_host", "serve_port", "serve_url", "serve_proxy_location")
 # Store URLs a job needs; forwarded to it unless they carry a password (see job_env).
 STORE_URL_KEYS = ("metadata_url", "mlflow_tracking_uri", "storage_uri", "online_store_url")
+# Seconds a client waits to connect to PostgreSQL (libpq's PGCONNECT_TIMEOUT, which MLflow's
+# own engine honours too) and to Redis: an unreachable store is an error within seconds.
+CONNECT_TIMEOUT_S = 5
 # Set by job_env for a URL left out: the redacted URL the submitter used, so that a job on a
 # cluster that lacks the credentials fails naming the setting instead of using another store.
 EXPECT_PREFIX = "PLATFORM_EXPECT_"
+# mlflow.set_tracking_uri (models/registry.py) also writes MLFLOW_TRACKING_URI into the process's
+# environment; the registry notes the value here so that settings built later in the same process
+# (another home, a test) do not take the first home's MLflow database for the user's setting.
+MLFLOW_SET_MARK = "_PLATFORM_MLFLOW_URI_SET_BY_REGISTRY"
 
 
 class ConfigFile(BaseModel):
@@ -72,6 +89,8 @@ class ConfigFile(BaseModel):
     serve_host: str | None = None
     serve_port: int | None = None
     serve_url: str | None = None
+    serve_proxy_location: ProxyLocation | None = None
+    s3_endpoint_url: str | None = None
 
 
 class Settings(BaseModel):
@@ -98,6 +117,12 @@ class Settings(BaseModel):
     serve_port: int = Field(8000, description="Ray Serve's HTTP port.")
     serve_url: str = Field(description="Where clients (the CLI, the deploy step's infra validation) "
                            "send HTTP requests: http://<serve_host>:<serve_port> unless configured.")
+    serve_proxy_location: ProxyLocation = Field(
+        "EveryNode", description="Where Serve runs its HTTP proxies (Serve's proxy_location): EveryNode "
+        "(Serve's default: a proxy on each node with replicas), HeadOnly (one entry point; also for "
+        "several Ray nodes on one machine, whose proxies would all bind the same port) or Disabled.")
+    s3_endpoint_url: str | None = Field(None, description="An S3-compatible server's endpoint "
+                                        "(MinIO, moto, ...) for s3:// URIs; unset: AWS.")
     sources: dict[str, str] = Field(default_factory=dict)
 
     @property
@@ -126,6 +151,8 @@ class Settings(BaseModel):
                 env[var] = value
         for key in SERVE_KEYS:
             env[ENV_VARS[key][0]] = str(getattr(self, key))
+        if self.s3_endpoint_url and not has_secret(self.s3_endpoint_url):
+            env["AWS_ENDPOINT_URL"] = env["MLFLOW_S3_ENDPOINT_URL"] = self.s3_endpoint_url
         return env
 
 
@@ -171,6 +198,16 @@ def _local_cluster_address(home: Path) -> str | None:
         return None
 
 
+def with_db_driver(url: str) -> str:
+    """The URL an engine is created from: `postgresql://` (and `postgres://`) name no driver and
+    SQLAlchemy would pick psycopg2, which the `cluster` extra does not install; the platform's
+    driver is psycopg (3). The setting itself is shown and sent as the user wrote it."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    return url
+
+
 def load_settings(env: dict[str, str] | None = None, *, address: str | None = None) -> Settings:
     """Resolve the settings from the environment, platform.yaml and defaults.
 
@@ -182,7 +219,7 @@ def load_settings(env: dict[str, str] | None = None, *, address: str | None = No
 
     def pick(key: str) -> str | None:
         for var in ENV_VARS[key]:
-            if env.get(var):
+            if env.get(var) and not (var == "MLFLOW_TRACKING_URI" and env[var] == env.get(MLFLOW_SET_MARK)):
                 sources[key] = f"env {var}"
                 return env[var]
         value = getattr(cfg, key)
@@ -254,6 +291,9 @@ def load_settings(env: dict[str, str] | None = None, *, address: str | None = No
         raise InputError(f"PLATFORM_SERVE_PORT={port_raw!r}: expected a port number (1-65535)") from None
     connect_host = "127.0.0.1" if serve_host in ("0.0.0.0", "::") else serve_host
     serve_url = with_default("serve_url", f"http://{connect_host}:{serve_port}").rstrip("/")
+    proxy = with_default("serve_proxy_location", "EveryNode")
+    if proxy not in ("EveryNode", "HeadOnly", "Disabled"):
+        raise InputError(f"PLATFORM_SERVE_PROXY_LOCATION={proxy!r}: expected EveryNode, HeadOnly or Disabled")
     return Settings(
         home=home,
         ray_address=ray_address,
@@ -265,6 +305,8 @@ def load_settings(env: dict[str, str] | None = None, *, address: str | None = No
         serve_host=serve_host,
         serve_port=serve_port,
         serve_url=serve_url,
+        serve_proxy_location=proxy,  # type: ignore[arg-type]
+        s3_endpoint_url=pick("s3_endpoint_url"),
         sources=sources,
     )
 
@@ -274,6 +316,23 @@ def on_allow_list(path: str, modules: str) -> bool:
     module, not by text (`sklearnx.Evil` is not under `sklearn`)."""
     prefixes = [m.strip() for m in modules.split(",") if m.strip()]
     return any(path == p or path.startswith(p + ".") for p in prefixes)
+
+
+def setting_name(key: str) -> str:
+    """How a user sets `key`: `metadata_url (PLATFORM_METADATA_URL)`, for error messages."""
+    return f"{key} ({ENV_VARS[key][0]})" if key in ENV_VARS else key
+
+
+def apply_store_env(settings: Settings) -> None:
+    """Make this process's store clients behave as configured: connect timeouts (libpq reads
+    PGCONNECT_TIMEOUT; MLflow builds its own engine, so a URL option would not reach it) and
+    the S3 endpoint for pyarrow, boto3 and MLflow. Values the user set are kept."""
+    os.environ.setdefault("PGCONNECT_TIMEOUT", str(CONNECT_TIMEOUT_S))
+    if settings.s3_endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = settings.s3_endpoint_url
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", settings.s3_endpoint_url)
+    elif os.environ.get("AWS_ENDPOINT_URL"):
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", os.environ["AWS_ENDPOINT_URL"])
 
 
 def apply_ray_auth_env(settings: Settings) -> None:

@@ -341,7 +341,13 @@ class DeploySpec(Strict):
     max_queued_requests: int = Field(256, ge=1, description="Requests queued per caller beyond that; "
                                      "more are shed with 503 and Retry-After instead of waiting.")
     max_rows: int = Field(1000, ge=1, le=100_000, description="Rows per request; more is a 413.")
-    max_body_kb: int = Field(1024, ge=1, description="Request body size limit; more is a 413.")
+    max_body_kb: int = Field(1024, ge=1, le=1024 * 1024, description="Request body size limit; more "
+                             "is a 413, refused as the bytes arrive (before any parsing).")
+    max_inflight_per_client: int = Field(64, ge=1, description="Requests one client (its API key "
+                                         "header, else its peer address) may have in flight in one "
+                                         "replica; more get 429 with Retry-After.")
+    body_timeout_s: float = Field(30, gt=0, le=3600, description="Seconds a request's body may take "
+                                  "to arrive; a slower client gets 408.")
     strict_inputs: bool = Field(True, description="An unknown column in a request is a 400 "
                                 "(false: it is dropped).")
     missing_entity: Literal["error", "nulls"] = Field(

@@ -113,6 +113,8 @@ def validate_document(
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
+        if line is None and isinstance(exc, yaml.reader.ReaderError):  # a bad byte: only a position
+            line = text.count("\n", 0, exc.position) + 1
         raise SpecError(file, [SpecIssue(path="", line=line, message=f"not valid YAML: {exc}")]) from None
     if root is None:
         raise SpecError(file, [SpecIssue(path="", line=1, message="the file is empty")])

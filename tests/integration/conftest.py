@@ -14,6 +14,7 @@ from mlplatform.pipeline import run_pipeline
 from mlplatform.rollout.plan import RolloutSpec
 from mlplatform.settings import load_settings
 from mlplatform.spec_loader import load_spec
+from tests.backends import store_env
 
 ROOT = Path(__file__).resolve().parents[2]
 NOISE_DAY = 3
@@ -25,8 +26,10 @@ def demo_runs(ray_connected, tmp_path_factory: pytest.TempPathFactory) -> dict: 
 
     home = tmp_path_factory.mktemp("demo") / "home"
     # The session's cluster and Serve port: the runs' deploy step serves each new champion.
+    # --backends cluster: its own PostgreSQL databases, S3 prefix and Redis db (tests/backends.py).
     env = {"PLATFORM_HOME": str(home), "PLATFORM_RAY_ADDRESS": ray_connected["dashboard_url"],
-           **{k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PLATFORM_SERVE_PORT")}}
+           **{k: os.environ[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PLATFORM_SERVE_PORT")},
+           **store_env(home, "demo")}
     settings = load_settings(env=env)
     spec = load_spec(ROOT / "jobs" / "examples" / "demo.yaml", env=env)
     # These runs test the steps, serving and the champion of each day: each gate winner goes live

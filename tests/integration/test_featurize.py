@@ -21,6 +21,7 @@ from mlplatform.metadata.store import MetadataStore
 from mlplatform.pipeline import run_pipeline
 from mlplatform.settings import load_settings
 from mlplatform.spec_loader import load_spec
+from tests.backends import store_env
 from tests.conftest import platformctl
 
 pytestmark = pytest.mark.ray
@@ -113,7 +114,7 @@ def test_features_get_returns_the_offline_value(demo_runs: dict) -> None:
 
 def test_a_raising_transformation_stops_the_run_and_writes_nothing(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
     home = tmp_path / "home"
-    env = {"PLATFORM_HOME": str(home)}
+    env = {"PLATFORM_HOME": str(home), **store_env(home, "broken")}
     spec_file = tmp_path / "broken.yaml"
     text = (ROOT / "jobs" / "examples" / "demo.yaml").read_text().replace(
         "jobs.examples.demo_features.activity", "tests.integration.broken_features.explode")

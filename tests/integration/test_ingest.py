@@ -18,6 +18,7 @@ from mlplatform.pipeline import StepContext, registered_steps, run_pipeline
 from mlplatform.services import Services
 from mlplatform.settings import load_settings
 from mlplatform.spec import PipelineSpec
+from tests.backends import store_env
 from tests.conftest import cli
 from tests.unit.test_ingest_files import FlakyStorage
 
@@ -30,8 +31,14 @@ def _spec(name: str, path: str, fmt: str = "parquet", on_unreadable: str = "skip
         "timestamp_column": "event_ts", "label_column": "churned", "on_unreadable": on_unreadable}})
 
 
+def _env(tmp_path: Path) -> dict[str, str]:
+    """The test's own home, with stores of its own (--backends cluster: PostgreSQL, S3, Redis)."""
+    home = tmp_path / "home"
+    return {"PLATFORM_HOME": str(home), **store_env(home, "ingest")}
+
+
 def _settings(tmp_path: Path):  # noqa: ANN202
-    return load_settings(env={"PLATFORM_HOME": str(tmp_path / "home")})
+    return load_settings(env=_env(tmp_path))
 
 
 def _ingest_events(store: MetadataStore, run_id: str) -> tuple[list[str], list[str]]:
@@ -158,7 +165,7 @@ def test_a_truncated_file_is_set_aside_and_not_retried_until_it_changes(
     bad = data / "events_2026-01-05.parquet"
     bad.write_bytes(whole[: len(whole) // 2])  # an upload cut off half way
     settings = _settings(tmp_path)
-    env = {"PLATFORM_HOME": str(tmp_path / "home")}
+    env = _env(tmp_path)
     spec = _spec("trunc", str(data))
     logs: list[str] = []
     first = run_pipeline(spec, settings, run_id="trunc-1", log=logs.append)

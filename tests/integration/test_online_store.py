@@ -16,6 +16,7 @@ from mlplatform.features.store import FeatureStore
 from mlplatform.settings import load_settings
 from mlplatform.spec import PipelineSpec
 from mlplatform.spec_loader import load_spec
+from tests.backends import store_env
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = pd.Timestamp("2026-01-01")
@@ -33,7 +34,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def _store(spec: PipelineSpec, tmp_path: Path, url: str) -> FeatureStore:
-    return FeatureStore(spec, load_settings(env={"PLATFORM_HOME": str(tmp_path / "home")}), online_url=url)
+    home = tmp_path / "home"
+    return FeatureStore(spec, load_settings(env={"PLATFORM_HOME": str(home), **store_env(home, "online")}),
+                        online_url=url)
 
 
 def _late_spec() -> PipelineSpec:
@@ -151,12 +154,12 @@ def test_demo_features_online_equal_offline(backend: str, tmp_path: Path) -> Non
 
 
 def test_bad_online_urls_are_clear() -> None:
-    from mlplatform.errors import InputError
+    from mlplatform.errors import InputError, PlatformError
     from mlplatform.features.online_store import open_online_store
 
     with pytest.raises(InputError, match="expected sqlite:///PATH or redis://HOST:PORT/DB"):
         open_online_store("mysql://x")
-    with pytest.raises(InputError, match="cannot reach Redis"):
+    with pytest.raises(PlatformError, match="cannot reach Redis"):
         open_online_store("redis://127.0.0.1:1/0")
 
 

@@ -400,3 +400,87 @@ def test_the_served_openapi_documents_every_route_and_body(served: dict) -> None
     body = paths["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
     assert set(schemas[body.rsplit("/", 1)[-1]]["properties"]) == {"rows", "columns", "entities", "at"}
     assert "400" in paths["/predict"]["post"]["responses"] and "413" in paths["/predict"]["post"]["responses"]
+
+
+def test_schemathesis_cases_from_the_served_openapi_break_nothing(served: dict, capsys) -> None:  # noqa: ANN001
+    """Generated cases for every documented operation (tests/fuzz/serve_cases.py) over real HTTP:
+    no 5xx, no traceback, every refusal in the `{"error": ...}` shape; the replica survives."""
+    from tests.fuzz.serve_cases import fuzz
+
+    before = served["control"].app("demo")
+    seen = fuzz(served["url"], max_examples=40)
+    total = sum(sum(c.values()) for c in seen.values())
+    with capsys.disabled():
+        print(f"\nschemathesis: {total} cases over {len(seen)} operations")
+        for label, counts in seen.items():
+            print(f"  {label}: {sum(counts.values())} cases, statuses {dict(sorted(counts.items()))}")
+    assert len(seen) >= 14 and all(sum(c.values()) > 0 for c in seen.values())
+    after = served["control"].app("demo")
+    assert after is not None and after.status == "RUNNING" and after.replicas == before.replicas
+    row = _records(_rows(served, served["champion"], 1))[0]
+    assert _post(served, "/predict", {"rows": [row]}).status_code == 200
+
+
+def test_the_spec_request_limits_hold_on_the_real_ingress(served: dict) -> None:
+    """A copy of the demo app deployed with low limits in its `deploy` section: the replica
+    honours each (rows, body size, per-client concurrency, slow body), over real HTTP."""
+    import socket
+
+    from mlplatform.serving.plan import ServingConfig
+
+    control = served["control"]
+    spec = served["spec"].model_copy(deep=True)
+    spec.name = "demolimits"
+    spec.deploy = spec.deploy.model_copy(update={"max_rows": 3, "max_body_kb": 4, "log_predictions": False,
+                                                 "max_inflight_per_client": 1, "body_timeout_s": 3})
+    live = control.app("demo").config
+    slot = live.slot(served["champion"]).model_copy(update={"weight": 100, "idle_until": None})
+    control.apply(spec, ServingConfig(pipeline="demolimits", model_name=live.model_name,
+                                      champion=slot.version, versions=[slot], store=live.store,
+                                      generation=1), wait_s=240)
+    url = f"{served['settings'].serve_url}/demolimits"
+    try:
+        row = _records(_rows(served, served["champion"], 1))[0]
+        assert requests.post(url + "/predict", json={"rows": [row]}, timeout=30).status_code == 200
+        many = requests.post(url + "/predict", json={"rows": [row] * 4}, timeout=30)
+        assert many.status_code == 413
+        assert many.json() == {"error": "too many rows: 4 (the limit is 3, deploy.max_rows)"}
+        big = requests.post(url + "/predict", data=b"{" + b" " * 5000 + b"}", timeout=30,
+                            headers={"content-type": "application/json"})
+        assert big.status_code == 413 and "4096 bytes (deploy.max_body_kb)" in big.json()["error"]
+
+        # A client that sends half a body holds its one slot: its next request is a 429; the
+        # half body itself gets a 408 once body_timeout_s has passed.
+        host, port = served["settings"].serve_url.removeprefix("http://").split(":")
+        slow: dict[str, bytes] = {}
+
+        def trickle() -> None:
+            with socket.create_connection((host, int(port)), timeout=60) as s:
+                s.sendall(b"POST /demolimits/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+                          b"\r\ncontent-length: 100\r\n\r\n{\"rows\": [")
+                data = b""
+                while b"}" not in data:
+                    more = s.recv(65536)
+                    if not more:
+                        break
+                    data += more
+                slow["answer"] = data
+
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        refused = None
+        while thread.is_alive() and refused is None:
+            resp = requests.post(url + "/predict", json={"rows": [row]}, timeout=30)
+            if resp.status_code == 429:
+                refused = resp
+        thread.join(timeout=60)
+        assert refused is not None, "no 429 while the slow body was in flight"
+        assert refused.headers["retry-after"] == "1"
+        assert "limit of 1 per replica (deploy.max_inflight_per_client)" in refused.json()["error"]
+        answer = slow["answer"].decode()
+        assert answer.startswith("HTTP/1.1 408"), answer[:300]
+        assert "did not arrive within 3 s (deploy.body_timeout_s)" in answer
+        # The slot is free again, and the replica answers.
+        assert requests.post(url + "/predict", json={"rows": [row]}, timeout=30).status_code == 200
+    finally:
+        control.down("demolimits")

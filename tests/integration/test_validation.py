@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mlplatform import manifest
 from mlplatform.data.schema import infer_schema
 from mlplatform.data.synthetic import DemoDataConfig, generate_day
 from mlplatform.data.validation import REASON, validate_dataset
@@ -59,8 +60,10 @@ def test_broken_batch_lists_every_failure_and_quarantines_rows(hard_schema: Sche
     domain = next(f for f in result.failures if f.check == "domain")
     assert domain.samples == ["XX"] * len(domain.samples) and len(domain.row_ids) == len(domain.samples)
     assert domain.fraction == pytest.approx(domain.failing / broken.num_rows)
-    quarantined = pads.dataset(tmp_path / "q", format="parquet").to_table().to_pandas()
-    valid = pads.dataset(tmp_path / "valid", format="parquet").to_table()
+    # Folders given as plain paths are committed: read through their manifests.
+    quarantined = pads.dataset(manifest.committed_files(str(tmp_path / "q"))[1],
+                               format="parquet").to_table().to_pandas()
+    valid = pads.dataset(manifest.committed_files(str(tmp_path / "valid"))[1], format="parquet").to_table()
     assert len(quarantined) == result.rows_quarantined and valid.num_rows == result.rows_valid
     assert (quarantined["country"] == "XX").sum() == domain.failing
     assert quarantined[REASON].str.contains("country: domain").sum() == domain.failing

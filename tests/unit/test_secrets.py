@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlplatform.errors import InputError
+from mlplatform.errors import InputError, PlatformError
 from mlplatform.redact import has_secret, redact_text, redact_url, url_location
 from mlplatform.runtime.jobs import build_runtime_env, job_metadata
 from mlplatform.settings import load_settings
@@ -141,9 +141,10 @@ def test_online_store_errors_mask_the_password() -> None:
     with pytest.raises(InputError) as info:
         open_online_store("memcached://u:s3cr3t@host:11211")
     assert "u:***@host" in info.value.message and "s3cr3t" not in info.value.message
-    with pytest.raises(InputError) as info:
+    with pytest.raises(PlatformError) as info:  # an unreachable store: the environment's fault, exit 1
         open_online_store("redis://:r3d1s@127.0.0.1:1/0")  # nothing listens on port 1
     assert ":***@127.0.0.1:1/0" in info.value.message and "r3d1s" not in info.value.message
+    assert not isinstance(info.value, InputError)  # not the user's input (exit 2): exit 1
 
 
 def test_the_local_cluster_token_file_is_private_from_the_start(tmp_path: Path) -> None:

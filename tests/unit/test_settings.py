@@ -91,3 +91,24 @@ def test_auth_mode_set_by_this_process_is_re_resolved(tmp_path: Path,
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's own choice still wins
     monkeypatch.delenv("_PLATFORM_APPLIED_RAY_AUTH_MODE")
     assert load_settings().ray_auth_mode == "disabled"
+
+
+def test_a_second_home_in_one_process_keeps_its_own_mlflow(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlflow.set_tracking_uri (the registry) writes MLFLOW_TRACKING_URI into the environment;
+    settings for another home built later in the process must not take it for the user's."""
+    import os
+
+    from mlplatform.models.registry import ModelRegistry
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("PLATFORM_MLFLOW_TRACKING_URI", raising=False)
+    a = load_settings(env={**os.environ, "PLATFORM_HOME": str(tmp_path / "a")})
+    ModelRegistry(a)
+    assert os.environ.get("MLFLOW_TRACKING_URI")  # what MLflow did
+    b = load_settings(env={**os.environ, "PLATFORM_HOME": str(tmp_path / "b")})
+    assert b.mlflow_tracking_uri != a.mlflow_tracking_uri and str(tmp_path / "b") in b.mlflow_tracking_uri
+    # A user's own MLFLOW_TRACKING_URI still counts.
+    mine = f"sqlite:///{tmp_path}/mine.db"
+    c = load_settings(env={**os.environ, "PLATFORM_HOME": str(tmp_path / "c"), "MLFLOW_TRACKING_URI": mine})
+    assert c.mlflow_tracking_uri == mine

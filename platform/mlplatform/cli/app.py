@@ -7,6 +7,7 @@ import typer
 from mlplatform import __version__
 from mlplatform.cli import (
     cluster_cmd,
+    config_cmd,
     data_cmd,
     demo_cmd,
     features_cmd,
@@ -31,6 +32,7 @@ app.add_typer(jobs_cmd.app, name="jobs")
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(spec_cmd.spec_app, name="spec")
 app.add_typer(spec_cmd.config_app, name="config")
+spec_cmd.config_app.command("check")(config_cmd.check)
 app.add_typer(data_cmd.schema_app, name="schema")
 app.add_typer(data_cmd.alerts_app, name="alerts")
 app.add_typer(features_cmd.app, name="features")

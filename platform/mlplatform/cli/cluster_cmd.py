@@ -51,7 +51,8 @@ def up(
 @app.command("status")
 @handle_errors
 def status(address: AddressOpt = None, json_: JsonOpt = False) -> None:
-    """Nodes, CPUs and memory, dashboard URL, running jobs and Serve applications."""
+    """Nodes, CPUs and memory, dashboard URL, running jobs and Serve applications; warns about
+    any of the local cluster's sockets that listen beyond 127.0.0.1."""
     st = cluster_status(settings_for(address))
     if json_:
         print_json(st)
@@ -67,6 +68,12 @@ def status(address: AddressOpt = None, json_: JsonOpt = False) -> None:
                   + "".join(f"\n  {j['job_id']} {j['status']}" for j in st.running_jobs))
     console.print(f"serve applications: {len(st.serve_applications)}"
                   + "".join(f"\n  {k}: {v}" for k, v in st.serve_applications.items()))
+    if st.exposed is None:
+        console.print("[dim]listening sockets: not inspected (the cluster is not this machine's "
+                      "`cluster up`)[/]")
+    for e in st.exposed or []:
+        console.print(f"[yellow]warning:[/] {e.process} (pid {e.pid}) listens on {e.address}:{e.port}, "
+                      f"reachable from other machines: {e.fix}", highlight=False, soft_wrap=True)
 
 
 def _drain_serve(settings: Settings) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -50,6 +51,15 @@ def init(name: Annotated[str, typer.Argument(help="Pipeline name (lowercase, dig
         console.print(f"wrote {path}; check it with `platformctl spec check {path}`")
 
 
+_FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")
+
+
+def _field_of(problem: str) -> str:
+    """The field a code problem names first ("model.params: ..."), for --json's `path`."""
+    found = _FIELD.match(problem)
+    return found.group(1) if found else ""
+
+
 @spec_app.command("check")
 @handle_errors
 def check(file: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
@@ -72,7 +82,7 @@ def check(file: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
     if problems:
         if json_:
             print_json({"valid": False, "file": str(file),
-                        "errors": [{"path": "", "message": p} for p in problems]})
+                        "errors": [{"path": _field_of(p), "message": p} for p in problems]})
         else:
             err_console.print(f"[bold red]{file}: {len(problems)} problem(s)[/]")
             for p in problems:

@@ -31,12 +31,9 @@ files aside again: their alerts are not repeated (see `_Rejections.alert`).
 
 from __future__ import annotations
 
-import secrets
-
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from mlplatform import storage
+from mlplatform import manifest, storage
 from mlplatform.artifacts import RejectedSourceFile, Snapshot, SourceFile
 from mlplatform.data.ingest import (
     SUFFIXES,
@@ -150,10 +147,26 @@ def _nothing_new(ctx: StepContext, files: list[pafs.FileInfo], skipped: int) -> 
                       summary={"files_found": len(files), "files_new": 0, "files_set_aside_before": skipped})
 
 
+class _PartNames:
+    """Ray Data's file names for one write: the manifest protocol's part names (the write id
+    unique per attempt, then the write task's index), so a retried task rewrites its own part
+    and an earlier attempt's parts are told apart and deleted at the commit. Ray's Parquet
+    sink only calls `get_filename_for_task` (ray.data.datasource.FilenameProvider), so this
+    module need not import Ray."""
+
+    def __init__(self, write_id: str):
+        self.write_id = write_id
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        # Ray's own write uuid too: its append mode refuses a name without it.
+        return manifest.part_name(self.write_id, f"{write_uuid}-{task_index:06d}")
+
+
 def _write_snapshot(ctx: StepContext, fs: pafs.FileSystem, paths: list[str], snap_path: str,
-                    out_fs: pafs.FileSystem) -> bool:
-    """Read the files as one Ray Dataset and publish it at `snap_path`; False when they hold no
-    rows. Raises _ReadFailed when Ray cannot read them."""
+                    out_fs: pafs.FileSystem, content_hash: str) -> manifest.Manifest | None:
+    """Read the files as one Ray Dataset and publish it at `snap_path`: Ray's write tasks put
+    their parts straight into the folder (on any node), then this driver commits them with a
+    manifest. None when they hold no rows. Raises _ReadFailed when Ray cannot read them."""
     ctx.services.connect_ray()
     import ray
 
@@ -163,36 +176,40 @@ def _write_snapshot(ctx: StepContext, fs: pafs.FileSystem, paths: list[str], sna
         ds = ray.data.read_parquet(paths, filesystem=fs)
     else:
         ds = ray.data.read_csv(paths, filesystem=fs)
-    tmp = f"{snap_path}.tmp-{secrets.token_hex(4)}"
+    write_id = manifest.new_write_id(ctx.run_id or "")
     try:
-        ds.write_parquet(tmp, filesystem=out_fs)
+        ds.write_parquet(snap_path, filesystem=out_fs,
+                         filename_provider=_PartNames(write_id))  # type: ignore[arg-type]
     except Exception as exc:  # Ray wraps the reader's error: find the file to blame, or name the batch
-        if storage.exists(out_fs, tmp):
-            out_fs.delete_dir(tmp)
-        raise _ReadFailed(str(exc)) from None
-    if not storage.exists(out_fs, tmp):
-        return False
-    # Publish atomically: a crash leaves only a .tmp folder, never a half snapshot.
-    out_fs.move(tmp, snap_path)
-    return True
+        raise _ReadFailed(str(exc)) from None  # its parts, if any, stay invisible (no manifest)
+    written = manifest.parts_of(out_fs, snap_path, write_id)
+    parts = [p for p in written if p.rows]
+    if not parts:  # no rows: nothing to publish (empty parts are invisible; tidy them anyway)
+        for p in written:
+            out_fs.delete_file(f"{snap_path}/{p.name}")
+        return None
+    return manifest.commit(out_fs, snap_path, parts, write_id=write_id, content_hash=content_hash,
+                           writer=manifest.writer_label(f"ingest {ctx.run_id}"))
 
 
 def _snapshot(ctx: StepContext, fs: pafs.FileSystem, good: list[pafs.FileInfo], hashes: dict[str, str],
               columns: list[str]) -> Snapshot | None:
     """The snapshot of `good` (written now, or found: same content); None when they hold no rows."""
     snap = snapshot_hash([hashes[f.path] for f in good])
-    out_fs, out_root = storage.resolve(ctx.settings.storage_uri)
-    snap_path = f"{out_root.rstrip('/')}/snapshots/{ctx.spec.name}/{snap[:16]}"
+    snap_uri = storage.join(ctx.settings.storage_uri, "snapshots", ctx.spec.name, snap[:16])
+    out_fs, snap_path = storage.resolve(snap_uri)
     paths = [f.path for f in good]
-    if storage.exists(out_fs, snap_path):
+    found = manifest.read(out_fs, snap_path)
+    if found is not None and found.content_hash == snap:
         ctx.log(f"snapshot {snap[:16]} already stored (same content): reusing it")
-    elif not _write_snapshot(ctx, fs, paths, snap_path, out_fs):
-        return None
-    rows = pads.dataset(snap_path, format="parquet", filesystem=out_fs).count_rows()
-    snap_uri = snap_path if "://" not in ctx.settings.storage_uri else storage.join(
-        ctx.settings.storage_uri, "snapshots", ctx.spec.name, snap[:16])
-    ctx.log(f"snapshot {snap[:16]}: {rows} rows, {len(columns)} columns -> {snap_uri}")
-    return Snapshot(uri=snap_uri, content_hash=snap, rows=rows, columns=columns, files=paths,
+    else:
+        found = _write_snapshot(ctx, fs, paths, snap_path, out_fs, snap)
+        if found is None:
+            return None
+    if "://" not in ctx.settings.storage_uri:
+        snap_uri = snap_path
+    ctx.log(f"snapshot {snap[:16]}: {found.rows} rows, {len(columns)} columns -> {storage.redact(snap_uri)}")
+    return Snapshot(uri=snap_uri, content_hash=snap, rows=found.rows, columns=columns, files=paths,
                     format="parquet")
 
 

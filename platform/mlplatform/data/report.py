@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.fs as pafs
 from pydantic import BaseModel
 
+from mlplatform import storage
 from mlplatform.data.stats import DatasetStats, extend_edges
 from mlplatform.data.validation import SHIFT_FRACTION, ValidationResult
 from mlplatform.spec import ColumnSchema, SchemaSpec
@@ -237,8 +238,7 @@ def report_json(result: ValidationResult, schema: SchemaSpec) -> dict[str, Any]:
 
 def write_reports(result: ValidationResult, schema: SchemaSpec, reference: DatasetStats | None,
                   fs: pafs.FileSystem, folder: str, title: str) -> None:
-    fs.create_dir(folder, recursive=True)
-    with fs.open_output_stream(f"{folder}/validation.json") as out:
-        out.write(json.dumps(report_json(result, schema), indent=1, default=str).encode())
-    with fs.open_output_stream(f"{folder}/validation.html") as out:
-        out.write(render_html(result, schema, reference, title).encode())
+    """Each report published atomically: a reader never sees half a page (storage.publish_file)."""
+    storage.put_bytes(fs, f"{folder}/validation.json",
+                      json.dumps(report_json(result, schema), indent=1, default=str).encode())
+    storage.put_bytes(fs, f"{folder}/validation.html", render_html(result, schema, reference, title).encode())

@@ -28,6 +28,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import BaseModel, PrivateAttr
 
+from mlplatform import storage
+
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HIST_BINS = 20
 TOP_K = 20
@@ -102,14 +104,14 @@ class DatasetStats(BaseModel):
         return out
 
     def save(self, fs: pafs.FileSystem, folder: str) -> None:
-        fs.create_dir(folder, recursive=True)
-        with fs.open_output_stream(f"{folder}/stats.json") as out:
-            out.write(self.model_dump_json(indent=1).encode())
+        """Two files, each published atomically (storage.publish_file); the sample first, so
+        that stats.json, what a reader opens first, always has its sample next to it."""
         names = [n for n, v in self._samples.items() for _ in range(len(v))]
         values = np.concatenate(list(self._samples.values())) if self._samples else np.array([])
-        pq.write_table(pa.table({"column": pa.array(names, pa.string()),
-                                 "value": pa.array(values, pa.float64())}),
-                       f"{folder}/sample.parquet", filesystem=fs)
+        storage.put_table(fs, f"{folder}/sample.parquet",
+                          pa.table({"column": pa.array(names, pa.string()),
+                                    "value": pa.array(values, pa.float64())}))
+        storage.put_bytes(fs, f"{folder}/stats.json", self.model_dump_json(indent=1).encode())
 
     @classmethod
     def load(cls, fs: pafs.FileSystem, folder: str) -> DatasetStats:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 
-import pyarrow.fs as pafs
-
-from mlplatform import storage
+from mlplatform import manifest, storage
 from mlplatform.artifacts import (
     InferredSchema,
     Quarantine,
@@ -38,7 +36,7 @@ from mlplatform.data.reference import (
 from mlplatform.data.report import shift_line, write_reports
 from mlplatform.data.schema import infer_schema, schema_yaml
 from mlplatform.data.stats import DatasetStats
-from mlplatform.data.validation import validate_parquet
+from mlplatform.data.validation import commit_output, validate_parquet
 from mlplatform.data.verdict import drift_alert, shift_summary, verdict
 from mlplatform.errors import InputError
 from mlplatform.pipeline import StepContext, StepResult, step
@@ -66,9 +64,7 @@ def resolve_schema(ctx: StepContext,
     digest = hashlib.sha256(text.encode()).hexdigest()
     uri = _uri(ctx.settings.storage_uri, "schemas", ctx.spec.name, f"schema-{digest[:16]}.yaml")
     fs, path = storage.resolve(uri)
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as out:
-        out.write(text.encode())
+    storage.put_bytes(fs, path, text.encode())
     ctx.log(f"no schema in the spec: inferred one from this batch -> {uri} (review it)")
     return schema, InferredSchema(uri=uri, content_hash=digest, inferred=True, columns=len(schema.columns))
 
@@ -103,24 +99,25 @@ def validate(ctx: StepContext) -> StepResult:
     import ray
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    fs, snap_path = storage.resolve(snap.uri)
+    fs, files = manifest.committed_files(snap.uri)
     first = None
     if not isinstance(ctx.spec.schema_, SchemaSpec):
-        first = pads.dataset(snap_path, format="parquet", filesystem=fs).head(50_000)
+        first = pads.dataset(files, format="parquet", filesystem=fs).head(50_000)
     schema, schema_out = resolve_schema(ctx, first)
     reference, ref_label = load_reference(ctx)
     src = ctx.spec.source
     base = ctx.settings.storage_uri
     valid_uri = _uri(base, "validated", ctx.spec.name, snap_id)
-    valid_tmp = f"{valid_uri}.tmp-{ctx.run_id}"
     # One quarantine folder per attempt: a retry never erases what an earlier one kept.
     quarantine_uri = _uri(base, "quarantine", ctx.spec.name, ctx.run_id, f"attempt-{ctx.execution_id}")
-    out_fs, valid_path = storage.resolve(valid_uri)
-    _drop(out_fs, storage.resolve(valid_tmp)[1])  # a retried step starts from a clean tmp
-    files = [f.path for f in storage.list_files(fs, snap_path, (".parquet",))]
+    # The Ray tasks write their parts straight into the final folders; only the manifests
+    # written below (by this driver) make them visible. A new write id per attempt.
+    write_id = manifest.new_write_id(f"{ctx.run_id}-{ctx.execution_id}")
+    valid_sink = manifest.sink(valid_uri, write_id)
+    quarantine_sink = manifest.sink(quarantine_uri, write_id)
     try:
         result = validate_parquet(
-            files, fs, schema, reference=reference, valid_out=valid_tmp, quarantine_out=quarantine_uri,
+            files, fs, schema, reference=reference, valid_out=valid_sink, quarantine_out=quarantine_sink,
             drift_spec=ctx.spec.validation.drift, row_id_column=src.entity_column,
             exclude_from_drift=tuple(c for c in (src.entity_column, src.timestamp_column,
                                                  src.label_column) if c))
@@ -128,6 +125,9 @@ def validate(ctx: StepContext) -> StepResult:
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(f"batch {snap_id} ({', '.join(snap.files)}) "
                          f"cannot be read as one table: {last}") from None
+    writer = manifest.writer_label(f"validate {ctx.run_id}")
+    if result.rows_quarantined:
+        commit_output(result, "quarantine", quarantine_sink, writer=writer)
     assert result.rows_in == result.rows_valid + result.rows_quarantined
     ctx.log(f"{result.rows_in} rows: {result.rows_valid} valid, {result.rows_quarantined} quarantined; "
             f"{len(result.failures)} failing check(s); drift reference: {ref_label}")
@@ -171,13 +171,12 @@ def validate(ctx: StepContext) -> StepResult:
         kind = "schema_break" if result.schema_breaks else "invalid_data"
         ctx.metadata.add_alert(ctx.spec.name, "critical", kind, message, run_id=ctx.run_id, step="validate",
                             details={"failures": [f.model_dump(mode="json") for f in result.failures]})
-        _drop(out_fs, storage.resolve(valid_tmp)[1])
+        _drop_uncommitted(valid_sink, result.written.get("valid", []))
         outputs.append(RejectedBatch(uri=snap.uri, content_hash=snap.content_hash, rows=result.rows_in,
                                      reasons=reasons))
         return StepResult(inputs=[snap], outputs=outputs, summary=summary, fail=message)
-    _drop(out_fs, valid_path)  # an earlier validation of the same snapshot is superseded
-    if storage.exists(out_fs, storage.resolve(valid_tmp)[1]):
-        out_fs.move(storage.resolve(valid_tmp)[1], valid_path)
+    # The commit supersedes an earlier validation of the same snapshot (its parts are deleted).
+    commit_output(result, "valid", valid_sink, writer=writer, content_hash=snap.content_hash)
     outputs.append(ValidatedBatch(uri=valid_uri, content_hash=snap.content_hash, rows=result.rows_valid,
                                   snapshot=snap_id))
     msg = f"{result.rows_valid}/{result.rows_in} rows valid"
@@ -186,6 +185,8 @@ def validate(ctx: StepContext) -> StepResult:
     return StepResult(inputs=[snap], outputs=outputs, summary=summary, message=msg)
 
 
-def _drop(fs: pafs.FileSystem, path: str) -> None:
-    if storage.exists(fs, path):
-        fs.delete_dir(path)
+def _drop_uncommitted(sink: manifest.PartSink, parts: list[manifest.PartFile]) -> None:
+    """A rejected batch's valid rows are never published: delete this attempt's parts (they
+    were invisible anyway; an earlier committed validation of the snapshot stays as it was)."""
+    for part in parts:
+        sink.fs.delete_file(f"{sink.folder}/{part.name}")

@@ -35,9 +35,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from mlplatform import storage
+from mlplatform import manifest
 from mlplatform.data.drift import DriftReport, detect_drift
 from mlplatform.data.schema import arrow_kind, type_matches
 from mlplatform.data.stats import ColumnPartial, ColumnStats, DatasetStats, finalize, numeric_partial
@@ -86,6 +86,8 @@ class ValidationResult(BaseModel):
     stats: DatasetStats
     drift: DriftReport | None = None
     shifts: list[Shift] = []
+    # The parts the pass wrote, per output ("valid", "quarantine"): what a manifest commits.
+    written: dict[str, list[manifest.PartFile]] = Field(default_factory=dict, exclude=True)
 
     @property
     def invalid_fraction(self) -> float:
@@ -120,6 +122,7 @@ class BlockPartial:
     columns: dict[str, ColumnPartial] = field(default_factory=dict)
     failures: dict[tuple[str | None, str, str], _Acc] = field(default_factory=dict)
     hashes: dict[str, np.ndarray] = field(default_factory=dict)
+    written: dict[str, list[manifest.PartFile]] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,8 +132,8 @@ class CheckPlan:
     sample_rate: float
     seed: int
     row_id_column: str | None
-    valid_out: str | None
-    quarantine_out: str | None
+    valid_out: manifest.PartSink | None  # the tasks write their rows here themselves (any node)
+    quarantine_out: manifest.PartSink | None
 
 
 def _fail(part: BlockPartial, column: str | None, check: str, level: str, count: int,
@@ -291,21 +294,21 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
     return valid, quarantined, part
 
 
-def _write(table: pa.Table | None, folder: str | None, name: str | None = None) -> None:
-    """Write one block's rows; a name derived from the input makes a retried task overwrite
-    its own earlier output instead of duplicating it."""
-    if folder is None or table is None or table.num_rows == 0:
+def _write(part: BlockPartial, output: str, table: pa.Table | None, sink: manifest.PartSink | None,
+           key: str | None = None) -> None:
+    """Write one block's rows as a part of `sink` and note it in the partial (the driver's
+    manifest lists exactly the parts the partials report). A key derived from the input makes
+    a retried task overwrite its own earlier part instead of adding one."""
+    if sink is None or table is None or table.num_rows == 0:
         return
-    fs, root = storage.resolve(folder)
-    fs.create_dir(root, recursive=True)
-    pq.write_table(table, f"{root}/part-{name or uuid.uuid4().hex}.parquet", filesystem=fs)
+    part.written.setdefault(output, []).append(sink.write_table(table, key or uuid.uuid4().hex))
 
 
 def _block_task(plan: CheckPlan):  # noqa: ANN202
     def run(batch: pa.Table) -> pa.Table:
         valid, quarantined, part = check_block(batch, plan)
-        _write(valid, plan.valid_out)
-        _write(quarantined, plan.quarantine_out)
+        _write(part, "valid", valid, plan.valid_out)
+        _write(part, "quarantine", quarantined, plan.quarantine_out)
         return pa.table({"partial": pa.array([pickle.dumps(part)], pa.binary())})
 
     return run
@@ -329,6 +332,8 @@ def _merge(partials: list[BlockPartial]) -> BlockPartial:
             _fail(total, key[0], key[1], key[2], acc.count, acc.samples, acc.row_ids, acc.detail)
         for name, h in p.hashes.items():
             total.hashes[name] = np.concatenate([total.hashes[name], h]) if name in total.hashes else h
+        for output, parts in p.written.items():
+            total.written.setdefault(output, []).extend(parts)
     return total
 
 
@@ -430,30 +435,60 @@ def combine(partials: list[BlockPartial], schema: SchemaSpec, *, reference: Data
     result = ValidationResult(rows_in=total.rows, rows_valid=total.valid,
                               rows_quarantined=total.quarantined,
                               failures=_dataset_checks(total, schema), stats=stats,
-                              shifts=_shifts(total, schema, stats))
+                              shifts=_shifts(total, schema, stats), written=total.written)
     if reference is not None and drift_spec is not None and drift_spec.enabled:
         result.drift = drift_between(reference, stats, drift_spec, exclude_from_drift)
     return result
 
 
+Output = str | manifest.PartSink | None
+
+
+def _sink(out: Output) -> manifest.PartSink | None:
+    return manifest.sink(out, manifest.new_write_id()) if isinstance(out, str) else out
+
+
 def _plan(schema: SchemaSpec, reference: DatasetStats | None, rows: int, sample_size: int, seed: int,
-          row_id_column: str | None, valid_out: str | None, quarantine_out: str | None) -> CheckPlan:
+          row_id_column: str | None, valid_out: Output, quarantine_out: Output) -> CheckPlan:
     return CheckPlan(schema=schema, edges=reference.hist_edges() if reference else {},
                      sample_rate=min(1.0, sample_size / max(rows, 1)), seed=seed,
-                     row_id_column=row_id_column, valid_out=valid_out, quarantine_out=quarantine_out)
+                     row_id_column=row_id_column, valid_out=_sink(valid_out),
+                     quarantine_out=_sink(quarantine_out))
+
+
+def commit_output(result: ValidationResult, output: str, sink: manifest.PartSink, *, writer: str,
+                  content_hash: str | None = None) -> manifest.Manifest:
+    """Publish what the pass wrote to `output` ("valid" or "quarantine") with its manifest."""
+    return manifest.commit(sink.fs, sink.folder, result.written.get(output, []), write_id=sink.write_id,
+                           writer=writer, content_hash=content_hash)
+
+
+def _commit_folders(result: ValidationResult, plan: CheckPlan, valid_out: Output,
+                    quarantine_out: Output) -> ValidationResult:
+    """A caller that named plain folders gets them committed now; one that passed PartSinks
+    decides itself what to publish (the validate step keeps a rejected batch's rows unpublished)."""
+    for output, given, sink in (("valid", valid_out, plan.valid_out),
+                                ("quarantine", quarantine_out, plan.quarantine_out)):
+        if isinstance(given, str) and sink is not None:
+            commit_output(result, output, sink, writer=manifest.writer_label("validation"))
+    return result
 
 
 def validate_dataset(ds: Any, schema: SchemaSpec, *, reference: DatasetStats | None = None,
-                     valid_out: str | None = None, quarantine_out: str | None = None,
+                     valid_out: Output = None, quarantine_out: Output = None,
                      drift_spec: DriftSpec | None = None, exclude_from_drift: tuple[str, ...] = (),
                      row_id_column: str | None = None, sample_size: int = 20_000,
                      expected_rows: int | None = None, seed: int = 0) -> ValidationResult:
-    """Validate any Ray Dataset in one streaming pass; drift against `reference` if given."""
+    """Validate any Ray Dataset in one streaming pass; drift against `reference` if given.
+
+    `valid_out` / `quarantine_out`: a folder or URI (committed with a manifest at the end),
+    or a PartSink (parts only: the caller commits, see `commit_output`)."""
     rows = expected_rows if expected_rows is not None else ds.count()
     plan = _plan(schema, reference, rows, sample_size, seed, row_id_column, valid_out, quarantine_out)
     out = ds.map_batches(_block_task(plan), batch_format="pyarrow", batch_size=None,
                          zero_copy_batch=True)
-    return _finish(out, schema, reference, drift_spec, exclude_from_drift, sample_size)
+    result = _finish(out, schema, reference, drift_spec, exclude_from_drift, sample_size)
+    return _commit_folders(result, plan, valid_out, quarantine_out)
 
 
 def parquet_fragments(paths: list[str], fs: Any) -> list[dict[str, Any]]:
@@ -483,8 +518,8 @@ def _fragment_task(plan: CheckPlan, fs: Any, dictionary_columns: list[str],  # n
                 table = row_filter(table)
             valid, quarantined, part = check_block(table, plan)
             name = f"{zlib.crc32(path.encode()):08x}-{group:05d}"
-            _write(valid, plan.valid_out, name)
-            _write(quarantined, plan.quarantine_out, name)
+            _write(part, "valid", valid, plan.valid_out, name)
+            _write(part, "quarantine", quarantined, plan.quarantine_out, name)
             out.append(pickle.dumps(part))
         return pa.table({"partial": pa.array(out, pa.binary())})
 
@@ -492,8 +527,8 @@ def _fragment_task(plan: CheckPlan, fs: Any, dictionary_columns: list[str],  # n
 
 
 def validate_parquet(paths: list[str], fs: Any, schema: SchemaSpec, *,
-                     reference: DatasetStats | None = None, valid_out: str | None = None,
-                     quarantine_out: str | None = None, drift_spec: DriftSpec | None = None,
+                     reference: DatasetStats | None = None, valid_out: Output = None,
+                     quarantine_out: Output = None, drift_spec: DriftSpec | None = None,
                      exclude_from_drift: tuple[str, ...] = (), row_id_column: str | None = None,
                      sample_size: int = 20_000, seed: int = 0, row_filter: RowFilter | None = None,
                      expected_rows: int | None = None) -> ValidationResult:
@@ -517,7 +552,8 @@ def validate_parquet(paths: list[str], fs: Any, schema: SchemaSpec, *,
     ds = ray.data.from_items(items, override_num_blocks=max(len(items), 1))
     out = ds.map_batches(_fragment_task(plan, fs, dictionary, row_filter), batch_format="pyarrow",
                          batch_size=1)
-    return _finish(out, schema, reference, drift_spec, exclude_from_drift, sample_size)
+    result = _finish(out, schema, reference, drift_spec, exclude_from_drift, sample_size)
+    return _commit_folders(result, plan, valid_out, quarantine_out)
 
 
 def drift_between(reference: DatasetStats, current: DatasetStats, spec: DriftSpec,

@@ -7,7 +7,7 @@ view and date, read with pyarrow datasets (partition pruning + predicate pushdow
 
 A write is named by its id (the caller derives it from the content, e.g. the batch's
 snapshot hash and the view version), one file per date it touches. Each file lands
-by an atomic rename of a hidden temporary file, and rewriting the same id replaces
+by one atomic put (storage.publish_file), and rewriting the same id replaces
 its files instead of adding copies, so a retried step is idempotent and a failed one
 leaves nothing a reader can see.
 """
@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from mlplatform import storage
@@ -51,6 +50,16 @@ class OfflineStore:
     def __init__(self, storage_uri: str, pipeline: str):
         self.root = storage.join(storage_uri, "features", pipeline)
         self.pipeline = pipeline
+        # Resolved once, here: a store pickled into Ray tasks (the point-in-time join) reads
+        # through this filesystem, endpoint and credentials included, on any node.
+        self._fs, self._root_path = storage.resolve(self.root)
+
+    def _resolve(self, uri: str) -> tuple[pafs.FileSystem, str]:
+        """(filesystem, path) of a URI under this store's root, without resolving it again."""
+        base, root = uri.partition("?")[0].rstrip("/"), self.root.partition("?")[0].rstrip("/")
+        if base == root or base.startswith(root + "/"):
+            return self._fs, self._root_path + base[len(root):]
+        return storage.resolve(uri)
 
     def view_uri(self, view: str) -> str:
         return storage.join(self.root, "views", view)
@@ -77,31 +86,23 @@ class OfflineStore:
 
     def _write_partitioned(self, uri: str, name: str, table: pa.Table, ts: str,
                            write_id: str) -> WriteResult:
-        fs, root = storage.resolve(uri)
+        fs, root = self._resolve(uri)
         dates = pc.strftime(table[ts], format="%Y-%m-%d") if len(table) else pa.array([], pa.string())
         files, hashes, written = [], [], []
         for date in sorted(pc.unique(dates).to_pylist()):
             part = table.filter(pc.equal(dates, date))
-            folder = f"{root}/date={date}"
-            fs.create_dir(folder, recursive=True)
-            final = f"{folder}/part-{write_id}.parquet"
-            tmp = f"{folder}/.part-{write_id}.{secrets.token_hex(4)}.tmp"
-            pq.write_table(part, tmp, filesystem=fs)
-            fs.move(tmp, final)  # atomic on one filesystem: readers see all of it or none
+            final = f"{root}/date={date}/part-{write_id}.parquet"
+            storage.put_table(fs, final, part)  # one atomic put: readers see all of it or none
             files.append(final)
             hashes.append(storage.sha256_file(fs, final))
             written.append(date)
         digest = hashlib.sha256("\n".join(hashes).encode()).hexdigest()
         result = WriteResult(view=name, write_id=write_id, rows=len(table), files=files, dates=written,
                              content_hash=digest)
-        # The commit: a write exists for readers once its manifest does (one atomic
-        # rename). A write that failed after some of its date files keeps no manifest,
-        # so those files stay invisible until the retry replaces them and commits.
-        fs.create_dir(f"{root}/{_COMMITS}", recursive=True)
-        tmp = f"{root}/{_COMMITS}/.{write_id}.{secrets.token_hex(4)}.tmp"
-        with fs.open_output_stream(tmp) as out:
-            out.write(result.model_dump_json().encode())
-        fs.move(tmp, f"{root}/{_COMMITS}/{write_id}.json")
+        # The commit: a write exists for readers once its manifest does (one atomic put).
+        # A write that failed after some of its date files keeps no manifest, so those
+        # files stay invisible until the retry replaces them and commits.
+        storage.put_bytes(fs, f"{root}/{_COMMITS}/{write_id}.json", result.model_dump_json().encode())
         return result
 
     # -- reads ---------------------------------------------------------------------
@@ -111,7 +112,7 @@ class OfflineStore:
         """The Parquet files of the committed writes under `uri` (see _write_partitioned) in
         the date partitions from start to end, by listing alone: a file is committed when
         its write id has a manifest, so no manifest is opened."""
-        fs, root = storage.resolve(uri)
+        fs, root = self._resolve(uri)
         if not storage.exists(fs, root):
             return []
         commits = f"{root}/{_COMMITS}"
@@ -130,7 +131,7 @@ class OfflineStore:
 
     def writes(self, view: str) -> dict[str, list[str]]:
         """Write id -> its files, for every write of the view."""
-        fs, root = storage.resolve(self.view_uri(view))
+        fs, root = self._resolve(self.view_uri(view))
         if not storage.exists(fs, root):
             return {}
         commits = f"{root}/{_COMMITS}"
@@ -148,7 +149,7 @@ class OfflineStore:
              files: list[str] | None = None, created_until: dt.datetime | None = None) -> pd.DataFrame:
         """Rows with start <= event time <= end (pruned by date partition first)."""
         cols = [*view.key_columns, *(columns if columns is not None else view.features)]
-        fs, root = storage.resolve(self.view_uri(view.name))
+        fs, root = self._resolve(self.view_uri(view.name))
         if files is None:  # committed writes only (see _write_partitioned)
             files = [f for fs_ in self.writes(view.name).values() for f in fs_]
         if not files:
@@ -205,14 +206,16 @@ class OfflineStore:
 
     def read_served(self, service: str, *, start: dt.datetime | None = None,
                     end: dt.datetime | None = None) -> pd.DataFrame:
-        fs, root = storage.resolve(self.served_uri(service))
-        if not storage.exists(fs, root):
+        fs, root = self._resolve(self.served_uri(service))
+        files = self.committed_files(self.served_uri(service))  # never a half-committed write
+        if not files:
             return pd.DataFrame(columns=["request_id", "entity", "event_ts"])
-        ds = pads.dataset(root, format="parquet", filesystem=fs, partitioning=_PARTITIONING)
+        ds = pads.dataset(files, format="parquet", filesystem=fs, partitioning=_PARTITIONING,
+                          partition_base_dir=root)
         schema = pa.unify_schemas([f.physical_schema for f in ds.get_fragments()],
                                   promote_options="permissive")
-        ds = pads.dataset(root, schema=schema.append(pa.field("date", pa.string())), format="parquet",
-                          filesystem=fs, partitioning=_PARTITIONING)
+        ds = pads.dataset(files, schema=schema.append(pa.field("date", pa.string())), format="parquet",
+                          filesystem=fs, partitioning=_PARTITIONING, partition_base_dir=root)
         expr = time_range("event_ts", schema.field("event_ts").type, start, end)
         df = ds.to_table(columns=schema.names, filter=expr).to_pandas()
         return df.sort_values(["event_ts", "request_id"], kind="stable").reset_index(drop=True)

@@ -20,11 +20,13 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from mlplatform.errors import InputError
+from mlplatform.errors import InputError, PlatformError, StoreUnavailable
 from mlplatform.features.definitions import FeatureView
-from mlplatform.redact import redact_url
+from mlplatform.redact import redact_text, redact_url
+from mlplatform.settings import CONNECT_TIMEOUT_S, setting_name
 
 StoredRow = tuple[int, int, dict[str, Any]]  # event µs, created µs, values
+REPLY_TIMEOUT_S = 10
 
 
 def jsonable(value: Any) -> Any:
@@ -201,11 +203,16 @@ class RedisOnlineStore:
         import redis
 
         self.url = redact_url(url)  # for messages and logs; the password stays in the client
-        self._redis = redis.Redis.from_url(url, socket_connect_timeout=5)
+        # Timeouts on connect and on every reply: a Redis that is down or stalled is an error
+        # within seconds (a 503 in serving), never a hung step or replica.
+        self._redis = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                           socket_timeout=REPLY_TIMEOUT_S)
         try:
             self._redis.ping()
         except redis.RedisError as exc:
-            raise InputError(f"online store {self.url!r}: cannot reach Redis ({exc})") from None
+            # The environment, not the input: exit 1 (a URL that is not a Redis URL is exit 2).
+            raise PlatformError(f"{setting_name('online_store_url')} {self.url}: cannot reach Redis "
+                                f"({redact_text(str(exc))})") from None
         self._upsert = self._redis.register_script(_UPSERT)
 
     @staticmethod
@@ -222,13 +229,19 @@ class RedisOnlineStore:
         return len(rows)
 
     def read(self, view: FeatureView, entities: list[str]) -> list[StoredRow | None]:
-        if len(entities) == 1:
-            results = [self._redis.hmget(self._key(view, entities[0]), "e", "c", "v")]
-        else:
-            pipe = self._redis.pipeline(transaction=False)
-            for e in entities:
-                pipe.hmget(self._key(view, e), "e", "c", "v")
-            results = pipe.execute()
+        import redis
+
+        try:
+            if len(entities) == 1:
+                results = [self._redis.hmget(self._key(view, entities[0]), "e", "c", "v")]
+            else:
+                pipe = self._redis.pipeline(transaction=False)
+                for e in entities:
+                    pipe.hmget(self._key(view, e), "e", "c", "v")
+                results = pipe.execute()
+        except redis.RedisError as exc:  # down or restarting: the client reconnects on the next call
+            raise StoreUnavailable(f"{setting_name('online_store_url')} {self.url}: Redis is not answering "
+                                   f"({redact_text(str(exc))})") from None
         return [(int(r[0]), int(r[1]), json.loads(r[2])) if r[0] is not None else None for r in results]
 
     def _writes_key(self, view: FeatureView) -> str:

@@ -23,9 +23,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from mlplatform import storage
+from mlplatform import manifest, storage
 from mlplatform.artifacts import FeatureRows, FeatureViewDefinition, TrainingSet, ValidatedBatch
 from mlplatform.data.reference import recorded_schema, training_stats_uri
 from mlplatform.data.stats import DatasetStats
@@ -44,6 +45,7 @@ from mlplatform.features.offline_store import time_range
 from mlplatform.pipeline import StepContext, StepResult, step
 from mlplatform.spec import SchemaSpec, duration_seconds
 
+TRAINING_DATA = "data.parquet"
 STATS_SAMPLE_SIZE = 20_000  # the validate step's: training and batch statistics are alike
 
 
@@ -55,10 +57,19 @@ def _validated_batch(ctx: StepContext) -> ValidatedBatch:
     return found[0]
 
 
+def _batch_files(uri: str) -> tuple[pafs.FileSystem, list[str]]:
+    """The files of a committed validated batch (its manifest's); FileNotFoundError when
+    nothing is committed there or it kept no rows."""
+    fs, files = manifest.committed_files(uri)
+    if not files:
+        raise FileNotFoundError(f"validated batch {storage.redact(uri)} has no valid rows")
+    return fs, files
+
+
 def _read(uri: str, ts: str, start: dt.datetime | None = None, end: dt.datetime | None = None,
           columns: list[str] | None = None) -> pa.Table:
-    fs, path = storage.resolve(uri)
-    ds = pads.dataset(path, format="parquet", filesystem=fs)
+    fs, files = _batch_files(uri)
+    ds = pads.dataset(files, format="parquet", filesystem=fs)
     expr = time_range(ts, ds.schema.field(ts).type, start, end)
     return ds.to_table(columns=columns, filter=expr)
 
@@ -97,8 +108,7 @@ def compute_view_on_ray(view: FeatureView, batch_uri: str, history: list[pa.Tabl
         df = table.to_pandas()
         df[view.timestamp_column] = to_utc_naive(df[view.timestamp_column], view.timestamp_column)
         return df.sort_values([view.timestamp_column, view.entity], kind="stable").reset_index(drop=True)
-    fs, path = storage.resolve(batch_uri)
-    files = [f.path for f in storage.list_files(fs, path, (".parquet",))]
+    fs, files = _batch_files(batch_uri)
     ds = ray.data.read_parquet(files, filesystem=fs).map_batches(
         _flag, fn_kwargs={"history": False}, batch_format="pandas")
     if history:
@@ -140,8 +150,8 @@ def featurize(ctx: StepContext) -> StepResult:
     fstore = ctx.services.feature_store(ctx.spec)
     snap = (batch.content_hash or "unknown")[:16]
     ts_col = ctx.spec.source.timestamp_column
-    fs, path = storage.resolve(batch.uri)
-    sample = pads.dataset(path, format="parquet", filesystem=fs).head(200).to_pandas()
+    fs, files = _batch_files(batch.uri)
+    sample = pads.dataset(files, format="parquet", filesystem=fs).head(200).to_pandas()
     bounds = pc.min_max(_read(batch.uri, ts_col, columns=[ts_col])[ts_col]).as_py()
     lo, hi = (pd.Timestamp(bounds[k]).to_pydatetime() for k in ("min", "max"))
     # Check every view on a sample first, in-process: a missing column or a transformation
@@ -196,9 +206,9 @@ def window_statistics(batches: list[ValidatedBatch], schema: SchemaSpec, ts: str
     rows = 0
     fs = None
     for b in batches:  # validated batches all live under the storage URI: one filesystem
-        fs, path = storage.resolve(b.uri)
-        found = [f.path for f in storage.list_files(fs, path, (".parquet",))]
-        if not found:
+        try:
+            fs, found = _batch_files(b.uri)
+        except FileNotFoundError:
             continue
         ds = pads.dataset(found, format="parquet", filesystem=fs)
         rows += ds.count_rows(filter=time_range(ts, ds.schema.field(ts).type, start, end))
@@ -226,6 +236,24 @@ def _record_statistics(ctx: StepContext, used: list[ValidatedBatch], start: dt.d
     stats.save(fs, path)
     ctx.log(f"statistics of the {stats.rows} training rows -> {uri}")
     return uri
+
+
+def _publish_training_set(fs: pafs.FileSystem, path: str, df: pd.DataFrame, report_json: dict,
+                          writer: str) -> str:
+    """The report, then the data (each one atomic put), then the folder's manifest naming the
+    data: a reader that finds data.parquet finds its report. The data's sha256."""
+    storage.put_bytes(fs, f"{path}/report.json", json.dumps(report_json, indent=2).encode())
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    buf = pa.BufferOutputStream()  # rendered once: hashed here, not read back from the store
+    pq.write_table(table, buf)
+    data = buf.getvalue()
+    digest = hashlib.sha256(memoryview(data)).hexdigest()
+    storage.put_bytes(fs, f"{path}/{TRAINING_DATA}", data)
+    manifest.commit(fs, path, [manifest.PartFile(name=TRAINING_DATA, rows=table.num_rows,
+                                                 size_bytes=data.size, sha256=digest)],
+                    write_id=manifest.new_write_id(), writer=manifest.writer_label(writer),
+                    content_hash=digest)
+    return digest
 
 
 @step("training_set", consumes=(ValidatedBatch, FeatureRows), produces=(TrainingSet,))
@@ -262,30 +290,21 @@ def training_set(ctx: StepContext) -> StepResult:
             raise RuntimeError(f"point-in-time join leaked {leaked} future value(s) of view {v.view!r}")
     out_uri = storage.join(ctx.settings.storage_uri, "training_sets", ctx.spec.name, ctx.run_id)
     fs, path = storage.resolve(out_uri)
-    fs.create_dir(path, recursive=True)
     report_json = report.model_dump(mode="json")
     label = df[src.label_column] if src.label_column else None
     report_json["label_rate"] = (float(label.mean()) if label is not None
                                  and pd.api.types.is_numeric_dtype(label) else None)
     report_json["batches"] = [a.uri for a in used]
-    # The report first, then the data: a reader that finds data.parquet finds its report.
-    tmp = f"{path}/.report.json.tmp"
-    with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(report_json, indent=2).encode())
-    fs.move(tmp, f"{path}/report.json")
-    tmp = f"{path}/.data.parquet.tmp"
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp, filesystem=fs)
-    fs.move(tmp, f"{path}/data.parquet")
-    digest = storage.sha256_file(fs, f"{path}/data.parquet")
+    digest = _publish_training_set(fs, path, df, report_json, f"training_set {ctx.run_id}")
     statistics = _record_statistics(ctx, used, start, newest)
     unmatched = {v.view: v.unmatched for v in report.views}
     msg = (f"{report.rows} rows x {len(report.features)} features from {len(used)} batch(es); "
            + ", ".join(f"{v}: {n} row(s) without a value in the TTL" for v, n in unmatched.items()))
     ctx.log(msg)
-    out = TrainingSet(uri=f"{out_uri}/data.parquet", content_hash=digest, rows=report.rows,
+    out = TrainingSet(uri=storage.join(out_uri, TRAINING_DATA), content_hash=digest, rows=report.rows,
                       service=service, view_versions=report.view_versions, features=report.features,
                       label=src.label_column, timestamp=src.timestamp_column, entity=src.entity_column,
-                      report=f"{out_uri}/report.json", statistics=statistics,
+                      report=storage.join(out_uri, "report.json"), statistics=statistics,
                       service_hash=hashlib.sha256(json.dumps(report.view_versions, sort_keys=True)
                                                   .encode()).hexdigest()[:12])
     fstore.close()

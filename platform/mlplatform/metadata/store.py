@@ -14,6 +14,8 @@ compare-and-set (metadata/champion.py).
 from __future__ import annotations
 
 import datetime as dt
+import json
+import math
 import random
 import sqlite3
 import time
@@ -25,11 +27,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mlplatform.artifacts import A
-from mlplatform.errors import InputError
+from mlplatform.errors import InputError, PlatformError, StoreUnavailable
 from mlplatform.metadata import champion as _champion
 from mlplatform.metadata import migrate
 from mlplatform.metadata.champion import Action, Champion, ChampionConflict, ChampionEvent
@@ -42,7 +44,8 @@ from mlplatform.metadata.schema import (
     ExecutionRow,
     utcnow,
 )
-from mlplatform.redact import redact_url
+from mlplatform.redact import redact_text, redact_url
+from mlplatform.settings import CONNECT_TIMEOUT_S, setting_name, with_db_driver
 
 ExecStatus = Literal["RUNNING", "COMPLETE", "FAILED", "SKIPPED"]
 RunStatus = Literal["RUNNING", "SUCCEEDED", "FAILED"]
@@ -147,6 +150,34 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _strict_json(value: Any) -> str:
+    """JSON as PostgreSQL accepts it: NaN and infinities (a metric of an empty slice) are not
+    JSON and PostgreSQL refuses them, so they are stored as null. SQLite keeps Python's NaN."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
+
+
+def db_error_reason(exc: BaseException) -> str:
+    """The driver's own first line (`password authentication failed for user "mlp"`,
+    `connection refused`...), masked, without SQLAlchemy's SQL and background link."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
+    text = "; ".join(ln for ln in lines[:3] if not ln.startswith("(Background"))[:300]
+    return redact_text(text) or type(orig).__name__
+
+
 class MetadataStore:
     """The facade over the metadata tables. One per process; cheap to create."""
 
@@ -168,14 +199,24 @@ class MetadataStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
+            # A connect timeout: an unreachable server is an error in seconds, not a hang.
+            connect_args = ({"connect_timeout": CONNECT_TIMEOUT_S}
+                            if url.startswith("postgres") and "connect_timeout" not in url else {})
             try:
-                self.engine = create_engine(url, pool_pre_ping=True)
+                self.engine = create_engine(with_db_driver(url), pool_pre_ping=True,
+                                            connect_args=connect_args, json_serializer=_strict_json)
             except ModuleNotFoundError as exc:  # the database's driver is an optional extra
                 raise InputError(f"metadata_url {redact_url(url)!r}: its database driver is not "
                                  f"installed ({exc.name})",
-                                 hint="pip install 'mlplatform[postgres]' for PostgreSQL") from None
+                                 hint="pip install 'mlplatform[cluster]' for PostgreSQL") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._migrate()
+        try:
+            self._migrate()
+        except DBAPIError as exc:
+            if self.is_sqlite:
+                raise
+            raise PlatformError(f"{setting_name('metadata_url')} {redact_url(url)}: "
+                                f"cannot connect: {db_error_reason(exc)}") from None
 
     def _migrate(self) -> None:
         """Bring the schema to head (Alembic), one process at a time: see metadata/migrate.py."""
@@ -183,8 +224,17 @@ class MetadataStore:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as s:
-            yield s
+        try:
+            with self._sessions.begin() as s:
+                yield s
+        except (OperationalError, InterfaceError) as exc:
+            if self.is_sqlite:
+                raise
+            # The server went away (a restart, a failover): the transaction rolled back, nothing
+            # half-written; the caller fails cleanly and a retry (a resumed run) reconnects
+            # (pool_pre_ping drops the dead connections).
+            raise StoreUnavailable(f"{setting_name('metadata_url')} {redact_url(self.url)}: the database "
+                                   f"is not answering: {db_error_reason(exc)}") from None
 
     # -- contexts -------------------------------------------------------------------
 

@@ -46,7 +46,15 @@ from mlplatform.errors import InputError, PlatformError
 from mlplatform.metadata.champion import Action, Champion, ChampionConflict, ChampionEvent
 from mlplatform.metadata.schema import utcnow
 from mlplatform.metadata.store import MetadataStore
-from mlplatform.settings import Settings
+from mlplatform.redact import redact_url
+from mlplatform.settings import (
+    CONNECT_TIMEOUT_S,
+    MLFLOW_SET_MARK,
+    Settings,
+    apply_store_env,
+    setting_name,
+    with_db_driver,
+)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _IGNORED = {"registered_model_meta"}  # MLflow adds it to a registered model's download
@@ -101,11 +109,14 @@ class ModelRegistry:
 
         # Download progress bars are noise in job logs and CLI output.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # Connect timeouts and MLflow's S3 endpoint (MLFLOW_S3_ENDPOINT_URL) for s3:// artifacts.
+        apply_store_env(settings)
         self.settings = settings
-        self.uri = settings.mlflow_tracking_uri
+        self.uri = with_db_driver(settings.mlflow_tracking_uri)
         self.store = store or MetadataStore(settings.metadata_url)
         self._ensure_db()
         mlflow.set_tracking_uri(self.uri)
+        os.environ[MLFLOW_SET_MARK] = os.environ.get("MLFLOW_TRACKING_URI", self.uri)
         self.client = MlflowClient(self.uri)
 
     def _ensure_db(self) -> None:
@@ -116,6 +127,7 @@ class ModelRegistry:
                 return
             from mlflow import MlflowClient
 
+            _reachable(self.uri)
             try:
                 with _first_open_lock(self.uri):
                     client = MlflowClient(self.uri)
@@ -500,6 +512,35 @@ class ModelRegistry:
             signature = Model.load(local).signature
             inputs = signature.inputs.to_dict() if signature is not None else []
             return model, inputs
+
+
+def _reachable(uri: str) -> None:
+    """A database tracking store (PostgreSQL, MySQL) answers within the connect timeout:
+    MLflow's own engine retries a failed connection for minutes with backoff, which would
+    hang a command or a step instead of naming the store that is down."""
+    if "://" not in uri or uri.startswith(("sqlite:", "http:", "https:", "file:", "databricks")):
+        return
+    import sqlalchemy
+    from sqlalchemy.exc import DBAPIError
+
+    from mlplatform.metadata.store import db_error_reason
+
+    connect_args = ({"connect_timeout": CONNECT_TIMEOUT_S}
+                    if uri.startswith("postgres") and "connect_timeout" not in uri else {})
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args=connect_args, poolclass=sqlalchemy.NullPool)
+    except ModuleNotFoundError as exc:
+        raise InputError(f"{setting_name('mlflow_tracking_uri')} {redact_url(uri)}: its database driver "
+                         f"is not installed ({exc.name})",
+                         hint="pip install 'mlplatform[cluster]' for PostgreSQL") from None
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        raise PlatformError(f"{setting_name('mlflow_tracking_uri')} {redact_url(uri)}: cannot connect: "
+                            f"{db_error_reason(exc)}") from None
+    finally:
+        engine.dispose()
 
 
 @contextmanager

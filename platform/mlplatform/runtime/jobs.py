@@ -24,7 +24,7 @@ from mlplatform.errors import InputError, PlatformError
 from mlplatform.redact import redact_url
 from mlplatform.run_ids import check_run_id
 from mlplatform.runtime.dashboard import auth_headers, ray_version_at, require_address
-from mlplatform.settings import Settings, apply_ray_auth_env
+from mlplatform.settings import STORE_URL_KEYS, Settings, apply_ray_auth_env, setting_name
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # Never upload these: .git alone often passes Ray's 100 MiB package limit.
@@ -187,6 +187,86 @@ def job_metadata(**values: str) -> dict[str, str]:
     return {key: redact_url(value) for key, value in values.items()}
 
 
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", ""}
+
+
+def _this_machine() -> tuple[set[str], set[str]]:
+    """(host names, IP addresses) of this machine, from its interfaces: no DNS, no network."""
+    import socket
+
+    import psutil
+
+    names = {socket.gethostname().lower(), socket.getfqdn().lower()} | _LOOPBACK_NAMES
+    addresses = {a.address.split("%", 1)[0] for addrs in psutil.net_if_addrs().values() for a in addrs
+                 if a.family in (socket.AF_INET, socket.AF_INET6)}
+    return names, addresses
+
+
+def cluster_is_local(settings: Settings) -> bool:
+    """Whether the configured cluster's nodes share this machine's disk: its address is the
+    local cluster `cluster up` started (PLATFORM_HOME/cluster.json), or its host is a loopback
+    address, this machine's host name, or an address of one of its interfaces. Decided from
+    the address alone, before connecting: any other host is a cluster whose nodes cannot read
+    this machine's files (a name is not resolved, so an alias of this machine counts as remote)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    from mlplatform.runtime.local import read_state
+
+    address = settings.ray_address
+    if not address:
+        return True  # no cluster configured: the client fails on its own, saying so
+    state = read_state(settings)
+    if state is not None and address.rstrip("/") in (state.dashboard_url.rstrip("/"), state.gcs_address):
+        return True
+    host = (urlsplit(address if "://" in address else f"http://{address}").hostname or "").lower()
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        names, _ = _this_machine()
+        return host in names
+    if ip.is_loopback or ip.is_unspecified:
+        return True
+    _, addresses = _this_machine()
+    return str(ip) in addresses
+
+
+def _node_local(key: str, value: str) -> str | None:
+    """Why `value` of setting `key` is on this machine's disk only, or None."""
+    if value.startswith(("sqlite:", "file:")):
+        return f"{value.split(':', 1)[0]}: a file on this machine"
+    if value.startswith("unix:"):
+        return "a Unix socket on this machine"
+    if "://" not in value and key in ("storage_uri", "mlflow_tracking_uri"):
+        return "a local path"
+    return None
+
+
+_SUGGEST = {"metadata_url": "postgresql+psycopg://USER@HOST:5432/DB",
+            "mlflow_tracking_uri": "postgresql+psycopg://USER@HOST:5432/DB or http://MLFLOW-SERVER",
+            "storage_uri": "s3://BUCKET/PREFIX", "online_store_url": "redis://HOST:6379/0"}
+
+
+def check_stores_reach_cluster(settings: Settings) -> None:
+    """Before submitting to a cluster that is not this machine's: refuse every store setting
+    that names this machine's disk (a local path, sqlite:, file:), naming each setting to
+    change. The job would otherwise run against files of the same name on a cluster node, and
+    it and this CLI would read and write different databases."""
+    if cluster_is_local(settings):
+        return
+    problems = [(key, why) for key in STORE_URL_KEYS
+                if (why := _node_local(key, str(getattr(settings, key)))) is not None]
+    if not problems:
+        return
+    lines = "; ".join(f"{setting_name(key)} = {redact_url(str(getattr(settings, key)))} is {why}, "
+                      f"e.g. {_SUGGEST[key]}" for key, why in problems)
+    raise PlatformError(
+        f"the cluster at {settings.ray_address} is not this machine's and its nodes cannot read "
+        f"this machine's disk: {lines}",
+        hint="set those settings (environment or platform.yaml) to stores every node reaches; "
+             "`platformctl config check` tests them")
+
+
 def submit_pipeline(settings: Settings, spec_file: Path, *, run_id: str, pipeline: str,
                     steps: list[str] | None = None, working_dir: Path | None = None) -> Submission:
     """Submit `python -m jobs.pipeline` for a spec as a Ray Job running the local code.
@@ -195,6 +275,7 @@ def submit_pipeline(settings: Settings, spec_file: Path, *, run_id: str, pipelin
     runtime_env, so the cluster runs exactly the code on this machine. The spec's
     relative paths resolve against its folder here (`--base-dir`), as `spec check` did.
     """
+    check_stores_reach_cluster(settings)  # from the address alone, before connecting
     client = JobsClient(settings)
     working_dir = (working_dir or Path.cwd()).resolve()
     spec_file = spec_file.resolve()

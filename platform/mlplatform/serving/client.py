@@ -84,6 +84,7 @@ class ServeControl:
     def _put(self, apps: list[dict[str, Any]]) -> None:
         self._request("PUT", {
             "http_options": {"host": self.settings.serve_host, "port": self.settings.serve_port},
+            "proxy_location": self.settings.serve_proxy_location,
             "applications": apps,
         })
 

@@ -31,6 +31,7 @@ from mlplatform.errors import InputError, PlatformError
 from mlplatform.settings import DEFAULT_ESTIMATOR_MODULES
 from mlplatform.spec import ModelSpec
 from mlplatform.training.estimators import MODEL_STEP, new_estimator, preprocessor
+from mlplatform.training.search import TuneStorage, as_tune_storage
 
 LABEL = "__label__"
 _DATASET = "train"
@@ -132,7 +133,7 @@ def _train_loop(config: dict[str, Any]) -> None:
 
 
 def fit_distributed(model: ModelSpec, X: pd.DataFrame, y: np.ndarray, config: dict[str, Any], *,
-                    storage_path: str, name: str, modules: str = DEFAULT_ESTIMATOR_MODULES,
+                    storage_path: TuneStorage | str, name: str, modules: str = DEFAULT_ESTIMATOR_MODULES,
                     max_failures: int = 1, cpus_per_worker: float = 1.0) -> Pipeline:
     """Train `model.estimator` with `{**model.params, **config}` on `model.num_workers` Ray Train
     workers; the fitted Pipeline (preprocess, model). The run and its checkpoints live under
@@ -164,7 +165,7 @@ def fit_distributed(model: ModelSpec, X: pd.DataFrame, y: np.ndarray, config: di
                            "checkpoint_every": max(1, rounds // _CHECKPOINTS)},
         datasets={_DATASET: ray.data.from_pandas(frame)},
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=storage_path,
+        run_config=RunConfig(name=name, **as_tune_storage(storage_path).run_config(),
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )

@@ -19,6 +19,7 @@ import pickle
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -218,7 +219,20 @@ def _quiet_tune() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
-def run_search(model: ModelSpec, data: SplitData, *, storage_path: str, name: str,
+@dataclass(frozen=True)
+class TuneStorage:
+    """Tune's and Train's `RunConfig(storage_path, storage_filesystem)`: a local folder (no
+    filesystem), or a path inside a filesystem resolved from the storage URI, which carries
+    the endpoint and credentials to every trial (mlplatform.storage)."""
+
+    path: str
+    filesystem: Any = None  # pyarrow.fs.FileSystem
+
+    def run_config(self) -> dict[str, Any]:
+        return {"storage_path": self.path, "storage_filesystem": self.filesystem}
+
+
+def run_search(model: ModelSpec, data: SplitData, *, storage_path: TuneStorage | str, name: str,
                modules: str = DEFAULT_ESTIMATOR_MODULES,
                on_trial: Callable[[TrialRecord], None] | None = None) -> SearchResult:
     """The search the spec describes, on the connected Ray cluster."""
@@ -254,7 +268,8 @@ def run_search(model: ModelSpec, data: SplitData, *, storage_path: str, name: st
                                     num_samples=num_samples, reuse_actors=True,
                                     max_concurrent_trials=_concurrency(model),
                                     time_budget_s=search.time_budget_s),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0, callbacks=callbacks,
+        run_config=tune.RunConfig(name=name, **as_tune_storage(storage_path).run_config(), verbose=0,
+                                  callbacks=callbacks,
                                   failure_config=tune.FailureConfig(max_failures=search.max_failures)),
     )
     _quiet_tune()
@@ -335,7 +350,12 @@ class _Progress:
 SEGMENT = "__segment__"
 
 
-def final_fit(model: ModelSpec, data: dict[str, SplitData], config: dict[str, Any], *, storage_path: str,
+def as_tune_storage(storage_path: TuneStorage | str) -> TuneStorage:
+    return storage_path if isinstance(storage_path, TuneStorage) else TuneStorage(path=storage_path)
+
+
+def final_fit(model: ModelSpec, data: dict[str, SplitData], config: dict[str, Any], *,
+              storage_path: TuneStorage | str,
               name: str, modules: str = DEFAULT_ESTIMATOR_MODULES, max_failures: int = 1) -> dict[str, Any]:
     """Fit one model per key of `data` (one key: a single model; several: one per segment, in
     parallel on the cluster) on all its training rows with `config`, each a retried Tune trial."""
@@ -345,8 +365,9 @@ def final_fit(model: ModelSpec, data: dict[str, SplitData], config: dict[str, An
     fn = tune.with_resources(tune.with_parameters(trainable, data=data, setup=setup), {"cpu": 1})
     tuner = tune.Tuner(fn, param_space={**config, SEGMENT: tune.grid_search(sorted(data))},
                        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
-                       run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=0,
-                                                 failure_config=tune.FailureConfig(max_failures=max_failures)))
+                       run_config=tune.RunConfig(
+                           name=name, **as_tune_storage(storage_path).run_config(), verbose=0,
+                           failure_config=tune.FailureConfig(max_failures=max_failures)))
     models: dict[str, Any] = {}
     _quiet_tune()
     for result in tuner.fit():

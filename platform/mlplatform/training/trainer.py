@@ -30,7 +30,7 @@ from mlplatform.settings import Settings
 from mlplatform.spec import EvaluationSpec, ModelSpec, PipelineSpec
 from mlplatform.training.data import Columns, SplitData, check_labels, load_frame, search_split, split, xy
 from mlplatform.training.estimators import check_model
-from mlplatform.training.search import SearchResult, TrialRecord, final_fit, run_search
+from mlplatform.training.search import SearchResult, TrialRecord, TuneStorage, final_fit, run_search
 
 ALL = ""  # the segment key of an unsegmented model
 
@@ -124,12 +124,17 @@ def prepare(model: ModelSpec, ev: EvaluationSpec, art: TrainingSet) -> Prepared:
     return prepared
 
 
-def tune_root(settings: Settings, pipeline: str) -> str:
-    """Where Tune and Train keep a pipeline's experiments (and checkpoints)."""
+def tune_root(settings: Settings, pipeline: str) -> TuneStorage:
+    """Where Tune and Train keep a pipeline's experiments (and checkpoints): under the storage
+    URI, so that on a multi-node cluster every trial checkpoints to, and the final fit loads
+    its model from, shared storage (S3), never a node's local disk. Locally, a folder under
+    the home."""
     root = storage.join(settings.storage_uri, "tune", pipeline)
     if "://" not in root:
         Path(root).mkdir(parents=True, exist_ok=True)
-    return root
+        return TuneStorage(path=str(Path(root).resolve()))
+    fs, path = storage.resolve(root)
+    return TuneStorage(path=path, filesystem=fs)
 
 
 def search_data(model: ModelSpec, prepared: Prepared) -> SplitData:
