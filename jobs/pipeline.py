@@ -31,6 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
+        if os.environ.get("PLATFORM_JOB_ID") and settings.sources.get("ray_address") == "env RAY_ADDRESS":
+            from mlplatform.runtime.connect import own_dashboard
+
+            # Ray gives this driver RAY_ADDRESS = the GCS address (for ray.init), not the dashboard
+            # that the steps calling Serve's REST API need: ask the cluster for it.
+            url = own_dashboard(settings)
+            settings = settings.model_copy(update={
+                "ray_address": url, "sources": {**settings.sources, "ray_address": "this job's cluster"}})
         env = {**os.environ, "PLATFORM_HOME": str(settings.home)}
         spec = load_spec(args.spec, env=env, base_dir=args.base_dir)
         job_id = os.environ.get("PLATFORM_JOB_ID")

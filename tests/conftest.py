@@ -63,7 +63,10 @@ def platformctl(*args: str, env: dict[str, str] | None = None, unset: tuple[str,
                 timeout: float = 300, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     """Run the real console script as a user would, in a subprocess."""
     exe = Path(sys.executable).parent / "platformctl"
-    full = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
+    # A user's shell never holds the mark the platform leaves when it sets RAY_AUTH_MODE itself
+    # (settings.apply_ray_auth_env) in this process: the child decides its auth mode afresh.
+    drop = {*unset, "_PLATFORM_APPLIED_RAY_AUTH_MODE"}
+    full = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in drop}
     return subprocess.run([str(exe), *args], cwd=cwd, env=full, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -335,6 +335,9 @@ class DeploySpec(Strict):
 
     replicas: int = Field(1, ge=1, le=64, description="Fixed replica count (ignored with autoscaling).")
     autoscaling: AutoscalingSpec | None = None
+    max_replicas_per_node: int | None = Field(
+        None, ge=1, le=100, description="At most this many replicas on one Ray node (Serve's "
+        "max_replicas_per_node): 1 spreads them over the nodes, so that losing a node loses one replica.")
     num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per replica (0: share the node's "
                             "CPUs with batch work instead of holding them).")
     max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica works on at once.")

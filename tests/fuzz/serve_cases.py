@@ -26,6 +26,22 @@ def check_answer(method: str, path: str, resp: requests.Response) -> None:
         assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], where
 
 
+def _run_cases(op: Any, base_url: str, session: requests.Session, counts: collections.Counter[int],
+               max_examples: int) -> None:
+    """One operation's cases (a function of its own: hypothesis refuses @given on a function
+    with defaults, which a closure over the loop's variables would need)."""
+
+    @settings(max_examples=max_examples, deadline=None, database=None, derandomize=True,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=op.as_strategy())
+    def one(case: Any) -> None:
+        resp = case.call(base_url=base_url, session=session, timeout=30)
+        counts[resp.status_code] += 1
+        check_answer(case.method, case.formatted_path, resp)
+
+    one()
+
+
 def fuzz(base_url: str, *, max_examples: int = 50) -> dict[str, collections.Counter[int]]:
     """Every operation of the served document, `max_examples` generated cases each (positive
     and negative: schemathesis' default modes), sent to `base_url`; returns the status codes
@@ -39,13 +55,5 @@ def fuzz(base_url: str, *, max_examples: int = 50) -> dict[str, collections.Coun
         counts: collections.Counter[int] = collections.Counter()
         seen[label] = counts
 
-        @settings(max_examples=max_examples, deadline=None, database=None, derandomize=True,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-        @given(case=op.as_strategy())
-        def one(case: Any, counts: collections.Counter[int] = counts) -> None:
-            resp = case.call(base_url=base_url, session=session, timeout=30)
-            counts[resp.status_code] += 1
-            check_answer(case.method, case.formatted_path, resp)
-
-        one()
+        _run_cases(op, base_url, session, counts, max_examples)
     return seen

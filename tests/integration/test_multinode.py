@@ -49,7 +49,8 @@ def test_the_pipeline_runs_across_nodes_through_s3(ray_connected: dict[str, str]
     alive = [n for n in ray.nodes() if n.get("Alive")]
     assert len(alive) >= 3, "the session cluster should have a head and two worker nodes"
     home = tmp_path / "home"
-    env = {"PLATFORM_HOME": str(home), **backends.store_env(home, NAME)}
+    env = {"PLATFORM_HOME": str(home), "PLATFORM_RAY_ADDRESS": ray_connected["dashboard_url"],
+           **backends.store_env(home, NAME)}
     storage_uri = env["PLATFORM_STORAGE_URI"]
     assert storage_uri.startswith("s3://")
     source = f"{storage_uri}/incoming"
@@ -62,7 +63,7 @@ def test_the_pipeline_runs_across_nodes_through_s3(ray_connected: dict[str, str]
     spec = folder / "pipeline.yaml"
     spec.write_text(text.replace("name: demo\n", f"name: {NAME}\n")
                     .replace("${PLATFORM_HOME}/demo/data", source)
-                    .replace("  replicas: 1\n", "  replicas: 2\n"))
+                    .replace("  replicas: 1\n", "  replicas: 2\n  max_replicas_per_node: 1\n"))
     sub = platformctl("submit", str(spec), "--wait", "--json", env=env, cwd=folder, timeout=900)
     assert sub.returncode == 0, sub.stdout[-3000:] + sub.stderr[-3000:]
     out = json.loads(sub.stdout)
@@ -89,7 +90,8 @@ def test_the_pipeline_runs_across_nodes_through_s3(ray_connected: dict[str, str]
     from mlplatform.serving.client import ServeControl
     from mlplatform.settings import load_settings
 
-    settings = load_settings(env={**os.environ, **env})
+    mine = {k: v for k, v in os.environ.items() if k != "_PLATFORM_APPLIED_RAY_AUTH_MODE"}  # as platformctl's
+    settings = load_settings(env={**mine, **env})
     details = ServeControl(settings).details()["applications"][NAME]["deployments"]
     replica_nodes = {r["node_id"] for d in details.values() for r in d.get("replicas") or []
                      if r.get("state") == "RUNNING"}

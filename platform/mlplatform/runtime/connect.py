@@ -54,3 +54,17 @@ def connect(settings: Settings, *, allow_private: bool = False,
         ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=True)
         return
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=True, logging_level="WARNING")
+
+
+def own_dashboard(settings: Settings) -> str | None:
+    """The dashboard of the cluster this process runs in (a job's driver), from Ray's own
+    registry. Ray gives a job's driver RAY_ADDRESS = the GCS address, which is what ray.init
+    needs but not what the Jobs and Serve REST APIs need; the submitter's dashboard URL would not
+    do either (often a port-forward on a laptop, unreachable from inside the cluster)."""
+    connect(settings)
+    from ray._private.services import get_webui_url_from_internal_kv
+
+    url = get_webui_url_from_internal_kv()
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"

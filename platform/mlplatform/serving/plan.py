@@ -132,6 +132,8 @@ def ingress_options(deploy: DeploySpec, config: ServingConfig) -> dict[str, Any]
         }
     else:
         options["num_replicas"] = deploy.replicas
+    if deploy.max_replicas_per_node is not None:
+        options["max_replicas_per_node"] = deploy.max_replicas_per_node
     return options
 
 

@@ -5,6 +5,7 @@ against the same search with no fault, run just before on the same cluster."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,13 +16,18 @@ import psutil
 import pytest
 from sklearn.datasets import make_classification
 
+from mlplatform.settings import load_settings
 from mlplatform.spec import ModelSpec
 from mlplatform.training.data import SplitData
-from mlplatform.training.search import SearchResult, run_search
+from mlplatform.training.search import SearchResult, TuneStorage, run_search
+from mlplatform.training.trainer import tune_root
+from tests import backends
 from tests.integration.faults.figures import report
 from tests.multinode import kill_worker, start_worker, stop_worker, wait_node_dead
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.skipif(
+    backends.mode() != "cluster", reason="a fault test: runs with `pytest --backends cluster` (.ci/run's "
+    "second run, on the multi-node cluster)")]
 ITERATIONS = 60
 
 
@@ -56,18 +62,35 @@ def _trials_on(temp_dir: str) -> int:
     return n
 
 
+def _checkpointed_twice(where: TuneStorage, name: str) -> int:
+    """How many trials of experiment `name` wrote their second checkpoint (under the storage
+    URI: S3 in the cluster run)."""
+    import pyarrow.fs as pafs
+
+    fs = where.filesystem or pafs.LocalFileSystem()
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(f"{where.path}/{name}", recursive=True))
+    except (FileNotFoundError, OSError):
+        return 0
+    return len({i.path.split("/checkpoint_000001")[0] for i in infos if "/checkpoint_000001" in i.path})
+
+
 def test_a_worker_node_lost_mid_search(ray_connected: dict[str, str], tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     head = ray_connected
+    home = tmp_path / "home"
+    env = {"PLATFORM_HOME": str(home), **backends.store_env(home, "nodeloss")}
+    settings = load_settings(env={**os.environ, **env})
+    where = tune_root(settings, "nodeloss")  # checkpoints under the storage URI, as the train step's
     node = start_worker(head["gcs_address"], head["temp_dir"], 9, num_cpus=2)
     try:
         data = _data()
-        baseline = run_search(_model(), data, storage_path=str(tmp_path / "base"), name="base")
+        baseline = run_search(_model(), data, storage_path=where, name="base")
         out: dict[str, SearchResult | BaseException] = {}
 
         def search() -> None:
             try:
-                out["result"] = run_search(_model(), data, storage_path=str(tmp_path / "fault"), name="fault")
+                out["result"] = run_search(_model(), data, storage_path=where, name="fault")
             except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
                 out["result"] = exc
 
@@ -76,12 +99,13 @@ def test_a_worker_node_lost_mid_search(ray_connected: dict[str, str], tmp_path: 
         killed_at = None
         deadline = time.time() + 180
         while time.time() < deadline and thread.is_alive():
-            # Kill once a trial runs on the node and trials have checkpointed at least twice.
-            if _trials_on(node.temp_dir) and list((tmp_path / "fault").glob("**/checkpoint_000001")):
+            # Kill once a trial runs on the node and every running trial has checkpointed twice
+            # (so the node's trials have a checkpoint to resume from).
+            if _trials_on(node.temp_dir) and _checkpointed_twice(where, "fault") >= 4:
                 killed_at = time.perf_counter()
                 kill_worker(node)
                 break
-            time.sleep(0.2)
+            time.sleep(0.3)
         assert killed_at is not None, ("no trial ran on the worker node", repr(out.get("result"))[:1500])
         detected_s = wait_node_dead(node.node_id)
         thread.join(timeout=400)

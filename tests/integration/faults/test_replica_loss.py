@@ -17,9 +17,12 @@ import requests
 from mlplatform.services import Services
 from mlplatform.serving.deployer import change
 from mlplatform.serving.infra import json_value, sample_rows
+from tests import backends
 from tests.integration.faults.figures import report
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.skipif(
+    backends.mode() != "cluster", reason="a fault test: runs with `pytest --backends cluster` (.ci/run's "
+    "second run, on the multi-node cluster)")]
 
 
 def _replica_pids(temp_dir: str, app: str) -> list[int]:

@@ -118,7 +118,8 @@ def test_a_postgres_restart_fails_the_running_step_cleanly_and_the_run_resumes(
     active = backends.active()
     assert active is not None
     home = tmp_path / "home"
-    env = {"PLATFORM_HOME": str(home), **backends.store_env(home, "pgrestart")}
+    env = {"PLATFORM_HOME": str(home), "PLATFORM_RAY_ADDRESS": ray_cluster["dashboard_url"],
+           **backends.store_env(home, "pgrestart")}
     data, folder = tmp_path / "data", tmp_path / "spec"
     write_demo_data(data, DemoDataConfig(days=1, rows_per_day=400, seed=8))
     folder.mkdir()
@@ -138,7 +139,7 @@ def test_a_postgres_restart_fails_the_running_step_cleanly_and_the_run_resumes(
         detail = store.run(sub["run_id"])
         if detail and any(e.step == "featurize" and e.status == "RUNNING" for e in detail.steps):
             restarted = time.monotonic()
-            active.postgres.restart(DOWN_S)
+            active.postgres.restart(12.0)  # longer than the step: its end meets the database away
             break
         time.sleep(0.2)
     assert restarted is not None, "the run never reached featurize"
