@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 
+from mlplatform import storage
 from mlplatform.artifacts import ValidatedBatch
 from mlplatform.data.synthetic import DemoDataConfig, write_day
 from mlplatform.features.store import FeatureStore
@@ -39,7 +40,8 @@ def test_training_set_of_day_3_has_no_future_values(demo_runs: dict) -> None:
     settings, spec = demo_runs["settings"], demo_runs["spec"]
     store = MetadataStore(settings.metadata_url)
     art = store.artifacts_of_run(demo_runs["reports"][2].run_id, "training_set")[0]
-    train = pd.read_parquet(art.uri)
+    fs, path = storage.resolve(art.uri)  # a local file, or an object in S3 (--backends cluster)
+    train = pd.read_parquet(path, filesystem=fs)
     assert art.properties["rows"] == len(train) > 2500  # three days of label rows
     fstore = FeatureStore(spec, settings)
     checked = 0
@@ -62,7 +64,9 @@ def test_training_set_of_day_3_has_no_future_values(demo_runs: dict) -> None:
                 assert (pd.isna(got) and pd.isna(expected)) or got == expected, (name, f, i)
             checked += 1
     assert checked == 240
-    report = json.loads(Path(art.properties["report"]).read_text())
+    rfs, rpath = storage.resolve(art.properties["report"])
+    with rfs.open_input_stream(rpath) as f:
+        report = json.loads(f.read())
     assert {v["view"] for v in report["views"]} == {"customer_activity", "customer_profile"}
     assert report["view_versions"] == {n: v.version for n, v in fstore.views.items()}
 

@@ -6,13 +6,12 @@ reproduces exactly; a tampered artifact is refused."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
-from urllib.parse import urlparse
 
+import pyarrow.fs as pafs
 import pytest
 from mlflow import MlflowClient
 
+from mlplatform import storage
 from mlplatform.artifacts import ModelVersion
 from mlplatform.errors import PlatformError
 from mlplatform.metadata.store import MetadataStore
@@ -165,20 +164,23 @@ def test_a_tampered_artifact_is_refused(demo_runs: dict) -> None:
     settings, env = demo_runs["settings"], demo_runs["env"]
     client = MlflowClient(settings.mlflow_tracking_uri)
     version = client.get_model_version("demo", str(NOISE_DAY))
-    folder = Path(urlparse(client.get_run(version.run_id).info.artifact_uri).path) / "model"
-    target = next(p for p in folder.iterdir() if p.suffix in (".pkl", ".skops"))
-    backup = target.with_suffix(".bak")
-    shutil.copy(target, backup)
+    # The artifact store: a local folder, or S3 with --backends cluster.
+    fs, root = storage.resolve(client.get_run(version.run_id).info.artifact_uri)
+    files = fs.get_file_info(pafs.FileSelector(f"{root}/model"))
+    target = next(f.path for f in files if f.path.endswith((".pkl", ".skops")))
+    with fs.open_input_stream(target) as f:
+        original = f.read()
     try:
-        with target.open("ab") as f:
-            f.write(b"\0")
+        with fs.open_output_stream(target) as f:
+            f.write(original + b"\0")
         with pytest.raises(PlatformError, match="does not match the recorded"):
             ModelRegistry(settings).load("demo", str(NOISE_DAY))
         proc = cli("models", "promote", "demo", str(NOISE_DAY), env=env)
         assert proc.returncode == 1 and "refusing to load" in proc.stderr
         assert ModelRegistry(settings).alias("demo", CHAMPION) != str(NOISE_DAY)
     finally:
-        shutil.move(backup, target)
+        with fs.open_output_stream(target) as f:
+            f.write(original)
     assert ModelRegistry(settings).load("demo", str(NOISE_DAY)) is not None
 
 
