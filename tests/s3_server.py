@@ -13,7 +13,6 @@ lists what the bucket holds, through boto3: the independent truth a test compare
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -70,25 +69,15 @@ class S3Env:
                     os.environ[k] = v
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def moto_s3(bucket: str, prefix: str = "platform") -> Iterator[S3Env]:
-    """Start moto's S3 server on a free port, create `bucket`, yield how to reach it; stop it
-    after. Needs `moto[server]` and `boto3` (the test extras)."""
-    import logging
+    """Start moto's S3 server on a free port (tests.backends.S3Server, the same server the
+    `--backends cluster` session runs), create `bucket`, yield how to reach it; stop it after.
+    Needs `moto[server]` and `boto3` (the test extras)."""
+    from tests.backends import S3Server
 
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    server = S3Server.start()
+    endpoint = server.endpoint
     env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ENDPOINT_URL": endpoint,
            "AWS_EC2_METADATA_DISABLED": "true"}

@@ -198,6 +198,15 @@ def _local_cluster_address(home: Path) -> str | None:
         return None
 
 
+def db_connect_args(url: str) -> dict[str, Any]:
+    """The driver arguments every engine on a server database gets: a connect timeout, so that
+    an unreachable PostgreSQL is an error within seconds, never a hang (a `connect_timeout` the
+    user put in the URL wins)."""
+    if url.startswith("postgres") and "connect_timeout" not in url:
+        return {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {}
+
+
 def with_db_driver(url: str) -> str:
     """The URL an engine is created from: `postgresql://` (and `postgres://`) name no driver and
     SQLAlchemy would pick psycopg2, which the `cluster` extra does not install; the platform's

@@ -23,6 +23,7 @@ from mlplatform.settings import (
     STORE_URL_KEYS,
     Settings,
     apply_store_env,
+    db_connect_args,
     setting_name,
     with_db_driver,
 )
@@ -73,9 +74,7 @@ def _metadata(settings: Settings) -> str:
     url = settings.metadata_url
     if url.startswith("sqlite") and not _sqlite_exists(url):
         return "SQLite file (created on first use)"
-    args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.startswith("postgres") else {}
-    if url.startswith("sqlite"):
-        args = {"timeout": CONNECT_TIMEOUT_S}
+    args = {"timeout": CONNECT_TIMEOUT_S} if url.startswith("sqlite") else db_connect_args(url)
     try:
         engine = sqlalchemy.create_engine(with_db_driver(url), connect_args=args,
                                           poolclass=sqlalchemy.NullPool)

@@ -45,7 +45,7 @@ from mlplatform.metadata.schema import (
     utcnow,
 )
 from mlplatform.redact import redact_text, redact_url
-from mlplatform.settings import CONNECT_TIMEOUT_S, setting_name, with_db_driver
+from mlplatform.settings import db_connect_args, setting_name, with_db_driver
 
 ExecStatus = Literal["RUNNING", "COMPLETE", "FAILED", "SKIPPED"]
 RunStatus = Literal["RUNNING", "SUCCEEDED", "FAILED"]
@@ -200,11 +200,9 @@ class MetadataStore:
             event.listen(self.engine, "begin", _sqlite_begin)
         else:
             # A connect timeout: an unreachable server is an error in seconds, not a hang.
-            connect_args = ({"connect_timeout": CONNECT_TIMEOUT_S}
-                            if url.startswith("postgres") and "connect_timeout" not in url else {})
             try:
                 self.engine = create_engine(with_db_driver(url), pool_pre_ping=True,
-                                            connect_args=connect_args, json_serializer=_strict_json)
+                                            connect_args=db_connect_args(url), json_serializer=_strict_json)
             except ModuleNotFoundError as exc:  # the database's driver is an optional extra
                 raise InputError(f"metadata_url {redact_url(url)!r}: its database driver is not "
                                  f"installed ({exc.name})",

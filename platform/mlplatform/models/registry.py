@@ -48,10 +48,10 @@ from mlplatform.metadata.schema import utcnow
 from mlplatform.metadata.store import MetadataStore
 from mlplatform.redact import redact_url
 from mlplatform.settings import (
-    CONNECT_TIMEOUT_S,
     MLFLOW_SET_MARK,
     Settings,
     apply_store_env,
+    db_connect_args,
     setting_name,
     with_db_driver,
 )
@@ -525,10 +525,9 @@ def _reachable(uri: str) -> None:
 
     from mlplatform.metadata.store import db_error_reason
 
-    connect_args = ({"connect_timeout": CONNECT_TIMEOUT_S}
-                    if uri.startswith("postgres") and "connect_timeout" not in uri else {})
     try:
-        engine = sqlalchemy.create_engine(uri, connect_args=connect_args, poolclass=sqlalchemy.NullPool)
+        engine = sqlalchemy.create_engine(uri, connect_args=db_connect_args(uri),
+                                          poolclass=sqlalchemy.NullPool)
     except ModuleNotFoundError as exc:
         raise InputError(f"{setting_name('mlflow_tracking_uri')} {redact_url(uri)}: its database driver "
                          f"is not installed ({exc.name})",
