@@ -49,7 +49,7 @@ def _legacy_db(path: Path) -> None:
 
 def test_a_fresh_database_is_built_by_the_revisions_to_match_the_models(tmp_path: Path) -> None:
     store = MetadataStore(f"sqlite:///{tmp_path / 'm.db'}")
-    assert _revision(store) == [migrate.head()] == ["0003"]
+    assert _revision(store) == [migrate.head()] == ["0004"]
     assert {"context", "execution", "artifact", "event", "alert", "champion",
             "champion_history"} <= _tables(store)
     assert "schema_version" not in _tables(store)

@@ -81,6 +81,78 @@ class AlertRow(Base):
     kind: Mapped[str] = mapped_column(String(64))  # schema_break | invalid_rows | drift | ...
     message: Mapped[str] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Where it came from (validation | drift | live_drift | quality | guardrail | anomaly | run |
+    # trigger | infra | ingest) and a link to what caused it (a report, a run, a rollout).
+    source: Mapped[str] = mapped_column(String(32), default="pipeline", server_default="pipeline",
+                                        index=True)
+    link: Mapped[str | None] = mapped_column(Text)
+    acked_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    acked_by: Mapped[str | None] = mapped_column(String(255))
+    # The webhook's outcome: None (no webhook), "sent", or "failed: <reason>" after the retries.
+    notified: Mapped[str | None] = mapped_column(Text)
+
+
+class MonitorResultRow(Base):
+    """One observation of a served model's live behaviour (mlplatform.monitoring): a feature's
+    live drift score, a realised or estimated quality metric over a window. Kept for history:
+    the anomaly detector and `platformctl monitor` read them back."""
+
+    __tablename__ = "monitor_result"
+    __table_args__ = (Index("ix_monitor_result_pipeline_kind", "pipeline", "kind", "created_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    pipeline: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))  # live_drift | quality | quality_estimate
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    variant: Mapped[str | None] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(255))  # the feature, or the metric
+    value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    flagged: Mapped[bool] = mapped_column(default=False)
+    window_start: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    window_end: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class TriggerStateRow(Base):
+    """What a trigger has already acted on (files seen, the last scheduled time fired), changed
+    only by compare-and-set on `revision`: of two watchers, one wins each change."""
+
+    __tablename__ = "trigger_state"
+    pipeline: Mapped[str] = mapped_column(String(255), primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revision: Mapped[int] = mapped_column(default=0)
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class TriggerFireRow(Base):
+    """Every time a trigger fired: why, and the run it started (or why it started none)."""
+
+    __tablename__ = "trigger_fire"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fired_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    pipeline: Mapped[str] = mapped_column(String(255), index=True)
+    trigger: Mapped[str] = mapped_column(String(64))  # new_data | schedule | drift | quality
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32))  # submitted | skipped | failed
+    run_id: Mapped[str | None] = mapped_column(String(255))
+    job_id: Mapped[str | None] = mapped_column(String(255))
+    watcher: Mapped[str | None] = mapped_column(String(255))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ActiveRunRow(Base):
+    """The one run a pipeline's triggers have in flight: inserting the row is the claim (the
+    primary key lets one watcher win), deleting it the release once the run has ended."""
+
+    __tablename__ = "active_run"
+    pipeline: Mapped[str] = mapped_column(String(255), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(255))
+    job_id: Mapped[str | None] = mapped_column(String(255))
+    cause: Mapped[str] = mapped_column(Text)
+    watcher: Mapped[str | None] = mapped_column(String(255))
+    claimed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class ChampionHistoryRow(Base):

@@ -113,6 +113,11 @@ class Alert(_Out):
     kind: str
     message: str
     details: dict[str, Any]
+    source: str = "pipeline"
+    link: str | None = None
+    acked_at: dt.datetime | None = None
+    acked_by: str | None = None
+    notified: str | None = None
 
 
 class LineageNode(BaseModel):
@@ -453,10 +458,12 @@ class MetadataStore:
 
     def add_alert(self, pipeline: str, severity: str, kind: str, message: str, *,
                   run_id: str | None = None, step: str | None = None,
-                  details: dict[str, Any] | None = None) -> Alert:
+                  details: dict[str, Any] | None = None, source: str = "pipeline",
+                  link: str | None = None) -> Alert:
         with self.session() as s:
             row = AlertRow(pipeline=pipeline, severity=severity, kind=kind, message=message,
-                           run_id=run_id, step=step, details=details or {}, created_at=utcnow())
+                           run_id=run_id, step=step, details=details or {}, created_at=utcnow(),
+                           source=source, link=link)
             s.add(row)
             s.flush()
             return Alert.model_validate(row)
