@@ -62,6 +62,86 @@ def test_dashboard_requires_the_token(ray_cluster) -> None:  # noqa: ANN001
     assert resp.status_code == 401
 
 
+def test_dashboard_command_gives_the_token_the_dashboard_accepts(ray_cluster, session_home: Path) -> None:  # noqa: ANN001
+    """`cluster dashboard` prints the URL and the token: the dashboard's own login endpoint (what
+    its token prompt posts) accepts it and sets the session cookie, with which the dashboard's
+    API answers; the command it prints for later finds the same token through Ray's own CLI."""
+    out = platformctl("cluster", "dashboard", "--no-open", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    access = json.loads(out.stdout)
+    assert access["url"] == ray_cluster["dashboard_url"] and access["auth_mode"] == "token"
+    login = requests.post(access["url"] + "/api/authenticate",
+                          headers={"Authorization": f"Bearer {access['token']}"}, timeout=10)
+    assert login.status_code == 200, login.text
+    cookie = login.cookies.get("ray-authentication-token")
+    assert cookie == access["token"]
+    jobs = requests.get(access["url"] + "/api/jobs/", cookies={"ray-authentication-token": cookie},
+                        timeout=10)
+    assert jobs.status_code == 200
+    wrong = requests.post(access["url"] + "/api/authenticate",
+                          headers={"Authorization": "Bearer " + "0" * len(access["token"])}, timeout=10)
+    assert wrong.status_code == 403
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    assignment, *command = shlex.split(access["get_token_command"])
+    key, value = assignment.split("=", 1)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}
+    env[key] = value
+    ray_cli = str(Path(sys.executable).parent / command[0])
+    again = subprocess.run([ray_cli, *command[1:]], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert access["token"] in again.stdout
+    human = platformctl("cluster", "dashboard", "--no-open")
+    assert human.returncode == 0 and access["token"] in human.stdout and access["url"] in human.stdout
+
+
+def test_cluster_up_metrics_starts_a_prometheus_that_scrapes_every_node(ray_cluster) -> None:  # noqa: ANN001
+    """`cluster up --metrics` on the running cluster starts Debian's Prometheus with the platform's
+    configuration: it finds Ray's nodes through Ray's service-discovery file, scrapes them (the
+    targets are up) and answers a query for one of Ray's series; `cluster down` would stop it."""
+    import os
+    import shutil
+
+    from mlplatform.runtime import prometheus
+    from mlplatform.settings import load_settings
+
+    if prometheus.binary() is None:
+        if os.environ.get("PLATFORM_REQUIRE_PROMETHEUS") == "1":
+            pytest.fail("prometheus is required (PLATFORM_REQUIRE_PROMETHEUS=1) but not installed")
+        pytest.skip("no prometheus binary (apt-get install prometheus)")
+    settings = load_settings()
+    try:
+        out = platformctl("cluster", "up", "--metrics", "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        server = json.loads(out.stdout)["metrics"]
+        assert server["url"] and not server["error"], server
+        deadline = time.monotonic() + 90
+        targets: list = []
+        while time.monotonic() < deadline:
+            answer = requests.get(server["url"] + "/api/v1/targets", timeout=5).json()
+            targets = answer["data"]["activeTargets"]
+            if targets and all(t["health"] == "up" for t in targets):
+                break
+            time.sleep(1)
+        assert targets and all(t["health"] == "up" for t in targets), targets
+        assert {t["labels"]["job"] for t in targets} == {"ray"}
+        found: list = []
+        while time.monotonic() < deadline and not found:
+            found = requests.get(server["url"] + "/api/v1/query", params={"query": "ray_node_cpu_count"},
+                                 timeout=5).json()["data"]["result"]
+            time.sleep(1)
+        assert found, "Prometheus holds no ray_node_cpu_count series"
+        again = json.loads(platformctl("cluster", "up", "--metrics", "--json").stdout)["metrics"]
+        assert again["pid"] == server["pid"]  # idempotent: the running one is reported
+    finally:
+        stopped = prometheus.stop(settings)
+        shutil.rmtree(settings.home / "prometheus", ignore_errors=True)
+    assert stopped
+
+
 def test_submit_wait_then_nothing_new(ray_cluster, submitted: Submitted, session_home: Path) -> None:  # noqa: ANN001
     sub = submitted.first
     assert sub["job"]["status"] == "SUCCEEDED"

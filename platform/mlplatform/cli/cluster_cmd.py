@@ -6,6 +6,7 @@ from contextlib import nullcontext
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel, Field
 from rich.table import Table
 
 from mlplatform.cli.output import (
@@ -33,19 +34,27 @@ def up(
                                                 max=65535)] = 8265,
     object_store_mb: Annotated[
         int | None, typer.Option(help="Object store size in MiB (default: Ray's).")] = None,
+    metrics: Annotated[bool, typer.Option("--metrics", help="Also start a local Prometheus scraping "
+                                          "the cluster (needs Debian's `prometheus`).")] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Start a local Ray head (token auth, dashboard on 127.0.0.1); idempotent."""
     settings = settings_for()
     with console.status("starting Ray...", spinner="dots") if not json_ else nullcontext():
         result = cluster.up(settings, num_cpus=num_cpus, port=port, dashboard_port=dashboard_port,
-                            object_store_mb=object_store_mb)
+                            object_store_mb=object_store_mb, metrics=metrics)
     if json_:
         print_json(result)
         return
     console.print(result.message)
-    console.print(f"  dashboard: {result.state.dashboard_url}\n  GCS: {result.state.gcs_address}"
+    console.print(f"  dashboard: {result.state.dashboard_url}  (`platformctl cluster dashboard` "
+                  f"prints its token)\n  GCS: {result.state.gcs_address}"
                   f"\n  CPUs: {result.state.num_cpus}\n  token: {settings.auth_token_path}")
+    if result.metrics is not None and result.metrics.url:
+        console.print(f"  Prometheus: {result.metrics.url} (scraping every Ray node; Grafana: "
+                      "import cluster/grafana/mlplatform-dashboard.json)")
+    elif result.metrics is not None:
+        console.print(f"[yellow]warning:[/] no Prometheus: {result.metrics.error}", highlight=False)
 
 
 @app.command("status")
@@ -111,3 +120,86 @@ def down(json_: JsonOpt = False) -> None:
         if drained:
             console.print(f"took down the served applications {drained} (prediction logs flushed)")
         console.print(f"stopped the local cluster ({stopped} processes)")
+
+
+class DashboardAccess(BaseModel):
+    """What a person needs to open the Ray dashboard of a token-protected cluster."""
+
+    url: str
+    auth_mode: str
+    token: str | None = Field(None, description="The token to paste into the dashboard's prompt.")
+    token_source: str | None = Field(None, description="Where the token was read from.")
+    get_token_command: str | None = Field(
+        None, description="`ray get-auth-token` only looks under ~/.ray: this command points it "
+                          "at the token the platform keeps.")
+    opened: bool = False
+
+
+def dashboard_access(settings: Settings) -> DashboardAccess:
+    """The dashboard URL and the token for it: Ray's dashboard asks for the token and suggests
+    `ray get-auth-token`, which reads ~/.ray/auth_token, not the file `cluster up` keeps under the
+    platform's home, so a person following Ray's hint finds nothing."""
+    import os
+
+    state = cluster.read_state(settings)
+    url = (settings.ray_address or (state.dashboard_url if state else None))
+    if url is None:
+        raise PlatformError("no Ray cluster configured and no local cluster recorded under "
+                            f"{settings.home}",
+                            hint="`platformctl cluster up` starts one; --address picks another")
+    url = url.rstrip("/")
+    if "://" not in url:
+        raise PlatformError(f"--address {url}: the dashboard needs its HTTP address "
+                            "(http://host:8265), not the GCS address")
+    if settings.ray_auth_mode != "token":
+        return DashboardAccess(url=url, auth_mode=settings.ray_auth_mode)
+    token, source = os.environ.get("RAY_AUTH_TOKEN"), "RAY_AUTH_TOKEN"
+    if not token and settings.auth_token_path.exists():
+        token, source = settings.auth_token_path.read_text().strip(), str(settings.auth_token_path)
+    if not token:
+        raise PlatformError(f"token authentication is on but no token was found (RAY_AUTH_TOKEN is "
+                            f"unset and {settings.auth_token_path} does not exist)",
+                            hint="set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH to the cluster's token")
+    command = ("echo $RAY_AUTH_TOKEN" if source == "RAY_AUTH_TOKEN"
+               else f"RAY_AUTH_TOKEN_PATH={settings.auth_token_path} ray get-auth-token")
+    return DashboardAccess(url=url, auth_mode="token", token=token, token_source=source,
+                           get_token_command=command)
+
+
+def _has_display() -> bool:
+    import os
+    import sys
+
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY")
+                                                         or os.environ.get("WAYLAND_DISPLAY"))
+
+
+@app.command("dashboard")
+@handle_errors
+def dashboard(
+    address: AddressOpt = None,
+    open_: Annotated[bool, typer.Option("--open/--no-open", help="Open a browser where this "
+                                        "machine has a display.")] = True,
+    json_: JsonOpt = False,
+) -> None:
+    """The Ray dashboard's URL and the token to paste into its prompt (Ray's own hint, `ray
+    get-auth-token`, does not find the token `cluster up` keeps under the platform's home)."""
+    import webbrowser
+
+    access = dashboard_access(settings_for(address))
+    if open_ and _has_display():
+        access.opened = webbrowser.open(access.url)
+    if json_:
+        print_json(access)
+        return
+    console.print(f"Ray dashboard: {access.url}" + (" (opened in your browser)" if access.opened else ""))
+    if access.token is None:
+        console.print("token authentication is off: no token needed")
+        return
+    console.print("it asks for the cluster's token; paste this one:")
+    console.print(access.token, highlight=False, soft_wrap=True)
+    console.print(f"[dim](from {access.token_source}; again later: {access.get_token_command})[/]",
+                  highlight=False)
+    console.print("[dim]Serve applications are named after their pipelines, jobs after their runs "
+                  "(<run id>-NNNNN, metadata: pipeline, run_id), actors mlplatform-* after what "
+                  "they do.[/]", highlight=False)

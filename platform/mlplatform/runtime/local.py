@@ -26,7 +26,9 @@ import requests
 from pydantic import BaseModel
 
 from mlplatform.errors import ClusterUnreachable, InputError, PlatformError
+from mlplatform.runtime import prometheus
 from mlplatform.runtime.dashboard import ray_version_at
+from mlplatform.runtime.prometheus import MetricsServer
 from mlplatform.settings import Settings
 
 
@@ -45,6 +47,7 @@ class UpResult(BaseModel):
     started: bool
     message: str
     state: ClusterState
+    metrics: MetricsServer | None = None
 
 
 def _temp_dir(home: Path) -> str:
@@ -208,15 +211,19 @@ def serve_env(temp_dir: str, mode: str | None = None) -> dict[str, str]:
 
 def up(settings: Settings, *, num_cpus: int | None = None, port: int = 6379,
        dashboard_port: int = 8265, object_store_mb: int | None = None,
-       wait_s: float = 90.0) -> UpResult:
-    """Start the local head, or report the one this PLATFORM_HOME already runs."""
+       wait_s: float = 90.0, metrics: bool = False) -> UpResult:
+    """Start the local head, or report the one this PLATFORM_HOME already runs. With `metrics`,
+    also a local Prometheus scraping it (mlplatform.runtime.prometheus), when one can run."""
     state = read_state(settings)
     if state is not None:
         local = settings.model_copy(update={"ray_address": state.dashboard_url,
                                             "ray_auth_mode": "token"})
         try:
             ray_version_at(local)
-            return UpResult(started=False, state=state,
+            server = prometheus.read(settings)
+            if metrics and (server is None or server.url is None):
+                server = prometheus.start(settings, state.temp_dir, _metrics_port())
+            return UpResult(started=False, state=state, metrics=server,
                             message=f"the local cluster is already running at {state.dashboard_url}")
         except ClusterUnreachable:
             _terminate(cluster_processes(state.temp_dir, _port(state)))  # a stale head: clear it out
@@ -245,6 +252,9 @@ def up(settings: Settings, *, num_cpus: int | None = None, port: int = 6379,
     env.pop("RAY_AUTH_TOKEN", None)
     env.pop("RAY_ADDRESS", None)
     env.update(serve_env(temp_dir))
+    metrics_port = _metrics_port() if metrics else None
+    if metrics_port is not None:  # the dashboard's Metrics tab reads from the Prometheus started below
+        env["RAY_PROMETHEUS_HOST"] = f"http://127.0.0.1:{metrics_port}"
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
@@ -267,8 +277,13 @@ def up(settings: Settings, *, num_cpus: int | None = None, port: int = 6379,
                          temp_dir=temp_dir, num_cpus=cpus, ray_version=version,
                          started_at=dt.datetime.now(dt.UTC))
     settings.cluster_state_path.write_text(state.model_dump_json(indent=2))
-    return UpResult(started=True, state=state,
+    server = prometheus.start(settings, temp_dir, metrics_port) if metrics_port is not None else None
+    return UpResult(started=True, state=state, metrics=server,
                     message=f"started a local Ray {version} cluster: dashboard {dashboard_url}")
+
+
+def _metrics_port() -> int:
+    return 9090 if _port_free(9090) else free_port()  # Prometheus' own default when it is free
 
 
 def _port(state: ClusterState) -> int:
@@ -281,5 +296,6 @@ def down(settings: Settings) -> int:
     if state is None:
         return 0
     n = _terminate(cluster_processes(state.temp_dir, _port(state)))
+    n += int(prometheus.stop(settings))
     settings.cluster_state_path.unlink(missing_ok=True)
     return n
