@@ -1,6 +1,11 @@
 """Ray Job entrypoint: run (or resume) one pipeline run on the cluster.
 
     python -m jobs.pipeline --spec SPEC --run-id RUN [--step STEP ...] [--base-dir DIR]
+                            [--cause CAUSE] [--cause-detail TEXT] [--retrain]
+
+`--cause` says what started the run (manual, or the trigger that fired: new_data, schedule,
+drift, live_drift, quality) and `--cause-detail` why; both are run properties. `--retrain`
+trains on the pipeline's validated data without ingesting (mlplatform.triggers.retrain).
 
 Exits 0 when the run succeeded (including "nothing new to ingest"), 1 when a step
 failed, 2 when the spec is invalid; the reason is the last line of the job's logs.
@@ -28,6 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", action="append", default=None)
     parser.add_argument("--base-dir", type=Path, default=None,
                         help="folder the spec's relative paths resolve against")
+    parser.add_argument("--cause", default="manual",
+                        choices=["manual", "new_data", "schedule", "drift", "live_drift", "quality"])
+    parser.add_argument("--cause-detail", default="")
+    parser.add_argument("--retrain", action="store_true",
+                        help="retrain on the validated data: the steps after featurize")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -43,12 +53,26 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.spec, env=env, base_dir=args.base_dir)
         job_id = os.environ.get("PLATFORM_JOB_ID")
         spec_file = (args.base_dir or args.spec.parent).resolve() / args.spec.name
-        report = run_pipeline(spec, Services(settings), run_id=args.run_id, only=args.step,
+        services = Services(settings)
+        properties = {"spec_file": str(spec_file), "cause": args.cause, "cause_detail": args.cause_detail}
+        only = args.step
+        if args.retrain:
+            from mlplatform.run_ids import new_run_id
+            from mlplatform.triggers.retrain import adopt_validated_batch, retrain_steps
+
+            args.run_id = args.run_id or new_run_id(spec.name)
+            adopt_validated_batch(spec, services, args.run_id, {**properties, "job_id": job_id})
+            only = [s for s in retrain_steps() if not args.step or s in args.step]
+        report = run_pipeline(spec, services, run_id=args.run_id, only=only,
                               job_id=job_id, log=lambda m: print(m, flush=True),
-                              properties={"spec_file": str(spec_file)})
+                              properties=properties)
     except PlatformError as exc:
         print(f"error: {redact_text(exc.message)}", file=sys.stderr, flush=True)
         return exc.exit_code
+    finally:
+        from mlplatform.monitoring import webhook
+
+        webhook.flush(15)  # the alerts' webhook calls still under way: the driver is about to exit
     return 0 if report.status == "SUCCEEDED" else 1
 
 

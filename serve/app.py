@@ -42,6 +42,7 @@ from serve import protocols as p
 from serve.api import ERRORS, LIMITS, api, body_doc
 from serve.hosting import HostedVersion, Prediction, RowTransforms, load_version
 from serve.limits import Kind, Limits, answers, read_json
+from serve.metrics import ServeMetrics, metered
 from serve.predlog import BatchedLog, feedback_writer, known_request_ids, prediction_writer
 from serve.responses import json_response, scalar
 from serve.routing import Router
@@ -104,6 +105,7 @@ class PipelineServer:
                         if self.deploy.log_predictions else None)
         self.feedbacklog = BatchedLog(feedback_writer(storage, self.spec.name))
         self._features: Any = None
+        self.metrics = ServeMetrics(self.spec.name)
 
     def __del__(self) -> None:
         # Serve calls this on a graceful shutdown (a redeploy, `serve down`): flush the logs.
@@ -181,6 +183,7 @@ class PipelineServer:
     def _record(self, table: _Table, hosted: HostedVersion, variant: str, frame: pd.DataFrame,
                 pred: Prediction, ids: list[str], entities: list[str | None], latency_ms: float) -> None:
         self.counts[variant] += len(ids)
+        self.metrics.answered(hosted.version, variant, pred, latency_ms)
         if self.predlog is None:
             return
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -197,10 +200,11 @@ class PipelineServer:
         """A request the model raised on: one error row per request id (no output), which the
         rollout's success-rate guardrail counts per version; the 500 follows."""
         self.counts[variant] += len(ids)
+        latency = (time.perf_counter() - t0) * 1000
+        self.metrics.model_error(hosted.version, variant, exc, latency)
         if self.predlog is None:
             return
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        latency = (time.perf_counter() - t0) * 1000
         text = f"{type(exc).__name__}: {exc}"[:300]
         self.predlog.append([{"request_id": rid, "event_ts": now, "pipeline": self.spec.name,
                               "version": hosted.version, "variant": variant, "entity": entities[i],
@@ -274,6 +278,7 @@ class PipelineServer:
     @api.post("/predict", summary="Predict for rows, columns or entity ids",
               response_model=p.PredictResponse, responses=ERRORS, openapi_extra=body_doc(p.PredictRequest))
     @answers
+    @metered
     async def predict(self, request: Request) -> Response:
         t0 = time.perf_counter()
         table = self._live()
@@ -330,6 +335,7 @@ class PipelineServer:
     @api.post("/invocations", summary="MLflow scoring formats", response_model=p.MlflowResponse,
               responses=ERRORS, openapi_extra=body_doc(p.MlflowRequest))
     @answers
+    @metered
     async def invocations(self, request: Request) -> Response:
         t0 = time.perf_counter()
         table = self._live()
@@ -409,6 +415,7 @@ class PipelineServer:
         self._model(name, version)
         return json_response({"name": name, "version": version.removeprefix("v"), "ready": True})
 
+    @metered
     async def _infer(self, request: Request, name: str, version: str | None) -> Response:
         t0 = time.perf_counter()
         table, pinned = self._model(name, version)

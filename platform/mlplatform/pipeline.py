@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import mlplatform
 from mlplatform.artifacts import ArtifactModel
 from mlplatform.errors import InputError, PlatformError
+from mlplatform.monitoring import metrics
 from mlplatform.redact import redact_text
 from mlplatform.run_ids import check_run_id, new_run_id
 from mlplatform.settings import Settings
@@ -211,10 +212,13 @@ def run_pipeline(spec: PipelineSpec, services: Services | Settings, *, run_id: s
                 stopped = prev.summary.get("message", "stopped by an earlier step")
             continue
         report = _run_step(d, spec, services, run_id, log)
+        metrics.record_step(spec.name, name, report.status, report.duration_s or 0.0)
         reports.append(report)
         if report.status == "FAILED":
             msg = f"step {name!r} failed: {report.message}"
             store.finish_run(run_id, "FAILED", msg)
+            metrics.record_run(spec.name, str(props.get("cause") or "manual"), "FAILED")
+            _after_run(services, spec.name, run_id, msg, log)
             log(f"run {run_id} FAILED: {msg}")
             return RunReport(run_id=run_id, pipeline=spec.name, status="FAILED", message=msg,
                              steps=reports)
@@ -222,9 +226,26 @@ def run_pipeline(spec: PipelineSpec, services: Services | Settings, *, run_id: s
             stopped = report.message or f"step {name!r} ended the run"
     message = stopped or "all steps complete"
     store.finish_run(run_id, "SUCCEEDED", message)
+    metrics.record_run(spec.name, str(props.get("cause") or "manual"), "SUCCEEDED")
+    _after_run(services, spec.name, run_id, None, log)
     log(f"run {run_id} SUCCEEDED: {message}")
     return RunReport(run_id=run_id, pipeline=spec.name, status="SUCCEEDED", message=message,
                      steps=reports)
+
+
+def _after_run(services: Services, pipeline: str, run_id: str, failure: str | None,
+               log: Callable[[str], None]) -> None:
+    """A failed run becomes an alert; every finished run's figures are compared with the
+    pipeline's history (mlplatform.monitoring.anomaly). Neither may change the run's outcome."""
+    from mlplatform.monitoring import alerts, anomaly
+
+    if failure is not None:
+        try:
+            alerts.alert_failed_run(services, pipeline, run_id, failure)
+        except Exception as exc:  # noqa: BLE001 - the run's own record already says it failed
+            log(f"could not record the failed run's alert: {type(exc).__name__}: {redact_text(str(exc))}")
+    for alert in anomaly.check_run(services, pipeline, run_id):
+        log(f"anomaly: {alert.message}")
 
 
 def _run_step(d: StepDef, spec: PipelineSpec, services: Services, run_id: str,
@@ -261,6 +282,7 @@ def _run_step(d: StepDef, spec: PipelineSpec, services: Services, run_id: str,
     for art in result.outputs:
         store.link(exec_id, store.put(art).id or 0, "OUTPUT")
     summary = {**result.summary, "message": result.message, "stop_run": result.stop_run}
+    metrics.record_summary_rows(spec.name, summary)  # the validate step's counts, also when it fails
     elapsed = time.perf_counter() - t0
     if result.fail:
         result.fail = redact_text(result.fail)

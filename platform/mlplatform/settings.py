@@ -55,6 +55,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     "serve_proxy_location": ("PLATFORM_SERVE_PROXY_LOCATION",),
     # pyarrow, boto3 and (through MLFLOW_S3_ENDPOINT_URL) MLflow all read AWS_ENDPOINT_URL.
     "s3_endpoint_url": ("PLATFORM_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+    "alert_webhook": ("PLATFORM_ALERT_WEBHOOK",),
 }
 # Where Ray Serve listens; not secret, forwarded to jobs so that the deploy step reaches it.
 SERVE_KEYS = ("serve_host", "serve_port", "serve_url", "serve_proxy_location")
@@ -91,6 +92,7 @@ class ConfigFile(BaseModel):
     serve_url: str | None = None
     serve_proxy_location: ProxyLocation | None = None
     s3_endpoint_url: str | None = None
+    alert_webhook: str | None = None
 
 
 class Settings(BaseModel):
@@ -123,6 +125,8 @@ class Settings(BaseModel):
         "several Ray nodes on one machine, whose proxies would all bind the same port) or Disabled.")
     s3_endpoint_url: str | None = Field(None, description="An S3-compatible server's endpoint "
                                         "(MinIO, moto, ...) for s3:// URIs; unset: AWS.")
+    alert_webhook: str | None = Field(None, description="http(s) URL every alert is POSTed to as JSON "
+                                      "(monitoring/webhook.py), in the background, retried; unset: none.")
     sources: dict[str, str] = Field(default_factory=dict)
 
     @property
@@ -153,6 +157,10 @@ class Settings(BaseModel):
             env[ENV_VARS[key][0]] = str(getattr(self, key))
         if self.s3_endpoint_url and not has_secret(self.s3_endpoint_url):
             env["AWS_ENDPOINT_URL"] = env["MLFLOW_S3_ENDPOINT_URL"] = self.s3_endpoint_url
+        # Jobs and Serve replicas raise alerts too; a webhook URL with credentials in it stays
+        # with the cluster's own environment, like a store URL with a password.
+        if self.alert_webhook and not has_secret(self.alert_webhook):
+            env[ENV_VARS["alert_webhook"][0]] = self.alert_webhook
         return env
 
 
@@ -186,6 +194,18 @@ def _check_expected_stores(values: dict[str, str], sources: dict[str, str], env:
                 f"{key}: the submitter uses {expected} but this job resolved {redact_url(values[key])} "
                 f"({sources.get(key, 'default')}); credentials never travel with a job: set {var} "
                 "in the cluster's environment (or its PLATFORM_CONFIG file)")
+
+
+def _check_webhook(url: str | None) -> str | None:
+    """The alert webhook must be an http(s) URL with a host: anything else would only fail,
+    silently, in a background thread the first time an alert is raised."""
+    if url is None:
+        return None
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0].rpartition("@")[2]:
+        raise InputError(f"{setting_name('alert_webhook')} {redact_url(url)!r}: expected an http:// or "
+                         "https:// URL with a host")
+    return url
 
 
 def _local_cluster_address(home: Path) -> str | None:
@@ -316,6 +336,7 @@ def load_settings(env: dict[str, str] | None = None, *, address: str | None = No
         serve_url=serve_url,
         serve_proxy_location=proxy,  # type: ignore[arg-type]
         s3_endpoint_url=pick("s3_endpoint_url"),
+        alert_webhook=_check_webhook(pick("alert_webhook")),
         sources=sources,
     )
 

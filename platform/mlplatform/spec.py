@@ -1,21 +1,21 @@
 """Pydantic models of every file a user writes: the pipeline spec and its schema.
 
-Every section the platform implements is typed, with defaults. A section or value
-that nothing implements yet (`triggers`, `validation.quarantine: false`) is an
-error naming it, not a setting that is accepted and silently does nothing; the release
-that implements it adds its model here. All models forbid unknown keys: a typo is an
-error with its YAML path, not a silently ignored setting.
+Every section the platform implements is typed, with defaults. A value that nothing
+implements yet (`validation.quarantine: false`) is an error naming it, not a setting that
+is accepted and silently does nothing; the release that implements it adds its model here.
+All models forbid unknown keys: a typo is an error with its YAML path, not a silently
+ignored setting.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mlplatform.rollout.plan import RolloutSpec
-from mlplatform.spec_types import Duration, ImportPath, Strict, _not_implemented, duration_seconds
+from mlplatform.spec_types import Duration, ImportPath, Strict, duration_seconds
 
 __all__ = ["Duration", "ImportPath", "RolloutSpec", "Strict", "duration_seconds"]
 
@@ -367,6 +367,115 @@ class DeploySpec(Strict):
                                  "gate reaches production: direct, canary, ab or shadow.")
 
 
+# --- triggers and monitoring ------------------------------------------------------
+
+
+class NewDataTrigger(Strict):
+    """New files in source.path start a run, once per new batch (by content hash, as ingest
+    decides what is new)."""
+
+    poll: Duration = Field("30s", description="How often the watcher lists source.path.")
+
+
+class ScheduleTrigger(Strict):
+    cron: str = Field(description="Five-field cron expression, in UTC (e.g. '0 3 * * *').")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        # croniter also accepts 6/7 fields (seconds, years): one meaning only, the classic one.
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a five-field cron expression "
+                             "(minute hour day-of-month month day-of-week), e.g. '0 3 * * *'")
+        return value
+
+
+class DriftTrigger(Strict):
+    on: list[Literal["batch", "live"]] = Field(
+        default_factory=lambda: ["batch"], min_length=1,
+        description="batch: the newest validated batch drifted; live: the served traffic drifted.")
+    threshold: float | None = Field(
+        None, gt=0, le=1, description="Share of drifted features that starts a retraining run, in "
+        "(0, 1]; null: validation.drift.dataset_drift_share.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        """YAML 1.1 reads the key `on` as the boolean true: take it back as the key it was."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+
+class QualityTrigger(Strict):
+    metric: str = Field(description="A metric of model.task (mlplatform.evaluation.metrics).")
+    min_value: float | None = Field(None, description="Retrain below this (metrics where higher is "
+                                    "better).")
+    max_value: float | None = Field(None, description="Retrain above this (metrics where lower is "
+                                    "better: rmse, mae, log_loss).")
+    estimated: bool = Field(False, description="Use the estimate from the model's own scores "
+                            "(classifiers, CBPE) when the labels have not arrived.")
+
+
+class TriggersSpec(Strict):
+    min_interval: Duration = Field("0s", description="Least time between two runs the triggers start.")
+    new_data: NewDataTrigger | None = None
+    schedule: ScheduleTrigger | None = None
+    drift: DriftTrigger | None = None
+    quality: QualityTrigger | None = None
+
+    @field_validator("new_data", mode="before")
+    @classmethod
+    def _new_data_flag(cls, value: Any) -> Any:
+        """`new_data: true` is the default poll; false is no trigger."""
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+
+class MonitoringSpec(Strict):
+    window: Duration = Field("1h", description="Live drift and quality window over the prediction log.")
+    interval: Duration = Field("10m", description="How often the watcher computes them.")
+    min_rows: int = Field(100, ge=1, description="Fewer predictions in the window: no verdict.")
+
+
+# Ranges of each metric's value (a quality threshold outside can never or always fire).
+_METRIC_RANGE: dict[str, tuple[float | None, float | None]] = {
+    "roc_auc": (0.0, 1.0), "accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "log_loss": (0.0, None),
+    "rmse": (0.0, None), "mae": (0.0, None), "r2": (None, 1.0)}
+
+
+def _check_quality_trigger(q: QualityTrigger, task: str, model_metric: str) -> None:
+    from mlplatform.evaluation.metrics import TASK_METRICS, greater_is_better
+
+    allowed = list(TASK_METRICS[task])
+    if q.metric not in allowed:
+        raise ValueError(f"triggers.quality.metric {q.metric!r} is not a {task} metric; choose "
+                         f"from {allowed}")
+    if q.metric != model_metric:  # live quality (mlplatform.monitoring.quality) measures that one
+        raise ValueError(f"triggers.quality.metric {q.metric!r}: live quality is measured on "
+                         f"model.metric {model_metric!r}; use it")
+    field, other = ("min_value", "max_value") if greater_is_better(q.metric) else ("max_value", "min_value")
+    if getattr(q, field) is None:
+        raise ValueError(f"triggers.quality.{field} is required for {q.metric!r} "
+                         f"({'higher' if field == 'min_value' else 'lower'} is better)")
+    if getattr(q, other) is not None:
+        raise ValueError(f"triggers.quality.{other} does not apply to {q.metric!r} "
+                         f"({'higher' if field == 'min_value' else 'lower'} is better): use {field}")
+    value = getattr(q, field)
+    low, high = _METRIC_RANGE.get(q.metric, (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"triggers.quality.{field} {value} is outside the range of {q.metric!r} "
+                         f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]")
+    if q.estimated and task != "classification":
+        raise ValueError("triggers.quality.estimated: the estimate (CBPE) exists for classifiers "
+                         f"only; model.task is {task!r}")
+
+
 # --- the pipeline ---------------------------------------------------------------
 
 
@@ -382,11 +491,18 @@ class PipelineSpec(Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     deploy: DeploySpec | None = Field(None, description="Serve the champion over HTTP (Ray Serve).")
-    # Triggers come in a later release, with their own model; until then a spec that asks for them
-    # is refused rather than accepted and ignored.
-    triggers: Annotated[Any, _not_implemented(
-        "runs start on new data by `platformctl submit` or the demo; schedules, drift and quality "
-        "triggers come in a later release")] = Field(None, exclude=True)
+    triggers: TriggersSpec | None = Field(None, description="What starts a run by itself "
+                                          "(`platformctl watch SPEC` runs the loop).")
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+
+    @field_validator("triggers")
+    @classmethod
+    def _quality_metric(cls, value: TriggersSpec | None, info: ValidationInfo) -> TriggersSpec | None:
+        """A field validator, not the model's: its error carries the `triggers` path and line."""
+        model = info.data.get("model")
+        if value is not None and value.quality is not None and model is not None:
+            _check_quality_trigger(value.quality, model.task, model.metric)
+        return value
 
     @model_validator(mode="after")
     def _references(self) -> PipelineSpec:

@@ -6,6 +6,7 @@ import typer
 
 from mlplatform import __version__
 from mlplatform.cli import (
+    alerts_cmd,
     cluster_cmd,
     config_cmd,
     data_cmd,
@@ -13,11 +14,13 @@ from mlplatform.cli import (
     features_cmd,
     jobs_cmd,
     models_cmd,
+    monitor_cmd,
     rollout_cmd,
     runs_cmd,
     serve_cmd,
     spec_cmd,
     train_cmd,
+    watch_cmd,
 )
 
 app = typer.Typer(
@@ -34,12 +37,13 @@ app.add_typer(spec_cmd.spec_app, name="spec")
 app.add_typer(spec_cmd.config_app, name="config")
 spec_cmd.config_app.command("check")(config_cmd.check)
 app.add_typer(data_cmd.schema_app, name="schema")
-app.add_typer(data_cmd.alerts_app, name="alerts")
+app.add_typer(alerts_cmd.alerts_app, name="alerts")
 app.add_typer(features_cmd.app, name="features")
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(serve_cmd.app, name="serve")
 app.add_typer(rollout_cmd.app, name="rollout")
 app.add_typer(rollout_cmd.ab_app, name="ab")
+app.add_typer(monitor_cmd.monitor_app, name="monitor")
 app.command("init")(spec_cmd.init)
 app.command("validate")(data_cmd.validate)
 app.command("submit")(jobs_cmd.submit)
@@ -49,6 +53,8 @@ app.command("ui")(train_cmd.ui)
 app.command("predict")(serve_cmd.predict)
 app.command("demo-data")(demo_cmd.demo_data)
 app.command("demo")(demo_cmd.demo)
+app.command("watch")(watch_cmd.watch)
+app.command("triggers")(watch_cmd.triggers)
 
 
 def _version(value: bool) -> None:

@@ -1,4 +1,4 @@
-"""`platformctl validate`, `platformctl schema infer`, `platformctl alerts list`: data
+"""`platformctl validate`, `platformctl schema infer`: data
 validation by hand, with the same code the pipeline's `validate` step runs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from mlplatform import storage
-from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, services_for, settings_for
+from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, settings_for
 from mlplatform.errors import InputError
 from mlplatform.services import Services
 from mlplatform.spec import PipelineSpec, SchemaSpec
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from mlplatform.metadata.store import MetadataStore
 
 schema_app = typer.Typer(help="Data schemas.", no_args_is_help=True)
-alerts_app = typer.Typer(help="Alerts the platform raised.", no_args_is_help=True)
 
 
 def _read_table(path: str, fmt: str, field: str):  # noqa: ANN202
@@ -198,22 +197,4 @@ def validate(
             console.print("[green]the batch passes[/]")
     if reasons:
         raise typer.Exit(1)
-
-
-@alerts_app.command("list")
-@handle_errors
-def alerts(pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline.")] = None,
-           limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
-           json_: JsonOpt = False) -> None:
-    """Alerts: schema breaks, rejected batches, drift."""
-    found = services_for().metadata.alerts(pipeline, limit)
-    if json_:
-        print_json(found)
-        return
-    table = Table("id", "when", "pipeline", "severity", "kind", "run", "message")
-    for a in found:
-        colour = {"critical": "red", "warning": "yellow"}.get(a.severity, "white")
-        table.add_row(str(a.id), a.created_at.strftime("%Y-%m-%d %H:%M:%S"), a.pipeline,
-                      f"[{colour}]{a.severity}[/]", a.kind, a.run_id or "", a.message[:300])
-    console.print(table)
 

@@ -15,7 +15,15 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mlplatform.cli.demo_loop import FAULT_MODULE, bad_model_spec, follow, outcome_line, still_serving
+from mlplatform.cli.demo_loop import (
+    FAULT_MODULE,
+    LiveMonitoring,
+    bad_model_spec,
+    follow,
+    monitor_rollout,
+    outcome_line,
+    still_serving,
+)
 from mlplatform.cli.jobs_cmd import submit_and_watch
 from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, settings_for
 from mlplatform.data.synthetic import DayFile, DemoDataConfig, _entities, write_day, write_demo_data
@@ -100,6 +108,8 @@ class DayOutcome(BaseModel):
     rollout_status: str | None = None
     rollout: str | None = None
     traffic: dict[str, Any] = {}
+    live: LiveMonitoring | None = None
+    alerts: list[str] = []
     expected: bool
 
 
@@ -184,8 +194,10 @@ def _allow_estimator_module(module: str) -> None:
         os.environ["PLATFORM_ESTIMATOR_MODULES"] = f"{current},{module}"
 
 
-def _roll(settings: Settings, o: DayOutcome, detail: RunDetail | None, quiet: bool) -> None:
-    """Follow the run's rollout, if it started one, to its decision (traffic and outcomes meanwhile)."""
+def _roll(settings: Settings, o: DayOutcome, detail: RunDetail | None, quiet: bool,
+          spec_file: Path) -> None:
+    """Follow the run's rollout, if it started one, to its decision (traffic and outcomes
+    meanwhile), then the monitor's live drift and quality over that traffic."""
     steps = {s.step: s.summary for s in detail.steps} if detail else {}
     started = steps.get("rollout") or {}
     if not started.get("rollout_id"):
@@ -196,6 +208,24 @@ def _roll(settings: Settings, o: DayOutcome, detail: RunDetail | None, quiet: bo
     o.rollout_id, o.rollout_status, o.traffic = state.id, state.status, traffic
     o.rollout = outcome_line(state)
     o.champion = Services(settings).models.champion("demo")
+    try:
+        o.live = monitor_rollout(settings, spec_file, state)
+    except PlatformError as exc:
+        o.live = LiveMonitoring(version=state.champion, drift=f"not measured: {exc.message}")
+
+
+def _live_line(live: LiveMonitoring | None) -> str | None:
+    if live is None:
+        return None
+    return (f"v{live.version} on {live.rows} requests: {live.drift}"
+            + (f"; {live.quality}" if live.quality else ""))
+
+
+def _day_alerts(services: Services, since: dt.datetime) -> list[str]:
+    from mlplatform.monitoring.alerts import list_alerts
+
+    found = list_alerts(services, pipeline="demo", since=since, limit=50)
+    return [f"#{a.id} {a.severity} {a.source}/{a.kind}" for a in reversed(found)]
 
 
 def _report(settings: Settings, outcomes: list[DayOutcome]) -> Path:
@@ -215,7 +245,10 @@ def _report(settings: Settings, outcomes: list[DayOutcome]) -> Path:
                           gate=o.gate, rollout_id=o.rollout_id,
                           outcome=o.rollout or (f"v{o.model_version} {o.gate} by the gate" if o.model_version
                                                 else o.message[:200]),
-                          champion_after=o.champion)
+                          champion_after=o.champion,
+                          live_drift=_live_line(o.live),
+                          live_drift_report=o.live.drift_report if o.live else None,
+                          alerts=o.alerts)
             for o in outcomes]
     built = report.build(settings.storage_uri, "churn", "demo", days, rollouts, None)
     return report.write(built, settings.home / "demo" / "loop.html")
@@ -273,6 +306,7 @@ def demo(
     outcomes: list[DayOutcome] = []
     for day in range(1, cfg.days + 1):
         f = write_day(data_dir, cfg, day, base)
+        day_started = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         spec_file = bad_spec if day == bad_day else spec
         sub, info = submit_and_watch(settings, spec_file, steps=None, run_id=None, wait=not follow,
                                      follow=follow, json_=True, working_dir=spec_file.parent,
@@ -280,7 +314,8 @@ def demo(
         assert info is not None
         o = _outcome(f, sub.job_id, info.status, store.run(sub.run_id))
         o.kind = _kind(cfg, day, bad_day)
-        _roll(settings, o, store.run(sub.run_id), json_)
+        _roll(settings, o, store.run(sub.run_id), json_, spec_file)
+        o.alerts = _day_alerts(services, day_started)
         if o.kind == "bad model" and o.rollout_status == "promoted":
             o.expected = False  # the loop let a broken model through
         if f.broken and o.expected and services.models.champion("demo"):
@@ -300,6 +335,11 @@ def demo(
         if o.rollout:
             colour = "green" if o.rollout_status == "promoted" else "yellow"
             say(f"      [{colour}]{o.rollout}[/]", highlight=False)
+        if o.live:
+            colour = "yellow" if o.live.dataset_drift else "white"
+            say(f"      [{colour}]live: {escape(_live_line(o.live) or '')}[/]", highlight=False)
+        if o.alerts:
+            say(f"      alerts: {', '.join(o.alerts)}", highlight=False)
     say("[bold]3/3[/] summary")
     report = _report(settings, outcomes)
     if json_:
@@ -330,7 +370,11 @@ def demo(
         say(f"  the last run         platformctl runs show {last.run_id}")
         if last.report:
             say(f"  its validation       {last.report}")
-        say("  alerts               platformctl alerts list demo")
+        say("  alerts               platformctl alerts list demo  (acknowledge: platformctl alerts ack ID)")
+        say("  live view            platformctl monitor demo  (drift now: platformctl monitor drift demo)")
+        live = next((o.live for o in reversed(outcomes) if o.live and o.live.drift_report), None)
+        if live:
+            say(f"  live drift report    {live.drift_report}")
         say("  rollouts             platformctl rollout list demo  (one: platformctl rollout status demo)")
         say("  the last A/B test    platformctl ab status demo")
         say("  feature views        platformctl features list")

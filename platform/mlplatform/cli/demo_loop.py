@@ -9,10 +9,13 @@ guardrails judge what they would judge in production.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from mlplatform.errors import PlatformError
 from mlplatform.rollout.state import RolloutState
@@ -104,3 +107,43 @@ def outcome_line(state: RolloutState) -> str:
     if state.status != "promoted" and state.reason:
         line += f"; {state.reason}"
     return line
+
+
+class LiveMonitoring(BaseModel):
+    """What the monitor saw of one rollout's traffic: live drift and live quality of the version
+    that served it as champion (the baseline), as the trigger watcher would record them."""
+
+    version: str
+    rows: int = 0
+    drift: str  # one line
+    drifted_features: list[str] = []
+    dataset_drift: bool = False
+    drift_report: str | None = None
+    drift_alert: int | None = None
+    quality: str | None = None
+
+
+def monitor_rollout(settings: Settings, spec_file: Path, state: RolloutState) -> LiveMonitoring:
+    """Live drift and quality over the rollout's window, for the version that was champion when
+    it started: the traffic of a drift day is the new data, served by a model that never saw it."""
+    import datetime as dt
+
+    from mlplatform.monitoring.live_drift import run_live_drift
+    from mlplatform.monitoring.quality import run_quality
+    from mlplatform.spec_loader import load_spec
+
+    time.sleep(2.5)  # the replicas write their prediction logs every second
+    services = Services(settings)
+    spec = load_spec(spec_file, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    window_s = (now - state.started_at).total_seconds() + 5
+    drift = run_live_drift(services, spec, window_s=window_s, now=now, version=state.champion)
+    out = LiveMonitoring(version=state.champion, rows=drift.rows, drift=drift.message,
+                         drifted_features=drift.drifted_features, dataset_drift=drift.dataset_drift,
+                         drift_report=drift.report_uri, drift_alert=drift.alert_id)
+    quality = run_quality(services, spec, window_s=window_s, now=now, version=state.champion)
+    if quality.realised is not None or quality.estimated is not None:
+        real = "-" if quality.realised is None else f"{quality.realised:.3f}"
+        est = "-" if quality.estimated is None else f"{quality.estimated:.3f}"
+        out.quality = f"{quality.metric} realised {real}, estimated (CBPE) {est}"
+    return out

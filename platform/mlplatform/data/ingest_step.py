@@ -44,6 +44,7 @@ from mlplatform.data.ingest import (
     split_consistent,
 )
 from mlplatform.errors import InputError, PlatformError
+from mlplatform.monitoring.alerts import raise_alert
 from mlplatform.pipeline import StepContext, StepResult, step
 
 
@@ -102,10 +103,11 @@ class _Rejections:
             # The reason of a file not remembered already says why and that it is tried again.
             again = "" if r.content_hash is None else ("; it is not tried again until its content "
                                                        "changes (fix or replace it)")
-            self.ctx.metadata.add_alert(
-                self.ctx.spec.name, "warning" if r.content_hash is None else "critical",
-                "rejected_source_file", f"source file {r.uri} set aside, not ingested: {r.reason}{again}",
-                run_id=self.ctx.run_id, step="ingest",
+            raise_alert(
+                self.ctx.services, pipeline=self.ctx.spec.name, source="ingest", kind="rejected_source_file",
+                severity="warning" if r.content_hash is None else "critical",
+                message=f"source file {r.uri} set aside, not ingested: {r.reason}{again}",
+                run_id=self.ctx.run_id, step="ingest", link=r.uri,
                 details={"file": r.uri, "content_hash": r.content_hash, "size_bytes": r.size_bytes,
                          "reason": r.reason})
 

@@ -134,7 +134,7 @@ def _numeric_plot(ax: Any, name: str, cs: Any, reference: DatasetStats | None,
         ax.axvline(bound, color="grey", linestyle="--", linewidth=1, label=label)
 
 
-def _plots(result: ValidationResult, reference: DatasetStats | None,
+def plots_of(result: ValidationResult, reference: DatasetStats | None,
            schema: SchemaSpec | None = None) -> dict[str, str]:
     import matplotlib
 
@@ -175,7 +175,7 @@ def _num(value: float | None) -> str:
 def render_html(result: ValidationResult, schema: SchemaSpec, reference: DatasetStats | None,
                 title: str) -> str:
     rows = column_rows(result, schema)
-    plots = _plots(result, reference, schema)
+    plots = plots_of(result, reference, schema)
     e = html.escape
     colour = {"ok": "#2e7d32", "drift": "#ef6c00", "shift": "#ef6c00", "quarantined rows": "#f9a825",
               "FAIL": "#c62828"}

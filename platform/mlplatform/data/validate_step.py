@@ -39,6 +39,7 @@ from mlplatform.data.stats import DatasetStats
 from mlplatform.data.validation import commit_output, validate_parquet
 from mlplatform.data.verdict import drift_alert, shift_summary, verdict
 from mlplatform.errors import InputError
+from mlplatform.monitoring.alerts import raise_alert
 from mlplatform.pipeline import StepContext, StepResult, step
 from mlplatform.spec import SchemaSpec
 
@@ -156,10 +157,11 @@ def validate(ctx: StepContext) -> StepResult:
                "report": f"{report_uri}/validation.html"}
     alert = drift_alert(result, ref_label)
     if alert is not None:
-        ctx.metadata.add_alert(ctx.spec.name, alert[0], "drift", alert[1], run_id=ctx.run_id, step="validate",
-                            details={"dataset_drift": bool(drift and drift.dataset_drift),
-                                     "drifted_share": drift.drifted_share if drift else 0.0,
-                                     "shift": summary["shift"]})
+        raise_alert(ctx.services, pipeline=ctx.spec.name, source="drift", kind="drift", severity=alert[0],
+                    message=alert[1], run_id=ctx.run_id, step="validate", link=summary["report"],
+                    details={"dataset_drift": bool(drift and drift.dataset_drift),
+                             "drifted_share": drift.drifted_share if drift else 0.0,
+                             "shift": summary["shift"]})
         ctx.log(alert[1])
     reasons = verdict(result, ctx.spec)
     if reasons:
@@ -169,8 +171,9 @@ def validate(ctx: StepContext) -> StepResult:
         if result.shifted_columns:
             message += f" (also, not a reason to stop: {shift_line(result)})"
         kind = "schema_break" if result.schema_breaks else "invalid_data"
-        ctx.metadata.add_alert(ctx.spec.name, "critical", kind, message, run_id=ctx.run_id, step="validate",
-                            details={"failures": [f.model_dump(mode="json") for f in result.failures]})
+        raise_alert(ctx.services, pipeline=ctx.spec.name, source="validation", kind=kind, severity="critical",
+                    message=message, run_id=ctx.run_id, step="validate", link=summary["report"],
+                    details={"failures": [f.model_dump(mode="json") for f in result.failures]})
         _drop_uncommitted(valid_sink, result.written.get("valid", []))
         outputs.append(RejectedBatch(uri=snap.uri, content_hash=snap.content_hash, rows=result.rows_in,
                                      reasons=reasons))

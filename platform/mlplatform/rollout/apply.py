@@ -13,6 +13,7 @@ import logging
 
 from mlplatform.errors import PlatformError
 from mlplatform.metadata.champion import ChampionConflict
+from mlplatform.monitoring.alerts import raise_alert
 from mlplatform.rollout.state import RolloutState
 from mlplatform.services import Services
 from mlplatform.serving.client import ServeControl
@@ -91,11 +92,12 @@ def alert(services: Services, state: RolloutState) -> None:
     what = {"rolled_back": "rolled back", "paused": "paused", "promoted": "promoted",
             "aborted": "aborted"}.get(state.status, state.status)
     last = state.timeline[-1] if state.timeline else None
-    services.metadata.add_alert(
-        state.pipeline, severity, f"rollout_{state.status}",
-        f"{state.model_name} v{state.challenger} {what} ({state.strategy} rollout {state.id} against "
-        f"v{state.champion}): {state.reason}", run_id=state.run_id, step="rollout",
-        details=last.model_dump(mode="json") if last else {})
+    raise_alert(
+        services, pipeline=state.pipeline, source="guardrail", kind=f"rollout_{state.status}",
+        severity=severity,  # type: ignore[arg-type]
+        message=f"{state.model_name} v{state.challenger} {what} ({state.strategy} rollout {state.id} "
+        f"against v{state.champion}): {state.reason}", run_id=state.run_id, step="rollout",
+        link=f"rollout:{state.id}", details=last.model_dump(mode="json") if last else {})
 
 
 def abort(services: Services, state: RolloutState, *, by: str, reason: str,

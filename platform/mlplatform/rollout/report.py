@@ -42,6 +42,9 @@ class DayRow(BaseModel):
     rollout_id: str | None = None
     outcome: str  # one line: what happened
     champion_after: str | None = None
+    live_drift: str | None = None  # the monitor's live drift (and quality) over the day's traffic
+    live_drift_report: str | None = None
+    alerts: list[str] = []  # the day's alerts, one short line each
 
 
 class SeriesPoint(BaseModel):
@@ -328,12 +331,23 @@ def _versions(report: LoopReport) -> str:
             f"<th>champion after</th></tr>{''.join(rows)}</table>" if rows else "<p>no model trained</p>")
 
 
+def _live(day: DayRow) -> str:
+    if not day.live_drift:
+        return ""
+    text = e(day.live_drift)
+    if day.live_drift_report:
+        href = day.live_drift_report if "://" in day.live_drift_report else f"file://{day.live_drift_report}"
+        text += f" <a href='{e(href)}'>report</a>"
+    return text
+
+
 def render_html(report: LoopReport) -> str:
     days = "".join(
         f"<tr class='t-{_tone(d).replace(' ', '-')}'><td>{d.day}</td><td>{e(d.date)}</td><td>{e(d.kind)}</td>"
         f"<td>{e(d.run_id or '')} {e(d.run_status)}</td><td>{e(d.model_version or '')}</td>"
         f"<td>{e(d.gate or '')}</td><td>{e(d.rollout_id or '')}</td><td>{e(d.outcome)}</td>"
-        f"<td>{e(d.champion_after or '')}</td></tr>" for d in report.days)
+        f"<td>{e(d.champion_after or '')}</td><td>{_live(d)}</td>"
+        f"<td>{'<br>'.join(e(a) for a in d.alerts)}</td></tr>" for d in report.days)
     sections = "".join(_rollout_section(r, report.series.get(r.id, []), report.metric)
                        for r in report.rollouts) or "<p>no rollouts</p>"
     tones = "".join(f".t-{k.replace(' ', '-')}{{background:{v}}}" for k, v in TONES.items())
@@ -351,7 +365,7 @@ figcaption{{font-size:12px;color:#555}}
 {len(report.days)} days, {len(report.rollouts)} rollouts{e(metric)}.</p>
 <h2>Days</h2><p class='legend'>{legend}</p>
 <table><tr><th>day</th><th>date</th><th>kind</th><th>run</th><th>model</th><th>gate</th><th>rollout</th>
-<th>outcome</th><th>champion after</th></tr>{days}</table>
+<th>outcome</th><th>champion after</th><th>live drift (served traffic)</th><th>alerts</th></tr>{days}</table>
 <h2>Rollouts</h2>{sections}
 <h2>Model versions and gate decisions</h2>{_versions(report)}
 </body></html>"""

@@ -268,12 +268,17 @@ def check_stores_reach_cluster(settings: Settings) -> None:
 
 
 def submit_pipeline(settings: Settings, spec_file: Path, *, run_id: str, pipeline: str,
-                    steps: list[str] | None = None, working_dir: Path | None = None) -> Submission:
+                    steps: list[str] | None = None, working_dir: Path | None = None,
+                    cause: str = "manual", cause_detail: str = "", retrain: bool = False,
+                    base_dir: Path | None = None) -> Submission:
     """Submit `python -m jobs.pipeline` for a spec as a Ray Job running the local code.
 
     The working directory and the local `mlplatform` and `jobs` packages travel in the
     runtime_env, so the cluster runs exactly the code on this machine. The spec's
-    relative paths resolve against its folder here (`--base-dir`), as `spec check` did.
+    relative paths resolve against its folder here (`--base-dir`), as `spec check` did, or
+    against `base_dir` (a trigger watcher's upload of the spec keeps the original folder).
+    `cause` (manual, or the trigger that fired) and `cause_detail` become run properties;
+    `retrain` retrains on the pipeline's validated data instead of ingesting.
     """
     check_stores_reach_cluster(settings)  # from the address alone, before connecting
     client = JobsClient(settings)
@@ -287,12 +292,18 @@ def submit_pipeline(settings: Settings, spec_file: Path, *, run_id: str, pipelin
             "reads the uploaded copy; run platformctl from a folder that contains it"
         ) from None
     q = shlex.quote
-    entrypoint = (f"python -m jobs.pipeline --spec {q(spec_arg)} --base-dir {q(str(spec_file.parent))} "
-                  f"--run-id {q(check_run_id(run_id))}")
+    base = (base_dir or spec_file.parent).resolve()
+    entrypoint = (f"python -m jobs.pipeline --spec {q(spec_arg)} --base-dir {q(str(base))} "
+                  f"--run-id {q(check_run_id(run_id))} --cause {q(cause)}")
+    if cause_detail:
+        entrypoint += f" --cause-detail {q(cause_detail[:500])}"
+    if retrain:
+        entrypoint += " --retrain"
     for s in steps or []:
         entrypoint += f" --step {q(s)}"
     job_id = f"{run_id}-{int(time.time()) % 100000:05d}"
     runtime_env = build_runtime_env(settings, working_dir, job_id)
-    client.submit(entrypoint, runtime_env, job_id, job_metadata(pipeline=pipeline, run_id=run_id))
+    client.submit(entrypoint, runtime_env, job_id, job_metadata(pipeline=pipeline, run_id=run_id,
+                                                                  cause=cause))
     return Submission(job_id=job_id, run_id=run_id, entrypoint=entrypoint,
                       dashboard_url=client.address)

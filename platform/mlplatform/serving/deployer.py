@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from mlplatform.artifacts import Deployment, ModelVersion
 from mlplatform.errors import InputError, PlatformError
+from mlplatform.monitoring.alerts import raise_alert
 from mlplatform.services import Services
 from mlplatform.serving.client import AppState, ServeControl
 from mlplatform.serving.infra import InfraCheck, validate
@@ -141,10 +142,10 @@ def change(services: Services, spec: PipelineSpec, *, weights: dict[str, int] | 
         bad = [c for c in checks if not c.passed]
         if bad:
             for c in bad:
-                services.metadata.add_alert(name, "critical", "infra_validation",
-                                            f"{name} v{c.version} failed infra validation and gets no "
-                                            f"traffic: {c.detail}", run_id=run_id, step="rollout",
-                                            details=c.model_dump())
+                raise_alert(services, pipeline=name, source="infra", kind="infra_validation",
+                            severity="critical", message=f"{name} v{c.version} failed infra validation "
+                            f"and gets no traffic: {c.detail}", run_id=run_id, step="rollout",
+                            link=f"models:/{name}/{c.version}", details=c.model_dump())
             generation += 1
             control.apply(spec, cur.model_copy(update={"generation": generation}))  # unstage
             raise InfraValidationFailed("; ".join(f"v{c.version}: {c.detail}" for c in bad))

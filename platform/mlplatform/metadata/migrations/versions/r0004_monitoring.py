@@ -11,7 +11,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = '0004'
 down_revision = '0003'
 branch_labels = None
@@ -46,7 +45,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('monitor_result', schema=None) as batch_op:
-        batch_op.create_index('ix_monitor_result_pipeline_kind', ['pipeline', 'kind', 'created_at'], unique=False)
+        batch_op.create_index('ix_monitor_result_pipeline_kind', ['pipeline', 'kind', 'created_at'],
+                              unique=False)
 
     op.create_table('trigger_fire',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -74,7 +74,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('pipeline', 'trigger')
     )
     with op.batch_alter_table('alert', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('source', sa.String(length=32), server_default='pipeline', nullable=False))
+        batch_op.add_column(sa.Column('source', sa.String(length=32), server_default='pipeline',
+                                      nullable=False))
         batch_op.add_column(sa.Column('link', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('acked_at', sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column('acked_by', sa.String(length=255), nullable=True))
