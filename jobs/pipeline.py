@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from mlplatform.errors import PlatformError
+from mlplatform.errors import InputError, PlatformError
 from mlplatform.pipeline import run_pipeline
 from mlplatform.redact import redact_text
 from mlplatform.services import Services
@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             args.run_id = args.run_id or new_run_id(spec.name)
             adopt_validated_batch(spec, services, args.run_id, {**properties, "job_id": job_id})
             only = [s for s in retrain_steps() if not args.step or s in args.step]
+            if not only:  # an empty list would mean every step, ingest included
+                raise InputError(f"--retrain with --step {' '.join(args.step)}: none of them is a "
+                                 f"retraining step ({', '.join(retrain_steps())})")
         report = run_pipeline(spec, services, run_id=args.run_id, only=only,
                               job_id=job_id, log=lambda m: print(m, flush=True),
                               properties=properties)

@@ -46,6 +46,10 @@ def error_kind(exc: BaseException) -> str:
             exc.status, "bad_request" if exc.status < 500 else "internal")
     if isinstance(exc, StoreUnavailable):
         return "unavailable"
+    from starlette.requests import ClientDisconnect
+
+    if isinstance(exc, ClientDisconnect):  # the client went away mid-body: answered 400, not ours
+        return "bad_request"
     return "internal"
 
 

@@ -389,6 +389,12 @@ class ScheduleTrigger(Strict):
         if len(value.split()) != 5 or not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a five-field cron expression "
                              "(minute hour day-of-month month day-of-week), e.g. '0 3 * * *'")
+        from croniter import CroniterBadDateError
+
+        try:  # valid fields can still name no date at all ('0 0 31 2 *': February 31st)
+            croniter(value).get_next()
+        except CroniterBadDateError:
+            raise ValueError(f"{value!r} never happens (no date matches it)") from None
         return value
 
 
@@ -502,6 +508,15 @@ class PipelineSpec(Strict):
         model = info.data.get("model")
         if value is not None and value.quality is not None and model is not None:
             _check_quality_trigger(value.quality, model.task, model.metric)
+        validation = info.data.get("validation")
+        if value is not None and value.drift is not None and validation is not None:
+            drift = validation.drift
+            if not drift.enabled:
+                raise ValueError("triggers.drift: validation.drift.enabled is false, so no drift is "
+                                 "ever measured and this trigger could never fire")
+            if "batch" in value.drift.on and not drift.trigger_retraining:
+                raise ValueError("triggers.drift.on: batch, but validation.drift.trigger_retraining is "
+                                 "false (a batch's drift is recorded as no retraining trigger)")
         return value
 
     @model_validator(mode="after")

@@ -144,8 +144,8 @@ def test_a_drifted_window_raises_one_alert_naming_the_drifted_features(live: dic
     assert all(n in page for n in DRIFTED) and "data:image/png;base64" in page
     with fs.open_input_stream(path.replace(".html", ".json")) as f:
         assert set(json.loads(f.read())["drifted_features"]) == DRIFTED
-    # The CLI on the same window (no second alert): exit 3 for dataset drift. The served spec
-    # keeps the default share 0.5, which 3 of 13 features do not reach: exit 0 then.
+    # The CLI on the same window (no second alert): exit 3 for dataset drift, 0 below the served
+    # spec's dataset_drift_share.
     window = f"{math.ceil((_now() - start).total_seconds()) + 1}s"
     out = _monitor(live, "drift", "demo", "--window", window, "--json", "--no-alert")
     assert out.exit_code in (0, 3), out.output
@@ -155,6 +155,20 @@ def test_a_drifted_window_raises_one_alert_naming_the_drifted_features(live: dic
     assert len(list_alerts(services, pipeline="demo", source="live_drift", since=start)) == 1
     bad = _monitor(live, "drift", "demo", "--window", "soon")
     assert bad.exit_code == 2 and "--window" in bad.output
+    # The live view (`platformctl monitor demo`, the group's default command) shows this check's
+    # drifted features, its alert, the champion at 100% and the traffic just sent.
+    view = _monitor(live, "demo", "--json", "--window", window)
+    assert view.exit_code == 0, view.output
+    snap = json.loads(view.stdout)
+    assert set(snap["drifted_features"]) == DRIFTED
+    assert snap["drift_model_version"] == live["champion"]
+    assert report.alert_id in [a["id"] for a in snap["alerts"]]
+    weights = {v["version"]: v["weight"] for v in snap["served"]}
+    assert weights[live["champion"]] == 100 and sum(weights.values()) == 100
+    champion = [t for t in snap["traffic"] if t["variant"] == "champion"]
+    assert champion and champion[0]["requests"] >= len(ids) and champion[0]["p99_ms"] is not None
+    shown = _monitor(live, "demo", "--once", "--window", window)
+    assert shown.exit_code == 0 and all(n in shown.stdout for n in DRIFTED), shown.output
 
 
 def test_too_few_predictions_give_no_verdict(live: dict) -> None:

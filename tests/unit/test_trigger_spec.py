@@ -61,6 +61,11 @@ def test_a_regression_quality_trigger_takes_an_upper_bound(tmp_path: Path) -> No
     ("triggers: {min_interval: soon}", "triggers.min_interval", "'soon'"),
     ("monitoring: {min_rows: 0}", "monitoring.min_rows", "greater than or equal to 1"),
     ("triggers: {cron: '0 3 * * *'}", "triggers.cron", "unknown key"),
+    ("triggers: {schedule: {cron: '0 0 31 2 *'}}", "triggers.schedule.cron", "never happens"),
+    ("validation: {drift: {enabled: false}}\ntriggers: {drift: {on: [live]}}", "triggers",
+     "validation.drift.enabled is false"),
+    ("validation: {drift: {trigger_retraining: false}}\ntriggers: {drift: {on: [batch]}}", "triggers",
+     "trigger_retraining is false"),
 ])
 def test_bad_triggers_exit_2_naming_the_field(tmp_path: Path, section: str, path: str, words: str) -> None:
     f = tmp_path / "p.yaml"

@@ -23,9 +23,7 @@ def register(app: typer.Typer) -> None:
         once: Annotated[bool, typer.Option("--once", help="Draw once and exit.")] = False,
         json_: JsonOpt = False,
     ) -> None:
-        """Served versions and weights, request rate, error rate, p50/p99, live quality (realised
-        and estimated), drifted features and recent alerts, redrawn until Ctrl-C; --json prints
-        one snapshot."""
+        """The live view: served versions and weights, request rate, error rate, p50/p99, live quality (realised and estimated), drifted features and recent alerts, redrawn until Ctrl-C; --json prints one snapshot."""  # noqa: E501 - one line: typer shows a docstring's line breaks
         from rich.live import Live
 
         from mlplatform.monitoring.live_view import render, snapshot

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from mlplatform.metadata.schema import AlertRow
+from mlplatform.metadata.schema import AlertRow, ContextRow
 from mlplatform.monitoring.anomaly_history import RunPoint, load_history
 
 if TYPE_CHECKING:
@@ -251,7 +251,16 @@ def detect(services: Services, pipeline: str, *, run_id: str | None = None, now:
     until = None
     if now is not None:
         until = now.astimezone(dt.UTC).replace(tzinfo=None) if now.tzinfo else now
-    points = load_history(services, pipeline, until=until)
+    th = thresholds or Thresholds()
+    if run_id is not None:  # the run and the history before it: nothing newer is read
+        with services.metadata.session() as s:
+            at = s.scalar(select(ContextRow.created_at).where(ContextRow.type == "pipeline_run",
+                                                              ContextRow.name == run_id))
+        if at is None:
+            return []
+        until = at if until is None else min(until, at)
+    # The newest runs only (a margin for unfinished ones): the baseline is max_history points.
+    points = load_history(services, pipeline, until=until, limit=th.max_history + 20)
     if run_id is None:
         finished = [i for i, p in enumerate(points) if p.status in ("SUCCEEDED", "FAILED")]
         if not finished:

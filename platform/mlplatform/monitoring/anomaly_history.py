@@ -95,8 +95,11 @@ def _step_values(execs: list[ExecutionRow]) -> dict[str, float]:
     return out
 
 
-def load_history(services: Services, pipeline: str, *, until: dt.datetime | None = None) -> list[RunPoint]:
-    """Every run of `pipeline` created up to `until` (naive UTC), oldest first, with its series."""
+def load_history(services: Services, pipeline: str, *, until: dt.datetime | None = None,
+                 limit: int | None = None) -> list[RunPoint]:
+    """The runs of `pipeline` created up to `until` (naive UTC), oldest first, with their series:
+    the newest `limit` of them (the check at the end of every run reads a bounded history, however
+    many runs the pipeline has had)."""
     with services.metadata.session() as s:
         pipe = s.scalar(select(ContextRow).where(ContextRow.type == "pipeline", ContextRow.name == pipeline))
         if pipe is None:
@@ -104,7 +107,12 @@ def load_history(services: Services, pipeline: str, *, until: dt.datetime | None
         query = select(ContextRow).where(ContextRow.parent_id == pipe.id, ContextRow.type == "pipeline_run")
         if until is not None:
             query = query.where(ContextRow.created_at <= until)
-        runs = s.scalars(query.order_by(ContextRow.created_at, ContextRow.id)).all()
+        if limit is not None:
+            newest = s.scalars(query.order_by(ContextRow.created_at.desc(), ContextRow.id.desc())
+                               .limit(limit)).all()
+            runs = list(reversed(newest))
+        else:
+            runs = list(s.scalars(query.order_by(ContextRow.created_at, ContextRow.id)).all())
         ids = [r.id for r in runs]
         if not ids:
             return []
@@ -124,7 +132,9 @@ def load_history(services: Services, pipeline: str, *, until: dt.datetime | None
         quality = s.execute(
             select(MonitorResultRow.created_at, MonitorResultRow.name, MonitorResultRow.value,
                    MonitorResultRow.variant)
-            .where(MonitorResultRow.pipeline == pipeline, MonitorResultRow.kind == "quality")
+            .where(MonitorResultRow.pipeline == pipeline, MonitorResultRow.kind == "quality",
+                   MonitorResultRow.created_at >= runs[0].created_at - dt.timedelta(days=7),
+                   MonitorResultRow.created_at <= runs[-1].created_at)
             .order_by(MonitorResultRow.created_at)).all()
         points = []
         for r in runs:

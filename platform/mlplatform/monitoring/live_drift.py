@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from typing import Any
 
 import pandas as pd
@@ -209,6 +210,9 @@ def run_live_drift(services: Services, spec: PipelineSpec, *, window_s: float | 
     import ray
 
     ray.data.DataContext.get_current().enable_progress_bars = False
+    # A check run from a terminal (`monitor drift`, the demo) prints its verdict, not Ray Data's
+    # execution plan: its executor logs at INFO on the driver's console.
+    logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(logging.WARNING)
     result = validate_parquet(files, fs, schema, reference=training.stats, drift_spec=drift_spec,
                               row_filter=_row_filter(schema, version, start, end), expected_rows=rows)
     assert result.drift is not None

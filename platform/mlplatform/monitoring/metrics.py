@@ -38,6 +38,7 @@ from __future__ import annotations
 import atexit
 import collections
 import functools
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -232,8 +233,12 @@ def _sink() -> Any:
     job = ray.get_runtime_context().get_job_id()
     if _handle is None or _handle_job != job:
         specs = [tuple(i) for i in PIPELINE_INSTRUMENTS]
-        _handle = _actor_class().options(name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached",
-                                         get_if_exists=True).remote(specs, _GAUGE_REFRESH_S, _GAUGE_KEEP_S)
+        # The instruments' hash in the name: a sink made by an older release (other instruments)
+        # is never reused, where it would drop the names it does not know.
+        digest = hashlib.sha1(repr(specs).encode()).hexdigest()[:8]
+        _handle = _actor_class().options(
+            name=f"{ACTOR_NAME}-{digest}", namespace=NAMESPACE, lifetime="detached",
+            get_if_exists=True).remote(specs, _GAUGE_REFRESH_S, _GAUGE_KEEP_S)
         _handle_job = job
     return _handle
 

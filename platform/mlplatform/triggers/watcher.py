@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # A claim with no job after this long: its watcher died between claiming and submitting.
 STALE_CLAIM = dt.timedelta(minutes=10)
+MANUAL_RUN_HORIZON = dt.timedelta(hours=2)
 
 
 class Outcome(BaseModel):
@@ -132,6 +133,9 @@ class Watcher:
         active = claims.active_run(store, pipeline)
         if active is not None:
             return f"a run is active: {active.run_id} ({active.cause})"
+        manual = self._running_unclaimed()
+        if manual is not None:
+            return f"a run is active: {manual} (started by hand)"
         t = self.spec.triggers
         assert t is not None
         last = claims.last_submitted_at(store, pipeline)
@@ -139,6 +143,37 @@ class Watcher:
         if last is not None and now - last < gap:
             return (f"min_interval {t.min_interval}: the last triggered run started at "
                     f"{last.isoformat(timespec='seconds')} UTC")
+        return None
+
+    def _running_unclaimed(self) -> str | None:
+        """A run of this pipeline started without a claim (`platformctl submit`, the demo) that
+        is still running: its job is not finished, or, run in-process, it started within
+        MANUAL_RUN_HORIZON (a run whose driver died stays RUNNING in the store for ever)."""
+        from sqlalchemy import select
+
+        from mlplatform.metadata.schema import ContextRow
+        from mlplatform.runtime.jobs import TERMINAL, JobsClient
+
+        since = claims.naive(dt.datetime.now(dt.UTC)) - MANUAL_RUN_HORIZON
+        with self.services.metadata.session() as s:
+            pipe = s.scalar(select(ContextRow.id).where(ContextRow.type == "pipeline",
+                                                        ContextRow.name == self.spec.name))
+            rows = [] if pipe is None else s.execute(
+                select(ContextRow.name, ContextRow.properties)
+                .where(ContextRow.parent_id == pipe, ContextRow.type == "pipeline_run",
+                       ContextRow.created_at >= since)).all()
+        for name, props in rows:
+            props = props or {}
+            if props.get("status") != "RUNNING":
+                continue
+            job = props.get("job_id")
+            if job is None:
+                return str(name)
+            try:
+                if JobsClient(self.settings).status(str(job)).status not in TERMINAL:
+                    return str(name)
+            except PlatformError:  # unknown to the cluster: gone
+                continue
         return None
 
     def _apply(self, p: Proposal, now: dt.datetime, report: TickReport) -> None:
