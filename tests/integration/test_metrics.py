@@ -165,12 +165,14 @@ def test_pipeline_driver_and_serving_metrics_reach_the_endpoint(
                                                     cause="metrics_probe", status="FAILED") >= 1,
         "live drift": lambda s: total(s, "ray_mlplatform_live_drift_score", **demo, version="7",
                                       feature="tenure") == 0.42
-        and total(s, "ray_mlplatform_live_drift_detected", **demo, feature="tenure") == 1.0
-        and total(s, "ray_mlplatform_live_drift_detected", **demo, feature="plan") == 0.0
-        and has(s, "ray_mlplatform_live_drift_detected", **demo, feature="plan"),
-        "live quality": lambda s: total(s, "ray_mlplatform_live_quality", **demo, variant="champion",
-                                        metric="roc_auc", kind="realised") == 0.81
-        and total(s, "ray_mlplatform_live_quality", **demo, metric="roc_auc", kind="estimated") == 0.79,
+        and total(s, "ray_mlplatform_live_drift_detected", **demo, version="7", feature="tenure") == 1.0
+        and total(s, "ray_mlplatform_live_drift_detected", **demo, version="7", feature="plan") == 0.0
+        and has(s, "ray_mlplatform_live_drift_detected", **demo, version="7", feature="plan"),
+        # version "7" is the probe's: other tests of the session record the demo's real versions
+        "live quality": lambda s: total(s, "ray_mlplatform_live_quality", **demo, version="7",
+                                        variant="champion", metric="roc_auc", kind="realised") == 0.81
+        and total(s, "ray_mlplatform_live_quality", **demo, version="7", metric="roc_auc",
+                  kind="estimated") == 0.79,
         # the Serve replica
         "requests ok": lambda s: total(s, "ray_mlplatform_serve_requests_total", **served,
                                        outcome="ok") >= 5,

@@ -238,9 +238,10 @@ def test_drifted_served_traffic_starts_a_retraining_run_whose_cause_says_so(
     from mlplatform.spec import DriftTrigger, TriggersSpec
 
     spec = demo_runs["spec"].model_copy(deep=True)
-    # 3 of the demo's 13 raw features drift: at a dataset share of 0.2 that is dataset drift (the
-    # alert), and the trigger's threshold (null) is that share.
-    spec.validation.drift.dataset_drift_share = 0.2
+    # 2 or 3 of the demo's 13 raw features drift (device's small shift sits at the threshold): at a
+    # dataset share of 0.15 that is dataset drift (the alert), and the trigger's threshold (null)
+    # is that share.
+    spec.validation.drift.dataset_drift_share = 0.15
     spec.triggers = TriggersSpec(drift=DriftTrigger(on=["live"]))
     w = Watcher(spec, settings, spec_file, name="w-live", working_dir=work, only_steps=["training_set"])
     start = _now()
@@ -254,7 +255,7 @@ def test_drifted_served_traffic_starts_a_retraining_run_whose_cause_says_so(
     assert len(alerts) == 1 and "income" in alerts[0].message
     run = services.metadata.run(fired.outcomes[0].run_id or "")
     assert run is not None and run.properties["cause"] == "live_drift"
-    assert all(f in run.properties["cause_detail"] for f in ("income", "days_since_last_login", "device"))
+    assert all(f in run.properties["cause_detail"] for f in ("income", "days_since_last_login"))
     assert {e.step: e.status for e in run.steps} == {ADOPT_STEP: "COMPLETE", "training_set": "COMPLETE"}
     assert services.models.champion("demo") == champion
     # Within the monitoring interval the check does not run again: no second run, no second alert.
