@@ -165,6 +165,7 @@ def test_a_drifted_window_raises_one_alert_naming_the_drifted_features(live: dic
     assert bad.exit_code == 2 and "--window" in bad.output
     # The live view (`platformctl monitor demo`, the group's default command) shows this check's
     # drifted features, its alert, the champion at 100% and the traffic just sent.
+    window = f"{math.ceil((_now() - start).total_seconds()) + 1}s"  # the checks above took time
     view = _monitor(live, "demo", "--json", "--window", window)
     assert view.exit_code == 0, view.output
     snap = json.loads(view.stdout)
