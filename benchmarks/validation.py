@@ -11,8 +11,11 @@ Variants, each in its own subprocess so that its memory can be measured alone:
            worker threads (both release the GIL). Checks + statistics + drift.
 - pandera: pandas.read_parquet + pandera.pandas DataFrameSchema(...).validate(lazy=True).
            Checks only: pandera computes no statistics and no drift.
-- ray:     mlplatform.data.validation.validate_dataset on ray.data.read_parquet, on a local
-           Ray started inside the subprocess (num_cpus=2), after an untimed warm-up run.
+- ray:     mlplatform.data.validation.validate_parquet (what the pipeline's validate step runs):
+           Ray tasks of whole row groups (num_cpus=1, at most 2 per CPU in flight) that read,
+           check and return a small partial each, merged by the driver in file order; on a
+           local Ray started inside the subprocess (num_cpus=2), after an untimed warm-up run.
+- ray-dataset: validate_dataset on ray.data.read_parquet (Ray Data's reader and map_batches).
 
 The checks (same semantics everywhere): a type check per column; null fraction <=
 max_null_fraction (dataset level); numeric min/max, categorical domain and one regex on the
@@ -921,18 +924,22 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for variant, rec in records.items():
         x = rec.get("x_vs_best_single_process")
+        cores = rec.get("cpu_timed_runs", {}).get("variant_cores")
         rows.append([variant, h.fmt_int(rec.get("rows_per_s")), h.fmt_float(x) + ("x" if x else ""),
-                     h.fmt_float(rec.get("seconds")), h.fmt_int(rec.get("peak_mem_mb")), rec["notes"]])
+                     h.fmt_float(rec.get("seconds")), h.fmt_float(cores), h.fmt_int(rec.get("peak_mem_mb")),
+                     rec["notes"]])
     h.print_table(
         f"Validation + statistics + drift: {args.rows:,} rows x {len(COLUMN_NAMES)} columns "
         f"({machine['cpu_count_logical']} CPUs, {machine['memory_total_mb'] / 1024:.0f} GiB)",
         [("variant", "left"), ("rows/s", "right"), ("x vs best single process", "right"),
-         ("seconds", "right"), ("peak memory MB", "right"), ("notes", "left")],
+         ("seconds", "right"), ("cores used", "right"), ("peak memory MB", "right"), ("notes", "left")],
         rows,
         caption="peak memory: private anonymous memory + /dev/shm (object store) of the variant's "
                 "processes (subprocess + descendants; for ray also every process naming its temp dir), "
                 "sampled every "
-                f"{args.sample_interval * 1000:.0f} ms during the timed runs. Details: {args.out}",
+                f"{args.sample_interval * 1000:.0f} ms during the timed runs; cores used: the variant's CPU "
+                f"seconds over the timed runs' wall time (sampled every 0.25 s: rough for runs under a "
+                f"second). Details: {args.out}",
     )
     return 0 if all(r["status"] != "failed" for r in records.values()) else 1
 

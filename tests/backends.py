@@ -270,7 +270,10 @@ class ClusterBackends:
         env = {"PLATFORM_METADATA_URL": self.postgres.create_database(f"meta_{key}"),
                "PLATFORM_MLFLOW_TRACKING_URI": self.postgres.create_database(f"mlflow_{key}"),
                "PLATFORM_STORAGE_URI": f"s3://{BUCKET}/{key}",
-               "PLATFORM_ONLINE_STORE_URL": self.redis.url(self._counter)}
+               "PLATFORM_ONLINE_STORE_URL": self.redis.url(self._counter),
+               # The steps' Ray paths (Ray Data, Tune) across the nodes whatever the data's size;
+               # the embedded run takes the in-process paths the thresholds choose for test data.
+               "PLATFORM_PLACEMENT": "cluster"}
         self._homes[(str(home), name)] = env
         return dict(env)
 
@@ -304,7 +307,8 @@ def store_env(home: Path, name: str) -> dict[str, str]:
     """The environment that gives `home` its own stores: {} on the embedded default (the
     stores are files under home); with `--backends cluster` a fresh PostgreSQL database for
     the metadata store and one for MLflow, `s3://<bucket>/<name>_<n>` for storage (and MLflow's
-    artifacts under it), and a Redis db of its own. Merge it over {"PLATFORM_HOME": home}."""
+    artifacts under it), a Redis db of its own, and PLATFORM_PLACEMENT=cluster. Merge it over
+    {"PLATFORM_HOME": home}."""
     if _MODE == "embedded":
         return {}
     assert _ACTIVE is not None, "cluster backends not started (tests/conftest.py)"

@@ -105,6 +105,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     except (backends.BackendUnavailable, RuntimeError) as exc:
         pytest.exit(f"--backends cluster: {exc}", returncode=1)
     backends.activate("cluster", started)
+    # This run exercises the steps' Ray paths (Ray Data, Tune) across the nodes whatever the
+    # size of the test data: the session's own home and every job it submits included.
+    os.environ["PLATFORM_PLACEMENT"] = "cluster"
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    """Tests marked `late` run after all the others, in their own order: a test that checks
+    what must still hold a minute after an earlier test (test_metrics.py's gauges) lets the
+    session's other tests fill that minute instead of sleeping through it."""
+    late = [i for i in items if i.get_closest_marker("late")]
+    if late:
+        items[:] = [i for i in items if not i.get_closest_marker("late")] + late
 
 
 def pytest_report_header(config: pytest.Config) -> str:

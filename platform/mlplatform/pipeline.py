@@ -35,6 +35,7 @@ from mlplatform.spec import PipelineSpec
 
 if TYPE_CHECKING:
     from mlplatform.metadata.store import MetadataStore
+    from mlplatform.runtime.placement import Placement
     from mlplatform.services import Services
 
 A = TypeVar("A", bound=ArtifactModel)
@@ -68,6 +69,9 @@ class StepContext:
         self.run_id = run_id
         self.step = step
         self._log = log
+        # Where the step ran its data work (mlplatform.runtime.placement), if it chose: recorded
+        # in its summary as `execution`.
+        self.placement: Placement | None = None
 
     def log(self, message: str) -> None:
         self._log(f"[{self.step}] {message}")
@@ -282,6 +286,8 @@ def _run_step(d: StepDef, spec: PipelineSpec, services: Services, run_id: str,
     for art in result.outputs:
         store.link(exec_id, store.put(art).id or 0, "OUTPUT")
     summary = {**result.summary, "message": result.message, "stop_run": result.stop_run}
+    if ctx.placement is not None:
+        summary.setdefault("execution", ctx.placement.summary())
     metrics.record_summary_rows(spec.name, summary)  # the validate step's counts, also when it fails
     elapsed = time.perf_counter() - t0
     if result.fail:

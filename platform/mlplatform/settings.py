@@ -33,6 +33,7 @@ from mlplatform.redact import has_secret, redact_text, redact_url, url_location
 
 AuthMode = Literal["token", "disabled"]
 ProxyLocation = Literal["EveryNode", "HeadOnly", "Disabled"]
+Placement = Literal["auto", "local", "cluster"]
 _APPLIED_MARK = "_PLATFORM_APPLIED_RAY_AUTH_MODE"
 
 # Environment variable(s) read for each setting, first match wins.
@@ -56,6 +57,7 @@ ENV_VARS: dict[str, tuple[str, ...]] = {
     # pyarrow, boto3 and (through MLFLOW_S3_ENDPOINT_URL) MLflow all read AWS_ENDPOINT_URL.
     "s3_endpoint_url": ("PLATFORM_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
     "alert_webhook": ("PLATFORM_ALERT_WEBHOOK",),
+    "placement": ("PLATFORM_PLACEMENT",),
 }
 # Where Ray Serve listens; not secret, forwarded to jobs so that the deploy step reaches it.
 SERVE_KEYS = ("serve_host", "serve_port", "serve_url", "serve_proxy_location")
@@ -93,6 +95,7 @@ class ConfigFile(BaseModel):
     serve_proxy_location: ProxyLocation | None = None
     s3_endpoint_url: str | None = None
     alert_webhook: str | None = None
+    placement: Placement | None = None
 
 
 class Settings(BaseModel):
@@ -127,6 +130,9 @@ class Settings(BaseModel):
                                         "(MinIO, moto, ...) for s3:// URIs; unset: AWS.")
     alert_webhook: str | None = Field(None, description="http(s) URL every alert is POSTed to as JSON "
                                       "(monitoring/webhook.py), in the background, retried; unset: none.")
+    placement: Placement = Field(
+        "auto", description="Where the data steps run when a spec leaves execution.placement at auto "
+        "(mlplatform.runtime.placement): auto (by input size), local (the job's process) or cluster.")
     sources: dict[str, str] = Field(default_factory=dict)
 
     @property
@@ -161,6 +167,7 @@ class Settings(BaseModel):
         # with the cluster's own environment, like a store URL with a password.
         if self.alert_webhook and not has_secret(self.alert_webhook):
             env[ENV_VARS["alert_webhook"][0]] = self.alert_webhook
+        env[ENV_VARS["placement"][0]] = self.placement
         return env
 
 
@@ -337,8 +344,15 @@ def load_settings(env: dict[str, str] | None = None, *, address: str | None = No
         serve_proxy_location=proxy,  # type: ignore[arg-type]
         s3_endpoint_url=pick("s3_endpoint_url"),
         alert_webhook=_check_webhook(pick("alert_webhook")),
+        placement=_check_placement(with_default("placement", "auto")),
         sources=sources,
     )
+
+
+def _check_placement(value: str) -> Placement:
+    if value not in ("auto", "local", "cluster"):
+        raise InputError(f"PLATFORM_PLACEMENT={value!r}: expected auto, local or cluster")
+    return value  # type: ignore[return-value]
 
 
 def on_allow_list(path: str, modules: str) -> bool:

@@ -449,6 +449,26 @@ class MonitoringSpec(Strict):
     min_rows: int = Field(100, ge=1, description="Fewer predictions in the window: no verdict.")
 
 
+class ExecutionSpec(Strict):
+    """Where the data steps run (mlplatform.runtime.placement): `auto` runs a step in the job's
+    own process when its input is at most the step's threshold, on the cluster above it."""
+
+    placement: Literal["auto", "local", "cluster"] = Field(
+        "auto", description="auto: by input size; local: always in the job's process; cluster: "
+                            "always as Ray tasks (Ray Data, Tune).")
+    local_max_rows: dict[Literal["ingest", "validate", "featurize", "training_set", "train"], int] = Field(
+        default_factory=dict, description="Per step: the most input rows that run in the job's own "
+                                          "process (replaces the measured threshold).")
+
+    @field_validator("local_max_rows")
+    @classmethod
+    def _non_negative(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {k: v for k, v in value.items() if v < 0}
+        if bad:
+            raise ValueError(f"execution.local_max_rows {bad}: a number of rows is 0 or more")
+        return value
+
+
 # Ranges of each metric's value (a quality threshold outside can never or always fire).
 _METRIC_RANGE: dict[str, tuple[float | None, float | None]] = {
     "roc_auc": (0.0, 1.0), "accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "log_loss": (0.0, None),
@@ -500,6 +520,7 @@ class PipelineSpec(Strict):
     triggers: TriggersSpec | None = Field(None, description="What starts a run by itself "
                                           "(`platformctl watch SPEC` runs the loop).")
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
 
     @field_validator("triggers")
     @classmethod

@@ -15,10 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mlplatform.errors import InputError
-from mlplatform.features.definitions import load_transformation
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
-from mlplatform.training.estimators import check_model
 
 
 @contextmanager
@@ -37,6 +35,9 @@ def code_problems(spec: PipelineSpec, settings: Settings, spec_dir: Path) -> lis
     """Every problem with the code the spec names (empty: none)."""
     problems: list[str] = []
     try:
+        # Imported here: scikit-learn is a second of every CLI command's start otherwise.
+        from mlplatform.training.estimators import check_model
+
         check_model(spec.model, settings.estimator_modules)
     except InputError as exc:
         problems.append(exc.message)
@@ -45,6 +46,8 @@ def code_problems(spec: PipelineSpec, settings: Settings, spec_dir: Path) -> lis
             if view.transformation is None:
                 continue
             try:
+                from mlplatform.features.definitions import load_transformation
+
                 load_transformation(view.transformation, view.name, settings.transformation_modules)
             except InputError as exc:
                 problems.append(f"features.views[{i}].transformation: {exc.message}")

@@ -25,10 +25,12 @@ from tests.unit.test_ingest_files import FlakyStorage
 pytestmark = pytest.mark.ray
 
 
-def _spec(name: str, path: str, fmt: str = "parquet", on_unreadable: str = "skip") -> PipelineSpec:
+def _spec(name: str, path: str, fmt: str = "parquet", on_unreadable: str = "skip",
+          placement: str = "auto") -> PipelineSpec:
     return PipelineSpec.model_validate({"name": name, "source": {
         "path": path, "format": fmt, "entity_column": "customer_id",
-        "timestamp_column": "event_ts", "label_column": "churned", "on_unreadable": on_unreadable}})
+        "timestamp_column": "event_ts", "label_column": "churned", "on_unreadable": on_unreadable},
+        "execution": {"placement": placement}})
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -347,7 +349,7 @@ def test_a_failed_ray_read_no_file_is_to_blame_for_is_not_bad_input(
 
     monkeypatch.setattr(ray.data.Dataset, "write_parquet", lost)
     settings = _settings(tmp_path)
-    error = _run_ingest(_spec("lost", str(data)), settings, "lost-1")
+    error = _run_ingest(_spec("lost", str(data), placement="cluster"), settings, "lost-1")
     assert error.exit_code == 1 and not isinstance(error, InputError)
     assert "not bad input" in error.message and "worker died" in error.message
     assert _rejection_alerts(MetadataStore(settings.metadata_url), "lost") == []

@@ -1,9 +1,11 @@
 """The search on the session's real Ray: ASHA stops weak trials of an iterative estimator,
-Optuna, grid and CV searches run, a killed trial resumes from its checkpoint and the search
-still finishes, and one model per segment is fitted in parallel."""
+its trials report (and checkpoint) only at the rungs, Optuna, grid and CV searches run, a
+killed trial resumes from its checkpoint and the search still finishes, and one model per
+segment is fitted in parallel."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -18,7 +20,7 @@ from sklearn.datasets import make_classification
 
 from mlplatform.spec import ModelSpec
 from mlplatform.training.data import SplitData
-from mlplatform.training.search import SearchResult, final_fit, run_search
+from mlplatform.training.search import SearchResult, final_fit, run_search, rung_plan
 
 pytestmark = pytest.mark.ray
 SPACE = {"learning_rate": {"type": "loguniform", "low": 0.02, "high": 0.3},
@@ -51,6 +53,37 @@ def test_asha_stops_weak_trials_and_the_best_keeps_its_iterations(ray_connected,
     assert 0.5 < result.best_score <= 1
 
 
+def _reports(experiment: str) -> dict[str, tuple[list[tuple[int, int]], int]]:
+    """Per trial folder: its reports in order as (iterations, restored) (result.json; the
+    attempts after a restore appended), and how many checkpoints it kept."""
+    out = {}
+    for result in Path(experiment).glob("*/result.json"):
+        lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
+        out[result.parent.name] = ([(r["iterations"], r["restored"]) for r in lines],
+                                   len(list(result.parent.glob("checkpoint_*"))))
+    return out
+
+
+def test_asha_trials_report_only_at_rungs_and_stop_at_one(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
+    model = _model(num_samples=8, scheduler="asha", max_iterations=45, report_every=5, reduction_factor=2)
+    model.params["max_iter"] = 45
+    grace, plan = rung_plan(model.search)  # type: ignore[arg-type]
+    # Rungs at 5 x 2^k iterations up to 40 (grace_period 1 report of 5), then the end: nothing
+    # between, where ASHA would not decide.
+    assert (grace, plan) == (5, [5, 10, 20, 40, 45])
+    result = run_search(model, _data(), storage_path=str(tmp_path), name="rungs")
+    reports = _reports(result.path)
+    assert len(reports) == 8 and len(result.trials) == 8
+    for lines, checkpoints in reports.values():
+        iterations = [i for i, _ in lines]
+        assert iterations == plan[:len(iterations)], iterations  # the rungs, in order, no others
+        # A checkpoint at every rung, none at the end (the trial is over: nothing to resume).
+        assert checkpoints == len([i for i in iterations if i < 45]), (iterations, checkpoints)
+    ends = sorted(t.iterations or 0 for t in result.trials)
+    assert set(ends) <= set(plan) and ends[0] < 45 and ends[-1] == 45  # stopped at a rung; the best ran on
+    assert result.best_config["max_iter"] == 45
+
+
 def test_optuna_grid_and_cv_searches(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
     data = _data(1500)
     optuna = run_search(_model(algorithm="optuna"), data, storage_path=str(tmp_path), name="optuna")
@@ -78,10 +111,17 @@ def _trial_pids(temp_dir: str) -> list[int]:
     return pids
 
 
-def test_a_killed_trial_resumes_from_its_checkpoint(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
-    model = _model(num_samples=2, scheduler="asha", max_iterations=60, report_every=5, grace_period=12,
-                   max_failures=2)
+@pytest.mark.parametrize("asha", [
+    # grace_period past the end: no rung to stop at, a checkpoint every 5 iterations all along
+    {"report_every": 5, "grace_period": 12},
+    # rungs at 3, 6, 12, 24, 48 iterations (a checkpoint at each), then every 3 to the end
+    {"report_every": 3, "grace_period": 1, "reduction_factor": 2},
+], ids=["every-report", "rungs"])
+def test_a_killed_trial_resumes_from_its_checkpoint(ray_connected, tmp_path: Path,  # noqa: ANN001
+                                                    asha: dict[str, float]) -> None:
+    model = _model(num_samples=2, scheduler="asha", max_iterations=60, max_failures=2, **asha)
     model.params["max_iter"] = 60
+    plan = rung_plan(model.search)[1]  # type: ignore[arg-type]
     out: dict[str, SearchResult | BaseException] = {}
 
     def search() -> None:
@@ -107,6 +147,11 @@ def test_a_killed_trial_resumes_from_its_checkpoint(ray_connected, tmp_path: Pat
     assert all(t.status == "TERMINATED" and t.score is not None for t in result.trials)
     assert max(t.restored for t in result.trials) >= 1  # resumed from a checkpoint, not from scratch
     assert max(t.iterations or 0 for t in result.trials) == 60
+    for lines, _ in _reports(result.path).values():
+        assert {i for i, _ in lines} <= set(plan), lines
+        resumed = [i for i, restored in lines if restored >= 1]
+        if resumed:  # its first report after the restore is the rung after one it reported before
+            assert resumed[0] > plan[0] and plan[plan.index(resumed[0]) - 1] in [i for i, _ in lines], lines
 
 
 def test_one_model_per_segment_in_parallel(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001

@@ -164,3 +164,47 @@ def test_parquet_path_matches_the_dataset_path(hard_schema: SchemaSpec, tmp_path
     country = via_parquet.stats.columns["country"].categorical
     assert country == via_dataset.stats.columns["country"].categorical
     assert pads.dataset(tmp_path / "q", format="parquet").count_rows() == via_parquet.rows_quarantined
+
+
+def test_parquet_on_ray_equals_one_process(hard_schema: SchemaSpec, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray tasks of a few row groups each, more of them than the window in flight, merged in
+    file order: the same report as the row groups one after another in this process."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from mlplatform.data import validation
+
+    files = []
+    for day in (2, 3, 4):
+        path = tmp_path / f"day{day}.parquet"
+        pq.write_table(_table(day, break_day=2 if day == 2 else None), path, row_group_size=250)
+        files.append(str(path))
+    fs = pafs.LocalFileSystem()
+    # Without the columns the broken day renames or retypes: its rows stay comparable.
+    schema = hard_schema.model_copy(update={"columns": [c for c in hard_schema.columns
+                                                        if c.name not in ("age", "credit_score")]})
+    kw = {"reference": validation.validate_parquet(files[1:], fs, schema, local=True).stats,
+          "drift_spec": DriftSpec(), "exclude_from_drift": ROLES, "row_id_column": "customer_id",
+          "sample_size": 1000}
+    from mlplatform.data import validation_tasks
+
+    monkeypatch.setattr(validation_tasks, "TASK_ROWS", 500)  # 12 tasks of 2 row groups
+    on_ray = validation.validate_parquet(files, fs, schema, quarantine_out=str(tmp_path / "q"), **kw)
+    local = validation.validate_parquet(files, fs, schema, local=True, **kw)
+    assert on_ray.rows_in == local.rows_in == 6000 and local.rows_quarantined > 0
+    assert (on_ray.rows_valid, on_ray.rows_quarantined) == (local.rows_valid, local.rows_quarantined)
+    assert [f.model_dump() for f in on_ray.failures] == [f.model_dump() for f in local.failures]
+    for name, a in on_ray.stats.columns.items():
+        b = local.stats.columns[name]
+        assert (a.count, a.nulls, a.categorical, a.time_range) == (b.count, b.nulls, b.categorical,
+                                                                    b.time_range)
+        if a.numeric is not None and b.numeric is not None:
+            assert a.numeric.mean == pytest.approx(b.numeric.mean, rel=1e-12)
+            assert a.numeric.std == pytest.approx(b.numeric.std, rel=1e-9)
+            assert (a.numeric.quantiles, a.numeric.histogram) == (b.numeric.quantiles, b.numeric.histogram)
+    for name, sample in local.stats.samples.items():
+        assert on_ray.stats.samples[name].tolist() == sample.tolist()  # the same rows, in file order
+    assert on_ray.drift is not None and local.drift is not None
+    assert on_ray.drift.model_dump() == local.drift.model_dump()
+    assert pads.dataset(tmp_path / "q", format="parquet").count_rows() == on_ray.rows_quarantined

@@ -74,3 +74,64 @@ def test_init_with_a_bad_name_keeps_the_existing_file(tmp_path: Path,
     result = CliRunner().invoke(app, ["init", "Bad Name", "--out", "mine.yaml", "--force"])
     assert result.exit_code == 2 and "name" in result.output
     assert (tmp_path / "mine.yaml").read_text() == "precious"
+
+
+def _stat_plan(sample_rate: float, **edges: np.ndarray) -> CheckPlan:
+    return CheckPlan(schema=SchemaSpec(columns=[
+        ColumnSchema(name="x", type="float", min=0, max=900, max_null_fraction=1),
+        ColumnSchema(name="y", type="float", max_null_fraction=1),
+        ColumnSchema(name="k", type="int", max_null_fraction=1)], strict=False),
+        edges=edges, sample_rate=sample_rate, seed=0, row_id_column=None, valid_out=None,
+        quarantine_out=None)
+
+
+def test_block_statistics_with_nulls_nan_and_a_sample_are_exact() -> None:
+    n = 1000
+    x = np.arange(n, dtype=float)  # unique values: a sampled value names its row
+    y = x.copy()
+    y[::7] = np.nan
+    nulls = np.zeros(n, dtype=bool)
+    nulls[3::11] = True
+    table = pa.table({"x": x, "y": pa.array(y, mask=nulls), "k": np.arange(n) - 5})
+    edges = np.linspace(100.0, 600.0, 11)
+    _, _, part = check_block(table, _stat_plan(0.3, x=edges, y=edges, k=edges))
+    present = ~np.isnan(y) & ~nulls
+    for name, values in (("x", x), ("y", y[present]), ("k", np.arange(n) - 5.0)):
+        cp = part.columns[name]
+        assert cp.count == values.size and cp.nulls == n - values.size
+        assert cp.mean == pytest.approx(values.mean(), rel=1e-12)
+        assert cp.m2 == pytest.approx(((values - values.mean()) ** 2).sum(), rel=1e-12)
+        assert (cp.min, cp.max) == (values.min(), values.max())
+        inside = values[(values >= 100) & (values <= 600)]
+        assert cp.hist.tolist() == np.histogram(inside, bins=edges)[0].tolist()
+        assert cp.under.counts.sum() == (values < 100).sum() and cp.over.counts.sum() == (values > 600).sum()
+    # The same rows are drawn for every column: y's sample is x's less y's missing rows.
+    sample_x, sample_y = part.columns["x"].sample[0], part.columns["y"].sample[0]
+    assert 200 < sample_x.size < 400
+    assert sample_y.tolist() == [v for v in sample_x if present[int(v)]]
+    assert _failures(part) == {("x", "max 900"): 99}
+
+
+def test_a_partial_keeps_its_values_when_the_next_block_reuses_the_buffers() -> None:
+    # A missing value makes the non-missing ones a compacted copy: a reused buffer.
+    first, second = np.r_[np.linspace(0, 10, 500), np.nan], np.r_[np.linspace(50, 90, 500), np.nan]
+    edges = np.linspace(0.0, 10.0, 6)
+    _, _, a = check_block(pa.table({"x": first, "y": first, "k": np.arange(501)}), _stat_plan(1.0, x=edges))
+    hist, sample = a.columns["x"].hist.copy(), a.columns["x"].sample[0].copy()
+    check_block(pa.table({"x": second, "y": second, "k": np.arange(501)}), _stat_plan(1.0, x=edges))
+    assert a.columns["x"].hist.tolist() == hist.tolist() == [100] * 5
+    assert a.columns["x"].sample[0].tolist() == sample.tolist() == first[:-1].tolist()
+
+
+def test_row_groups_are_batched_into_tasks_in_file_order() -> None:
+    from mlplatform.data.validation_tasks import TASK_ROWS, _work_items
+
+    big = [{"path": "a", "row_group": i, "rows": 500_000} for i in range(4)]
+    assert _work_items(big, 2) == [[("a", i)] for i in range(4)]  # a big row group is a task
+    small = [{"path": p, "row_group": i, "rows": 300} for p in ("a", "b") for i in range(5)]
+    work = _work_items(small, 2)  # 3000 rows: at least one task per CPU, each >= 1500 rows
+    assert work == [[("a", 0), ("a", 1), ("a", 2), ("a", 3), ("a", 4)],
+                    [("b", 0), ("b", 1), ("b", 2), ("b", 3), ("b", 4)]]
+    many = [{"path": "a", "row_group": i, "rows": 50_000} for i in range(100)]
+    assert {len(w) for w in _work_items(many, 2)} == {TASK_ROWS // 50_000}
+    assert _work_items([], 2) == []

@@ -109,25 +109,31 @@ for heavy in ("numpy", "pandas", "pyarrow", "pyarrow.dataset", "scipy.stats", "s
     __import__(heavy)
 ours = [m for m in sys.modules if m.split(".")[0] in ("mlplatform", "serve", "jobs")]
 assert not ours, ours
-out = {}
-for module in sys.argv[1:]:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            __import__(module)
-            msg = ""
-        except BaseException:
-            msg = traceback.format_exc()[-1500:]
-        os.write(w, msg.encode())
-        os._exit(0)
-    os.close(w)
+out, running, todo = {}, {}, list(sys.argv[1:])
+while todo or running:
+    # Two children at a time (the CI machine's cores); each message fits a pipe's buffer, so a
+    # child never waits for its pipe to be read and the parent reads it once the child is gone.
+    while todo and len(running) < 2:
+        module = todo.pop(0)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            try:
+                __import__(module)
+                msg = ""
+            except BaseException:
+                msg = traceback.format_exc()[-1500:]
+            os.write(w, msg.encode())
+            os._exit(0)
+        os.close(w)
+        running[pid] = (module, r)
+    pid, status = os.wait()
+    module, r = running.pop(pid)
     data = b""
     while chunk := os.read(r, 65536):
         data += chunk
     os.close(r)
-    _, status = os.waitpid(pid, 0)
     out[module] = data.decode() or (None if status == 0 else f"the child exited with status {status}")
 print(json.dumps(out))
 """

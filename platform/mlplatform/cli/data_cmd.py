@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -107,6 +107,22 @@ def _schema_for(path: Path | None, pipeline: PipelineSpec, store: MetadataStore,
     return inferred, f"inferred from --reference {reference} (ranges and domains soft)"
 
 
+def _parquet_rows(fs: Any, paths: list[str]) -> int:
+    """Rows of Parquet files from their footers. A file whose footer does not read counts as
+    none: checked here, it fails at once with the reader's error, naming the batch, where the
+    Ray path would first start a Ray to say the same."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in paths:
+        try:
+            with fs.open_input_file(path) as f:
+                total += pq.read_metadata(f).num_rows
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 @handle_errors
 def validate(
     spec: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
@@ -128,6 +144,7 @@ def validate(
     from mlplatform.data.validation import validate_dataset, validate_parquet
     from mlplatform.data.verdict import verdict
     from mlplatform.runtime.connect import connect
+    from mlplatform.runtime.placement import place
 
     settings = settings_for()
     pipeline = load_spec(spec, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
@@ -137,15 +154,20 @@ def validate(
     the_schema, origin = _schema_for(schema, pipeline, store, reference, batch)
     if not json_:
         console.print(f"schema: {origin}", highlight=False)
-    connect(settings, allow_private=True, announce=None if json_ else console.print)
-    import ray
+    # Parquet batches below the validate step's threshold are checked in this process, as the
+    # step would check them (mlplatform.runtime.placement): no Ray to start or connect to.
+    local = fmt == "parquet" and place(pipeline.execution, "validate", _parquet_rows(fs, paths),
+                                       setting=settings.placement).local
+    if not local:
+        connect(settings, allow_private=True, announce=None if json_ else console.print)
+        import ray
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
+        ray.data.DataContext.get_current().enable_progress_bars = False
     exclude = tuple(c for c in (src.entity_column, src.timestamp_column, src.label_column) if c)
 
     def check(fs_, paths_, **kwargs):  # noqa: ANN001, ANN003, ANN202
         if fmt == "parquet":
-            return validate_parquet(paths_, fs_, the_schema, **kwargs)
+            return validate_parquet(paths_, fs_, the_schema, local=local, **kwargs)
         return validate_dataset(ray.data.read_csv(paths_, filesystem=fs_), the_schema, **kwargs)
 
     ref_stats: DatasetStats | None = None

@@ -11,7 +11,7 @@ Exit codes, so a script or a cron job can act on the verdict:
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -20,12 +20,14 @@ from mlplatform.cli.default_group import DefaultCommandGroup
 from mlplatform.cli.monitor_view_cmd import register
 from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, services_for
 from mlplatform.errors import InputError
-from mlplatform.monitoring.live_drift import LiveDriftReport, run_live_drift
-from mlplatform.monitoring.quality import QualityReport, run_quality
 from mlplatform.services import Services
 from mlplatform.serving.client import ServeControl
 from mlplatform.spec import PipelineSpec
 from mlplatform.spec_types import duration_seconds
+
+if TYPE_CHECKING:  # the modules themselves load scipy and scikit-learn: only the commands need them
+    from mlplatform.monitoring.live_drift import LiveDriftReport
+    from mlplatform.monitoring.quality import QualityReport
 
 monitor_app = typer.Typer(
     help="A served pipeline's live view (`monitor NAME`), live drift and live quality.",
@@ -71,6 +73,8 @@ def drift(name: NameArg, window: WindowOpt = "1h", no_alert: NoAlertOpt = False,
     """Compare the champion's served traffic of the last window with its training data."""
     seconds = _window(window)
     services = services_for()
+    from mlplatform.monitoring.live_drift import run_live_drift
+
     report = run_live_drift(services, served_spec(services, name), window_s=seconds, alert=not no_alert)
     if json_:
         print_json(report)
@@ -110,6 +114,8 @@ def quality(name: NameArg, window: WindowOpt = "1h",
     """The realised metric over the feedback so far, and for classifiers its CBPE estimate."""
     seconds = _window(window)
     services = services_for()
+    from mlplatform.monitoring.quality import run_quality
+
     report = run_quality(services, served_spec(services, name), window_s=seconds, min_value=min_value,
                          alert=not no_alert)
     if json_:

@@ -34,15 +34,17 @@ from mlplatform.services import Services
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
 from mlplatform.spec_loader import load_spec
-from mlplatform.training.data import check_labels
-from mlplatform.training.estimators import check_model
-from mlplatform.training.trainer import newest_training_set
 
 SpecArg = Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")]
 
 
 def precheck(settings: Settings, spec: PipelineSpec) -> TrainingSet:
     """Everything that can be wrong with a training request, found before the cluster is used."""
+    # Imported here, as every module that loads scikit-learn: it is a second of each CLI start.
+    from mlplatform.training.data import check_labels
+    from mlplatform.training.estimators import check_model
+    from mlplatform.training.trainer import newest_training_set
+
     check_model(spec.model, settings.estimator_modules)
     art = newest_training_set(Services(settings).metadata, spec.name)
     if art is None:

@@ -31,7 +31,10 @@ files aside again: their alerts are not repeated (see `_Rejections.alert`).
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from mlplatform import manifest, storage
 from mlplatform.artifacts import RejectedSourceFile, Snapshot, SourceFile
@@ -46,6 +49,7 @@ from mlplatform.data.ingest import (
 from mlplatform.errors import InputError, PlatformError
 from mlplatform.monitoring.alerts import raise_alert
 from mlplatform.pipeline import StepContext, StepResult, step
+from mlplatform.runtime.placement import place
 
 
 class _ReadFailed(Exception):
@@ -164,11 +168,60 @@ class _PartNames:
         return manifest.part_name(self.write_id, f"{write_uuid}-{task_index:06d}")
 
 
+def _estimated_rows(fs: pafs.FileSystem, paths: list[str], fmt: str) -> int:
+    """The batch's rows for choosing where to read it: exact from Parquet footers; for CSV an
+    upper estimate from the size (a short line is ~32 bytes), so a big file never lands here."""
+    if fmt == "parquet":
+        total = 0
+        for path in paths:
+            with fs.open_input_file(path) as f:
+                total += pq.read_metadata(f).num_rows
+        return total
+    return sum(fs.get_file_info(p).size or 0 for p in paths) // 32
+
+
+def _read_local(fs: pafs.FileSystem, paths: list[str], fmt: str) -> pa.Table:
+    """The batch as one table, read in this process (what Ray Data's readers do per file: the
+    same pyarrow readers with their defaults). Raises _ReadFailed when a file does not read."""
+    tables = []
+    try:
+        for path in paths:
+            if fmt == "parquet":
+                with fs.open_input_file(path) as f:
+                    tables.append(pq.read_table(f))
+            else:
+                with fs.open_input_stream(path) as f:
+                    tables.append(pacsv.read_csv(f))
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowException, OSError) as exc:
+        raise _ReadFailed(str(exc)) from None
+
+
+def _write_snapshot_local(ctx: StepContext, fs: pafs.FileSystem, paths: list[str], snap_path: str,
+                          out_fs: pafs.FileSystem, content_hash: str) -> manifest.Manifest | None:
+    """`_write_snapshot` in this process: one part, committed with the same manifest protocol."""
+    table = _read_local(fs, paths, ctx.spec.source.format)
+    if table.num_rows == 0:
+        return None
+    write_id = manifest.new_write_id(ctx.run_id or "")
+    part = manifest.PartSink(out_fs, snap_path, write_id).write_table(table, "000000")
+    return manifest.commit(out_fs, snap_path, [part], write_id=write_id, content_hash=content_hash,
+                           writer=manifest.writer_label(f"ingest {ctx.run_id}"))
+
+
 def _write_snapshot(ctx: StepContext, fs: pafs.FileSystem, paths: list[str], snap_path: str,
                     out_fs: pafs.FileSystem, content_hash: str) -> manifest.Manifest | None:
-    """Read the files as one Ray Dataset and publish it at `snap_path`: Ray's write tasks put
-    their parts straight into the folder (on any node), then this driver commits them with a
-    manifest. None when they hold no rows. Raises _ReadFailed when Ray cannot read them."""
+    """Read the files and publish them at `snap_path`: in this process below the placement
+    threshold, else as one Ray Dataset whose write tasks put their parts straight into the
+    folder (on any node), then this driver commits them with a manifest. None when they hold
+    no rows. Raises _ReadFailed when they cannot be read."""
+    fmt = ctx.spec.source.format
+    where = place(ctx.spec.execution, "ingest", _estimated_rows(fs, paths, fmt),
+                  setting=ctx.settings.placement)
+    ctx.log(f"reading {len(paths)} file(s): {where.line()}")
+    ctx.placement = where
+    if where.local:
+        return _write_snapshot_local(ctx, fs, paths, snap_path, out_fs, content_hash)
     ctx.services.connect_ray()
     import ray
 

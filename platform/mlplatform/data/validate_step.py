@@ -41,6 +41,7 @@ from mlplatform.data.verdict import drift_alert, shift_summary, verdict
 from mlplatform.errors import InputError
 from mlplatform.monitoring.alerts import raise_alert
 from mlplatform.pipeline import StepContext, StepResult, step
+from mlplatform.runtime.placement import place
 from mlplatform.spec import SchemaSpec
 
 
@@ -95,11 +96,15 @@ def validate(ctx: StepContext) -> StepResult:
                          "or `platformctl runs retry RUN` for a run whose ingest completed")
     snap = snaps[0]
     snap_id = (snap.content_hash or "unknown")[:16]
-    ctx.services.connect_ray()
     import pyarrow.dataset as pads
-    import ray
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    where = ctx.placement = place(ctx.spec.execution, "validate", snap.rows, setting=ctx.settings.placement)
+    ctx.log(f"{snap.rows} rows: {where.line()}")
+    if not where.local:
+        ctx.services.connect_ray()
+        import ray
+
+        ray.data.DataContext.get_current().enable_progress_bars = False
     fs, files = manifest.committed_files(snap.uri)
     first = None
     if not isinstance(ctx.spec.schema_, SchemaSpec):
@@ -121,7 +126,8 @@ def validate(ctx: StepContext) -> StepResult:
             files, fs, schema, reference=reference, valid_out=valid_sink, quarantine_out=quarantine_sink,
             drift_spec=ctx.spec.validation.drift, row_id_column=src.entity_column,
             exclude_from_drift=tuple(c for c in (src.entity_column, src.timestamp_column,
-                                                 src.label_column) if c))
+                                                 src.label_column) if c),
+            local=where.local)
     except Exception as exc:  # e.g. files whose column types do not unify: name the batch
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(f"batch {snap_id} ({', '.join(snap.files)}) "

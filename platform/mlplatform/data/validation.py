@@ -1,9 +1,10 @@
 """Lazy validation of a Ray Dataset against a schema, with quarantine.
 
-One streaming pass with `map_batches`: every block is checked with pyarrow.compute
-(all checks run, as pandera's lazy mode does), its valid rows and its quarantined rows
-(with the reason) are written by the task itself, and the block returns only a small
-partial of failure counts and statistics. The driver never holds data rows, so memory
+One streaming pass (`map_batches` over any Ray Dataset; for Parquet files, Ray tasks over
+their row groups): every block is checked with pyarrow.compute and numpy (all checks run,
+as pandera's lazy mode does), its valid rows and its quarantined rows (with the reason)
+are written by the task itself, and the block returns only a small partial of failure
+counts and statistics. The driver never holds data rows, so memory
 is set by the block size, not by the data size, and rows in = valid + quarantined.
 
 Check levels:
@@ -26,7 +27,7 @@ import pickle
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,7 +41,7 @@ from pydantic import BaseModel, Field
 from mlplatform import manifest
 from mlplatform.data.drift import DriftReport, detect_drift
 from mlplatform.data.schema import arrow_kind, type_matches
-from mlplatform.data.stats import ColumnPartial, ColumnStats, DatasetStats, finalize, numeric_partial
+from mlplatform.data.stats import ColumnPartial, ColumnStats, DatasetStats, finalize, numeric_partial, scratch
 from mlplatform.spec import ColumnSchema, DriftSpec, SchemaSpec
 
 MAX_SAMPLES = 5
@@ -190,6 +191,33 @@ def _range_checks(part: BlockPartial, tbl: pa.Table, plan: CheckPlan, col: Colum
         _soft_check(part, tbl, plan, col, "range", soft, values)
 
 
+def _flat(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One Arrow array; a row group's single chunk as it is (combine_chunks would copy it)."""
+    if isinstance(arr, pa.ChunkedArray):
+        return arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    return arr
+
+
+def _float_values(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A numeric column as float64 with NaN for nulls, in memory Arrow allocated (its pool
+    keeps freed memory for the next block, where a numpy temporary would be faulted in anew)."""
+    flat = _flat(arr)
+    if flat.type != pa.float64():
+        # safe=False: int64 ids above 2**53 lose precision instead of failing the batch.
+        flat = flat.cast(pa.float64(), safe=False)
+    if flat.null_count:
+        flat = pc.fill_null(flat, float("nan"))
+    return flat.to_numpy(zero_copy_only=False)
+
+
+def _sample_rows(rng: np.random.Generator, n: int, rate: float) -> np.ndarray | None:
+    """Positions of the rows whose values go into the statistics' sample (None: all rows)."""
+    if rate >= 1:
+        return None
+    draws = rng.random(n, out=scratch("validation.draws", n, np.float64))
+    return np.flatnonzero(np.less(draws, rate, out=scratch("validation.drawn", n, np.bool_)))
+
+
 def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Table | None, BlockPartial]:
     """Check one block; returns (valid rows, quarantined rows with _reason, partial).
 
@@ -203,7 +231,7 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
         _fail(part, extra, "unexpected column", "schema", n,
               detail=f"column {extra!r} is not in the schema (strict)")
     rng = np.random.default_rng([plan.seed, n, zlib.crc32(repr(tbl.slice(0, 2).to_pylist()).encode())])
-    sample_mask = rng.random(n) < plan.sample_rate if plan.sample_rate < 1 else None
+    sample_rows = _sample_rows(rng, n, plan.sample_rate)
     row_checks: list[tuple[np.ndarray, str]] = []
     for col in schema.columns:
         if col.name not in present:
@@ -218,20 +246,21 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
             continue
         nulls = arr.null_count
         if col.type in ("int", "float"):
-            # safe=False: int64 ids above 2**53 lose precision instead of failing the batch.
-            values = arr.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
-            missing = np.isnan(values)  # nulls, and NaN values, which count as missing too
-            n_missing = int(missing.sum())
+            values = _float_values(arr)  # nulls as NaN; NaN values count as missing too
+            missing = scratch("validation.missing", n, np.bool_)
+            np.isnan(values, out=missing)
+            n_missing = int(np.count_nonzero(missing))
+            kept, sample = values, None if sample_rows is None else values[sample_rows]
             if n_missing:
-                kept = values[~missing]
-                smask = sample_mask[~missing] if sample_mask is not None else None
-            else:
-                kept, smask = values, sample_mask
+                present_mask = np.logical_not(missing, out=missing)
+                kept = np.compress(present_mask, values, out=scratch("validation.kept", n - n_missing,
+                                                                     np.float64))
+                sample = None if sample is None else sample[~np.isnan(sample)]
             part.columns[col.name] = numeric_partial(kept, col.type, n_missing, plan.edges.get(col.name),
-                                                     smask)
+                                                     None, sample=sample)
             _range_checks(part, tbl, plan, col, part.columns[col.name], values, row_checks)
         elif col.type in ("category", "bool", "string"):
-            flat = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+            flat = _flat(arr)
             if pa.types.is_null(flat.type):  # all null: nothing to count or match
                 part.columns[col.name] = ColumnPartial(type=col.type, count=0, nulls=n)
                 continue
@@ -245,8 +274,10 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
                 values = [str(v).lower() if isinstance(v, bool) else str(v)
                           for v in enc.dictionary.to_pylist()]
                 k = len(values)
-                idx = enc.indices.fill_null(k).to_numpy(zero_copy_only=False) if nulls else \
-                    enc.indices.to_numpy(zero_copy_only=False)
+                codes = (enc.indices.fill_null(k) if nulls else enc.indices).to_numpy(zero_copy_only=False)
+                # bincount wants intp: converting the int32 codes in a reused buffer, not a new one.
+                idx = scratch("validation.codes", n, np.intp)
+                np.copyto(idx, codes)
                 counts = np.bincount(idx, minlength=k + 1)
                 cp.cats = Counter({v: int(c) for v, c in zip(values, counts[:k], strict=True) if c})
                 if col.domain is not None:
@@ -317,7 +348,7 @@ def _block_task(plan: CheckPlan):  # noqa: ANN202
 # --- the driver: merge partials into a report ------------------------------------------------
 
 
-def _merge(partials: list[BlockPartial]) -> BlockPartial:
+def _merge(partials: Iterable[BlockPartial]) -> BlockPartial:
     total = BlockPartial()
     for p in partials:
         total.rows += p.rows
@@ -425,11 +456,12 @@ def _finish(out: Any, schema: SchemaSpec, reference: DatasetStats | None, drift_
                    exclude_from_drift=exclude_from_drift, sample_size=sample_size)
 
 
-def combine(partials: list[BlockPartial], schema: SchemaSpec, *, reference: DatasetStats | None = None,
+def combine(partials: Iterable[BlockPartial], schema: SchemaSpec, *, reference: DatasetStats | None = None,
             drift_spec: DriftSpec | None = None, exclude_from_drift: tuple[str, ...] = (),
             sample_size: int = 20_000) -> ValidationResult:
     """The report from the blocks' partials: what the driver does after the pass (and what a
-    test can do with `check_block` alone, without Ray)."""
+    test can do with `check_block` alone, without Ray). Each partial is merged as it comes,
+    so an iterator of them is never held whole."""
     total = _merge(partials)
     stats = finalize(total.columns, total.rows, sample_size)
     result = ValidationResult(rows_in=total.rows, rows_valid=total.valid,
@@ -505,25 +537,24 @@ def parquet_fragments(paths: list[str], fs: Any) -> list[dict[str, Any]]:
 RowFilter = Callable[[pa.Table], pa.Table]
 
 
-def _fragment_task(plan: CheckPlan, fs: Any, dictionary_columns: list[str],  # noqa: ANN202
-                   row_filter: RowFilter | None):
-    def run(batch: pa.Table) -> pa.Table:
-        out = []
-        for path, group in zip(batch.column("path").to_pylist(), batch.column("row_group").to_pylist(),
-                               strict=True):
-            with fs.open_input_file(path) as f:
-                pf = pq.ParquetFile(f, read_dictionary=dictionary_columns)
-                table = pf.read_row_group(group, use_threads=False)
-            if row_filter is not None:
-                table = row_filter(table)
-            valid, quarantined, part = check_block(table, plan)
-            name = f"{zlib.crc32(path.encode()):08x}-{group:05d}"
-            _write(part, "valid", valid, plan.valid_out, name)
-            _write(part, "quarantine", quarantined, plan.quarantine_out, name)
-            out.append(pickle.dumps(part))
-        return pa.table({"partial": pa.array(out, pa.binary())})
+def _fragment_check(plan: CheckPlan, fs: Any, dictionary_columns: list[str],  # noqa: ANN202
+                    row_filter: RowFilter | None):
+    """The work on one row group, wherever it runs: read it, check it, write its parts."""
+    def check(path: str, group: int) -> BlockPartial:
+        with fs.open_input_file(path) as f:
+            # pre_buffer: the row group's column chunks in a few coalesced reads (what an
+            # object store needs; no cost on a local disk); no threads: one task per CPU.
+            pf = pq.ParquetFile(f, read_dictionary=dictionary_columns, pre_buffer=True)
+            table = pf.read_row_group(group, use_threads=False)
+        if row_filter is not None:
+            table = row_filter(table)
+        valid, quarantined, part = check_block(table, plan)
+        name = f"{zlib.crc32(path.encode()):08x}-{group:05d}"
+        _write(part, "valid", valid, plan.valid_out, name)
+        _write(part, "quarantine", quarantined, plan.quarantine_out, name)
+        return part
 
-    return run
+    return check
 
 
 def validate_parquet(paths: list[str], fs: Any, schema: SchemaSpec, *,
@@ -531,28 +562,33 @@ def validate_parquet(paths: list[str], fs: Any, schema: SchemaSpec, *,
                      quarantine_out: Output = None, drift_spec: DriftSpec | None = None,
                      exclude_from_drift: tuple[str, ...] = (), row_id_column: str | None = None,
                      sample_size: int = 20_000, seed: int = 0, row_filter: RowFilter | None = None,
-                     expected_rows: int | None = None) -> ValidationResult:
-    """Validate Parquet files: the same per-block checks, one Ray Data task per row group.
+                     expected_rows: int | None = None, local: bool = False) -> ValidationResult:
+    """Validate Parquet files: the same per-block checks, in Ray tasks of one or more row
+    groups each, or with `local` one row group after another in this process
+    (mlplatform.runtime.placement: below its threshold Ray's fixed cost is most of the time).
 
     `row_filter` keeps only some rows of each row group (e.g. a time window), inside the
     task; `expected_rows` is then how many it keeps, which sets the sampling rate.
 
     Ray Data's own Parquet reader lists files in a task of its own and decodes
     categorical columns as plain strings; on 2 cores that overhead made validation
-    ~4x slower than one pyarrow process. Reading each row group inside the map (with
+    ~4x slower than one pyarrow process. Reading each row group inside the task (with
     categorical columns as dictionaries, which the checks then count by index) keeps
     the pass streaming and bounded by the row-group size, with far less overhead.
     """
-    import ray
-
     items = parquet_fragments(paths, fs)
     rows = expected_rows if expected_rows is not None else sum(i["rows"] for i in items)
     plan = _plan(schema, reference, rows, sample_size, seed, row_id_column, valid_out, quarantine_out)
     dictionary = [c.name for c in schema.columns if c.type == "category"]
-    ds = ray.data.from_items(items, override_num_blocks=max(len(items), 1))
-    out = ds.map_batches(_fragment_task(plan, fs, dictionary, row_filter), batch_format="pyarrow",
-                         batch_size=1)
-    result = _finish(out, schema, reference, drift_spec, exclude_from_drift, sample_size)
+    if local:
+        check = _fragment_check(plan, fs, dictionary, row_filter)
+        partials: Iterable[BlockPartial] = (check(i["path"], i["row_group"]) for i in items)
+    else:
+        from mlplatform.data.validation_tasks import on_ray
+
+        partials = on_ray(plan, fs, dictionary, row_filter, items)
+    result = combine(partials, schema, reference=reference, drift_spec=drift_spec,
+                     exclude_from_drift=exclude_from_drift, sample_size=sample_size)
     return _commit_folders(result, plan, valid_out, quarantine_out)
 
 

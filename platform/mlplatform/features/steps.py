@@ -43,6 +43,7 @@ from mlplatform.features.compute import (
 from mlplatform.features.definitions import FeatureView
 from mlplatform.features.offline_store import time_range
 from mlplatform.pipeline import StepContext, StepResult, step
+from mlplatform.runtime.placement import place
 from mlplatform.spec import SchemaSpec, duration_seconds
 
 TRAINING_DATA = "data.parquet"
@@ -90,9 +91,11 @@ def _history(ctx: StepContext, current: ValidatedBatch, view: FeatureView, start
     return tables
 
 
-def compute_view_on_ray(view: FeatureView, batch_uri: str, history: list[pa.Table]) -> pd.DataFrame:
-    """The view's rows for one batch: the transformation per block, then aggregations
-    per entity bucket, both as Ray Data tasks; history rows only feed the windows.
+def compute_view(view: FeatureView, batch_uri: str, history: list[pa.Table], *, local: bool = False
+                 ) -> pd.DataFrame:
+    """The view's rows for one batch: the transformation per block, then aggregations per
+    entity bucket; history rows only feed the windows. As Ray Data tasks, or with `local`
+    the same functions on the whole batch in this process (mlplatform.runtime.placement).
 
     Rows reach the aggregations through the driver, split by entity hash into one
     block per bucket, rather than through Ray Data's groupby: its hash shuffle starts
@@ -100,14 +103,29 @@ def compute_view_on_ray(view: FeatureView, batch_uri: str, history: list[pa.Tabl
     them (a day of demo data took minutes and the next day's run hung). A batch plus
     its window history is small next to the driver's memory.
     """
-    import ray
-
     spec = view.view_spec()
     if spec.transformation is None and not spec.aggregations:  # plain columns: nothing to compute
         table = _read(batch_uri, view.timestamp_column, columns=[*view.key_columns, *view.features])
         df = table.to_pandas()
         df[view.timestamp_column] = to_utc_naive(df[view.timestamp_column], view.timestamp_column)
         return df.sort_values([view.timestamp_column, view.entity], kind="stable").reset_index(drop=True)
+    if local:
+        rows = _transform_batch(_flag(_read(batch_uri, view.timestamp_column).to_pandas(), history=False),
+                                view)
+        if history:
+            hist = pa.concat_tables(history, promote_options="permissive").to_pandas()
+            rows = pd.concat([rows, _transform_batch(_flag(hist, history=True), view)], ignore_index=True)
+        if spec.aggregations and len(rows):
+            rows = _aggregate_group(rows, view)
+    else:
+        rows = _compute_on_ray(view, batch_uri, history)
+    df = rows.loc[~rows[HISTORY_FLAG].astype(bool), [*view.key_columns, *view.features]]
+    return df.sort_values([view.timestamp_column, view.entity], kind="stable").reset_index(drop=True)
+
+
+def _compute_on_ray(view: FeatureView, batch_uri: str, history: list[pa.Table]) -> pd.DataFrame:
+    import ray
+
     fs, files = _batch_files(batch_uri)
     ds = ray.data.read_parquet(files, filesystem=fs).map_batches(
         _flag, fn_kwargs={"history": False}, batch_format="pandas")
@@ -124,8 +142,7 @@ def compute_view_on_ray(view: FeatureView, batch_uri: str, history: list[pa.Tabl
         agg = ray.data.from_pandas(parts).map_batches(
             _aggregate_group, fn_kwargs={"view": view}, batch_format="pandas", batch_size=None)
         rows = pd.concat([ray.get(r) for r in agg.to_pandas_refs()], ignore_index=True)
-    df = rows.loc[~rows[HISTORY_FLAG].astype(bool), [*view.key_columns, *view.features]]
-    return df.sort_values([view.timestamp_column, view.entity], kind="stable").reset_index(drop=True)
+    return rows
 
 
 def _flag(df: pd.DataFrame, history: bool) -> pd.DataFrame:
@@ -159,15 +176,18 @@ def featurize(ctx: StepContext) -> StepResult:
     for view in fstore.views.values():
         check_columns(view, list(transform(view, sample.copy()).columns), f"batch {snap}")
         compute_frame(view, sample)
-    ctx.services.connect_ray()
-    import ray
+    where = ctx.placement = place(ctx.spec.execution, "featurize", batch.rows, setting=ctx.settings.placement)
+    ctx.log(f"{batch.rows} rows: {where.line()}")
+    if not where.local:
+        ctx.services.connect_ray()
+        import ray
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
+        ray.data.DataContext.get_current().enable_progress_bars = False
     outputs, summary, lines = [], {}, []
     for view in fstore.views.values():
         windows = [duration_seconds(w) for a in view.view_spec().aggregations for w in a.windows]
         history = _history(ctx, batch, view, lo - dt.timedelta(seconds=max(windows)), hi) if windows else []
-        df = compute_view_on_ray(view, batch.uri, history)
+        df = compute_view(view, batch.uri, history, local=where.local)
         result = fstore.write(view.name, df, f"{snap}-{view.version}")
         outputs += [
             FeatureRows(uri=fstore.offline.view_uri(view.name), content_hash=result.content_hash,
@@ -198,7 +218,7 @@ def _in_window(ts: str, start: dt.datetime | None, end: dt.datetime) -> Callable
 
 
 def window_statistics(batches: list[ValidatedBatch], schema: SchemaSpec, ts: str, start: dt.datetime | None,
-                      end: dt.datetime) -> DatasetStats | None:
+                      end: dt.datetime, *, local: bool = False) -> DatasetStats | None:
     """Statistics of the rows of `batches` with start <= ts <= end, computed by the validate
     step's own pass (one Ray task per row group, keeping the window's rows), so that drift
     against them means what drift against a batch means. None: no rows."""
@@ -216,19 +236,22 @@ def window_statistics(batches: list[ValidatedBatch], schema: SchemaSpec, ts: str
     if not rows:
         return None
     return validate_parquet(files, fs, schema, sample_size=STATS_SAMPLE_SIZE,
-                            row_filter=_in_window(ts, start, end), expected_rows=rows).stats
+                            row_filter=_in_window(ts, start, end), expected_rows=rows, local=local).stats
 
 
 def _record_statistics(ctx: StepContext, used: list[ValidatedBatch], start: dt.datetime | None,
-                       end: dt.datetime) -> str | None:
+                       end: dt.datetime, rows: int) -> str | None:
     """Compute and store the training rows' statistics; their URI, or None (and why, logged)."""
     schema = ctx.spec.schema_ if isinstance(ctx.spec.schema_, SchemaSpec) else recorded_schema(
         ctx.metadata, ctx.spec.name)
     if schema is None:
         ctx.log("no schema (none in the spec, none recorded): no training statistics")
         return None
-    ctx.services.connect_ray()
-    stats = window_statistics(used, schema, ctx.spec.source.timestamp_column, start, end)
+    where = ctx.placement = place(ctx.spec.execution, "training_set", rows, setting=ctx.settings.placement)
+    ctx.log(f"statistics of {rows} training rows: {where.line()}")
+    if not where.local:
+        ctx.services.connect_ray()
+    stats = window_statistics(used, schema, ctx.spec.source.timestamp_column, start, end, local=where.local)
     if stats is None:
         return None
     uri = training_stats_uri(ctx.settings.storage_uri, ctx.spec.name, ctx.run_id)
@@ -296,7 +319,7 @@ def training_set(ctx: StepContext) -> StepResult:
                                  and pd.api.types.is_numeric_dtype(label) else None)
     report_json["batches"] = [a.uri for a in used]
     digest = _publish_training_set(fs, path, df, report_json, f"training_set {ctx.run_id}")
-    statistics = _record_statistics(ctx, used, start, newest)
+    statistics = _record_statistics(ctx, used, start, newest, sum(len(t) for t in tables))
     unmatched = {v.view: v.unmatched for v in report.views}
     msg = (f"{report.rows} rows x {len(report.features)} features from {len(used)} batch(es); "
            + ", ".join(f"{v}: {n} row(s) without a value in the TTL" for v, n in unmatched.items()))

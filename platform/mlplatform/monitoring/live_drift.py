@@ -4,7 +4,7 @@ Validation compares each new batch with the champion's training statistics; this
 the model actually sees in production with the same statistics, by the same code and settings
 (`validation.drift`: methods, thresholds, dataset drift share), so a verdict here means what a
 validation verdict means. The statistics of the window are computed by validation's own
-per-block pass (mlplatform.data.validation.validate_parquet): one Ray Data task per row group of
+per-block pass (mlplatform.data.validation.validate_parquet): Ray tasks over the row groups of
 the prediction log, each keeping only the window's rows of the champion (shadow copies and
 failed requests excluded) and returning a small partial, so the driver never holds the rows.
 

@@ -153,7 +153,9 @@ class JobsClient:
                     hint=f"see `platformctl jobs logs {job_id}`")
             if waited > timeout_s:
                 raise PlatformError(f"job {job_id} still {info.status} after {timeout_s:.0f}s")
-            time.sleep(0.5)
+            # A status call is one local HTTP request: polling often costs little and a small
+            # job's end is seen at once (0.5 s was a tenth of a 4k-row run, issue 15).
+            time.sleep(0.1 if waited < 60 else 0.5)
 
 
 class Submission(BaseModel):

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from sklearn.model_selection import train_test_split
 
 from mlplatform import storage
 from mlplatform.errors import InputError, PlatformError
@@ -58,6 +57,8 @@ def split(df: pd.DataFrame, cols: Columns, fraction: float, how: str = "time",
         df = df.sort_values(order, kind="stable").reset_index(drop=True)
         cut = len(df) - max(1, math.ceil(len(df) * fraction))
         return df.iloc[:cut].reset_index(drop=True), df.iloc[cut:].reset_index(drop=True)
+    from sklearn.model_selection import train_test_split  # a second of every import otherwise
+
     train, test = train_test_split(df, test_size=fraction, random_state=seed)
     return train.reset_index(drop=True), test.reset_index(drop=True)
 

@@ -23,6 +23,7 @@ from mlplatform.training.trainer import (
     FitResult,
     code_version,
     newest_training_set,
+    placement_for,
     prepare,
     schema_hash,
     train,
@@ -60,7 +61,8 @@ def train_step(ctx: StepContext) -> StepResult:
     reg = ctx.services.models  # creates the MLflow database before any fan-out
     ctx.log(f"training set {art.uri}: {prepared.rows} rows; "
             f"{len(prepared.train)} model(s) to train")
-    models = train(spec, ctx.settings, prepared, name=ctx.run_id, log=ctx.log)
+    ctx.placement = placement_for(spec, prepared, ctx.settings)
+    models = train(spec, ctx.settings, prepared, name=ctx.run_id, log=ctx.log, placement=ctx.placement)
     git = code_version()
     snapshots = sorted({n.artifact.content_hash or ""
                         for n in ctx.metadata.lineage(art.id or 0, "upstream", max_depth=1)

@@ -26,6 +26,7 @@ from mlplatform.artifacts import TrainingSet
 from mlplatform.errors import InputError
 from mlplatform.evaluation.metrics import evaluate_model
 from mlplatform.metadata.store import MetadataStore
+from mlplatform.runtime.placement import Placement, place
 from mlplatform.settings import Settings
 from mlplatform.spec import EvaluationSpec, ModelSpec, PipelineSpec
 from mlplatform.training.data import Columns, SplitData, check_labels, load_frame, search_split, split, xy
@@ -149,15 +150,31 @@ def newest_training_set(store: MetadataStore, pipeline: str) -> TrainingSet | No
     return store.latest(TrainingSet, pipeline, step="training_set")
 
 
+def placement_for(spec: PipelineSpec, prepared: Prepared, settings: Settings) -> Placement:
+    """Where training runs: in this process for a small training set (random or grid search,
+    the final fit), on the cluster for a big one or for what only Ray implements."""
+    from mlplatform.training.local_search import needs_tune
+
+    return place(spec.execution, "train", prepared.rows, setting=settings.placement,
+                 cluster_only=needs_tune(spec.model))
+
+
 def train(spec: PipelineSpec, settings: Settings, prepared: Prepared, *, name: str,
-          log: Callable[[str], None] = print, search: bool = True) -> list[FitResult]:
-    """Search (once, on all segments' rows) and fit the final model(s) on the cluster."""
-    from mlplatform.runtime.connect import connect
+          log: Callable[[str], None] = print, search: bool = True,
+          placement: Placement | None = None) -> list[FitResult]:
+    """Search (once, on all segments' rows) and fit the final model(s), on the cluster or, for
+    a small training set, in this process (`placement`, default `placement_for`)."""
+    from mlplatform.training import local_search
 
     model = spec.model
     check_model(model, settings.estimator_modules)
-    connect(settings)
-    root = tune_root(settings, spec.name)
+    where = placement or placement_for(spec, prepared, settings)
+    log(f"training on {prepared.rows} rows {where.line()}")
+    if not where.local:
+        from mlplatform.runtime.connect import connect
+
+        connect(settings)
+    root = tune_root(settings, spec.name) if not where.local else None
     result: SearchResult | None = None
     config: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -171,13 +188,20 @@ def train(spec: PipelineSpec, settings: Settings, prepared: Prepared, *, name: s
             log(f"trial {t.trial_id}: {model.metric}={t.score if t.score is None else round(t.score, 4)} "
                 f"{json.dumps(t.config, default=str)}")
 
-        result = run_search(model, data, storage_path=root, name=f"{name}-search",
-                            modules=settings.estimator_modules, on_trial=on_trial)
+        if root is None:
+            result = local_search.run_search_local(model, data, modules=settings.estimator_modules,
+                                                   on_trial=on_trial)
+        else:
+            result = run_search(model, data, storage_path=root, name=f"{name}-search",
+                                modules=settings.estimator_modules, on_trial=on_trial)
         config = result.best_config
         log(f"best {model.metric}={result.best_score:.4f} with {json.dumps(config, default=str)} "
             f"({len(result.trials)} trials in {result.wall_s:.1f}s)")
     retries = model.search.max_failures if model.search else 1
-    if model.num_workers:  # data-parallel xgboost on Ray Train, one segment after another
+    datas = {seg: SplitData(X, y) for seg, (X, y) in prepared.train.items()}
+    if root is None:
+        models = local_search.final_fit_local(model, datas, config, modules=settings.estimator_modules)
+    elif model.num_workers:  # data-parallel xgboost on Ray Train, one segment after another
         from mlplatform.training.distributed import fit_distributed
 
         models = {seg: fit_distributed(model, X, y, config, storage_path=root,
@@ -185,7 +209,6 @@ def train(spec: PipelineSpec, settings: Settings, prepared: Prepared, *, name: s
                                        modules=settings.estimator_modules, max_failures=retries)
                   for seg, (X, y) in prepared.train.items()}
     else:  # one Tune trial per segment, in parallel
-        datas = {seg: SplitData(X, y) for seg, (X, y) in prepared.train.items()}
         models = final_fit(model, datas, config, storage_path=root, name=f"{name}-fit",
                            modules=settings.estimator_modules, max_failures=retries)
     duration = time.perf_counter() - t0
