@@ -1,4 +1,6 @@
-"""platformctl end to end, as real subprocesses against the session's real cluster."""
+"""platformctl end to end, as real subprocesses against the session's real cluster. The
+commands that only read what a run left (runs, models, jobs) run in this process (`cli`): how
+the console script starts is tested by the others."""
 
 import json
 import time
@@ -9,7 +11,7 @@ import pytest
 import requests
 
 from mlplatform.data.synthetic import DemoDataConfig, write_demo_data
-from tests.conftest import ROOT, platformctl
+from tests.conftest import ROOT, cli, platformctl
 
 pytestmark = pytest.mark.ray
 DEMO = "jobs/examples/demo.yaml"
@@ -152,7 +154,7 @@ def test_submit_wait_then_nothing_new(ray_cluster, submitted: Submitted, session
                         headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
     assert sub["job_id"] in [j["submission_id"] for j in jobs]
 
-    shown = platformctl("runs", "show", sub["run_id"], "--json")
+    shown = cli("runs", "show", sub["run_id"], "--json")
     assert shown.returncode == 0, shown.stderr
     run = json.loads(shown.stdout)
     assert run["status"] == "SUCCEEDED"
@@ -169,15 +171,15 @@ def test_submit_wait_then_nothing_new(ray_cluster, submitted: Submitted, session
              if e["type"] == "OUTPUT" and e["artifact"]["kind"] == "dataset_snapshot"]
     assert len(snaps) == 1 and len(snaps[0]["content_hash"]) == 64
     assert snaps[0]["properties"]["rows"] == 600
-    table = platformctl("runs", "show", sub["run_id"])
+    table = cli("runs", "show", sub["run_id"])
     assert "ingest" in table.stdout and snaps[0]["content_hash"][:16] in table.stdout
 
     again = platformctl("submit", str(submitted.spec), "--wait", "--json", cwd=submitted.spec.parent)
     assert again.returncode == 0, again.stderr
     job2 = json.loads(again.stdout)
-    logs = platformctl("jobs", "logs", job2["job_id"])
+    logs = cli("jobs", "logs", job2["job_id"])
     assert "nothing new to ingest" in logs.stdout
-    runs = json.loads(platformctl("runs", "list", PIPELINE, "--json").stdout)
+    runs = json.loads(cli("runs", "list", PIPELINE, "--json").stdout)
     assert runs[0]["run_id"] == job2["run_id"]
     assert "nothing new to ingest" in runs[0]["properties"]["message"]
 
@@ -192,7 +194,7 @@ def test_train_tune_models_and_the_mlflow_ui_by_hand(ray_cluster, submitted: Sub
     assert trained.returncode == 0, trained.stdout + trained.stderr
     out = json.loads(trained.stdout)
     assert out["job"]["status"] == "SUCCEEDED" and out["register"][PIPELINE]["version"] == "2"
-    versions = json.loads(platformctl("models", "list", PIPELINE, "--json").stdout)
+    versions = json.loads(cli("models", "list", PIPELINE, "--json").stdout)
     assert [v["version"] for v in versions] == ["1", "2"]
     assert all(v["tags"]["gate.decision"] in ("passed", "rejected") for v in versions)
     tuned = platformctl("tune", spec, "--num-samples", "2", "--json", timeout=600, cwd=cwd)
@@ -200,7 +202,7 @@ def test_train_tune_models_and_the_mlflow_ui_by_hand(ray_cluster, submitted: Sub
     result = json.loads(tuned.stdout)
     assert len(result["trials"]) == 2 and 0 < result["best_score"] <= 1
     assert set(result["best_config"]) == {"learning_rate", "max_leaf_nodes"}
-    listed = json.loads(platformctl("models", "list", PIPELINE, "--json").stdout)
+    listed = json.loads(cli("models", "list", PIPELINE, "--json").stdout)
     assert len(listed) == 2  # tune registers nothing
 
     ui = platformctl("ui", "--port", "0", "--detach", "--json", timeout=120)
@@ -257,13 +259,13 @@ def test_failing_job_is_reported(ray_cluster, tmp_path: Path) -> None:  # noqa: 
     assert "FAILED" in result.stdout
     job_id = next(line.split()[2] for line in result.stdout.splitlines()
                   if line.startswith("submitted job"))
-    status = json.loads(platformctl("jobs", "status", job_id, "--json").stdout)
+    status = json.loads(cli("jobs", "status", job_id, "--json").stdout)
     assert status["status"] == "FAILED"
-    human = platformctl("jobs", "status", job_id)
+    human = cli("jobs", "status", job_id)
     assert "source.path" in human.stdout and "no such file or folder" in human.stdout
-    logs = platformctl("jobs", "logs", job_id)
+    logs = cli("jobs", "logs", job_id)
     assert "source.path" in logs.stdout and "FAILED" in logs.stdout
-    listed = json.loads(platformctl("jobs", "list", "--json").stdout)
+    listed = json.loads(cli("jobs", "list", "--json").stdout)
     assert job_id in [j["job_id"] for j in listed]
 
 

@@ -84,6 +84,28 @@ def test_asha_trials_report_only_at_rungs_and_stop_at_one(ray_connected, tmp_pat
     assert result.best_config["max_iter"] == 45
 
 
+def test_binning_once_per_search_grows_the_same_trees() -> None:
+    """_binned_once hands the first fit's bins to the later warm-start fits (scikit-learn's
+    private _bin_data): every fit of every trial must come out as without it."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from mlplatform.training.search import _binned_once
+
+    X, y = make_classification(4000, 6, random_state=0)
+    bins: dict = {}
+    for config in ({"learning_rate": 0.1, "max_leaf_nodes": 31}, {"learning_rate": 0.3, "max_leaf_nodes": 7}):
+        fixed = {"early_stopping": False, "random_state": 0, "warm_start": True}
+        plain = HistGradientBoostingClassifier(**fixed, **config)
+        cached = HistGradientBoostingClassifier(**fixed, **config)
+        for target in (5, 15, 40):
+            plain.set_params(max_iter=target).fit(X, y)
+            with _binned_once(cached.set_params(max_iter=target), X, bins):
+                cached.fit(X, y)
+            assert np.array_equal(plain.predict_proba(X), cached.predict_proba(X))
+        assert "_bin_data" not in vars(cached)  # the checkpoint pickles a plain estimator
+    assert len(bins) == 1  # one binning for both trials and all their fits
+
+
 def test_optuna_grid_and_cv_searches(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
     data = _data(1500)
     optuna = run_search(_model(algorithm="optuna"), data, storage_path=str(tmp_path), name="optuna")

@@ -1,7 +1,7 @@
 """Validation reports: a per-column summary, JSON for scripts, self-contained HTML for people.
 
-The HTML embeds its plots as base64 PNGs (matplotlib, Agg backend), so the one file
-can be mailed or attached to an alert and opened anywhere.
+The HTML embeds its charts as inline SVG (data/svg_chart.py), so the one file can be
+mailed or attached to an alert and opened anywhere.
 
 A shift (many values outside a soft, inferred range or domain) is reported on its own,
 apart from invalid rows: its rows were not quarantined and it stops nothing, but a
@@ -10,9 +10,7 @@ person should see which columns moved and how far.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from typing import Any
 
@@ -21,6 +19,7 @@ import pyarrow.fs as pafs
 from pydantic import BaseModel
 
 from mlplatform import storage
+from mlplatform.data import svg_chart
 from mlplatform.data.stats import DatasetStats, extend_edges
 from mlplatform.data.validation import SHIFT_FRACTION, ValidationResult
 from mlplatform.spec import ColumnSchema, SchemaSpec
@@ -101,21 +100,12 @@ def shift_line(result: ValidationResult) -> str | None:
             + "; ".join(s.message for s in shifted))
 
 
-def _png(fig: Any) -> str:
-    # Fixed margins, not bbox_inches="tight": a tight box draws every figure twice (once to
-    # measure), which was half of the validate step's time on a small batch (issue 15).
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def _density(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts as a density, so that bins of different widths (coarser tails) compare."""
     return counts / max(counts.sum(), 1) / np.diff(edges)
 
 
-def _numeric_plot(ax: Any, name: str, cs: Any, reference: DatasetStats | None,
-                  col: ColumnSchema | None) -> None:
+def _numeric_plot(name: str, cs: Any, reference: DatasetStats | None, col: ColumnSchema | None) -> str:
     """Current and reference on one grid covering both (neither piles into an end bin), with
     the schema's range drawn in."""
     h = cs.numeric.histogram
@@ -124,48 +114,36 @@ def _numeric_plot(ax: Any, name: str, cs: Any, reference: DatasetStats | None,
     if ref_values is not None and ref_values.size:
         edges, below, above = extend_edges(edges, float(ref_values.min()), float(ref_values.max()))
         cur = np.concatenate([np.zeros(below), cur, np.zeros(above)])
-    ax.stairs(_density(cur, edges), edges, fill=True, alpha=0.5, label="current")
+    series = [svg_chart.Series("current", _density(cur, edges))]
     if ref_values is not None and ref_values.size:
         ref, _ = np.histogram(ref_values, bins=edges)
-        ax.stairs(_density(ref.astype(float), edges), edges, label="reference", linewidth=1.5)
-    if col is None:
-        return
-    bounds = [(k, getattr(col, k)) for k in ("min", "max") if getattr(col, k) is not None]
-    for i, (key, bound) in enumerate(bounds):
-        label = None if i else ("soft range" if key in col.soft else "range")
-        ax.axvline(bound, color="grey", linestyle="--", linewidth=1, label=label)
+        series.append(svg_chart.Series("reference", _density(ref.astype(float), edges), filled=False))
+    lines: list[tuple[float, str]] = []
+    if col is not None:
+        bounds = [(k, getattr(col, k)) for k in ("min", "max") if getattr(col, k) is not None]
+        for i, (key, bound) in enumerate(bounds):
+            lines.append((float(bound), "" if i else ("soft range" if key in col.soft else "range")))
+    return svg_chart.stairs(name, edges, series, lines)
 
 
 def plots_of(result: ValidationResult, reference: DatasetStats | None,
-           schema: SchemaSpec | None = None) -> dict[str, str]:
-    # Figures without pyplot: no global figure manager to register with and close.
-    from matplotlib.figure import Figure
-
+             schema: SchemaSpec | None = None) -> dict[str, str]:
+    """Each column's chart, current vs reference, as inline SVG."""
     by_name = {c.name: c for c in schema.columns} if schema is not None else {}
     out: dict[str, str] = {}
     for name, cs in result.stats.columns.items():
-        fig = Figure(figsize=(4.2, 2.4))
-        fig.subplots_adjust(left=0.12, right=0.98, top=0.88, bottom=0.14)
-        ax = fig.add_subplot()
         if cs.numeric and cs.numeric.histogram:
-            _numeric_plot(ax, name, cs, reference, by_name.get(name))
+            out[name] = _numeric_plot(name, cs, reference, by_name.get(name))
         elif cs.categorical:
             cats = [k for k, _ in cs.categorical.top[:12]]
             total = max(sum(cs.categorical.counts.values()), 1)
-            x = np.arange(len(cats))
-            ax.bar(x - 0.2, [cs.categorical.counts.get(c, 0) / total for c in cats], 0.4, label="current")
+            shares = np.array([cs.categorical.counts.get(c, 0) / total for c in cats])
+            series = [svg_chart.Series("current", shares)]
             if reference is not None and name in reference.columns and reference.columns[name].categorical:
                 rc = reference.columns[name].categorical.counts  # type: ignore[union-attr]
                 rt = max(sum(rc.values()), 1)
-                ax.bar(x + 0.2, [rc.get(c, 0) / rt for c in cats], 0.4, label="reference")
-            ax.set_xticks(x, cats, rotation=45, fontsize=7)
-            fig.subplots_adjust(bottom=0.32)  # room for the rotated category names
-        else:
-            continue
-        ax.set_title(name, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7)
-        out[name] = _png(fig)
+                series.append(svg_chart.Series("reference", np.array([rc.get(c, 0) / rt for c in cats])))
+            out[name] = svg_chart.bars(name, cats, series)
     return out
 
 
@@ -203,8 +181,7 @@ def render_html(result: ValidationResult, schema: SchemaSpec, reference: Dataset
         f"<td>{e(json.dumps(s.samples, default=str))}</td></tr>" for s in result.shifts)
     shift_line = (f"Shift on {', '.join(result.shifted_columns)}: values outside soft (inferred) "
                   "constraints, reported, not quarantined." if result.shifted_columns else "")
-    figures = "".join(f"<figure><img src='data:image/png;base64,{p}' alt='{e(n)}'></figure>"
-                      for n, p in plots.items())
+    figures = "".join(f"<figure>{p}</figure>" for p in plots.values())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;
 font-size:13px}}td,th{{border:1px solid #ddd;padding:4px 8px;text-align:left}}th{{background:#f3f3f3}}

@@ -5,14 +5,16 @@ batch and in-process for a single row at serving time).
 Window semantics: the aggregate at an event (entity e, time t) covers the events of e
 with t - window < ts <= t, the event itself included (it is known at t). Events of
 one entity at the same timestamp all get the aggregate over all of them: the state
-"at time t" cannot depend on the order rows arrived in. pandas' time-based rolling
-windows do the work; ties and `last` (the last non-null value within the window,
+"at time t" cannot depend on the order rows arrived in. pandas' rolling windows do
+the work (bounds per entity, _EntityWindows); ties and `last` (the last non-null value within the window,
 which rolling does not offer) are handled around it.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+from pandas.api.indexers import BaseIndexer
 
 from mlplatform.errors import InputError
 from mlplatform.features.definitions import FeatureView, load_transformation
@@ -68,6 +70,34 @@ def check_columns(view: FeatureView, columns: list[str], where: str) -> None:
                          f"available: {sorted(columns)}")
 
 
+class _EntityWindows(BaseIndexer):
+    """The windows (t - w, t] of each row among its own entity's rows, in a frame sorted by
+    (entity, time), for one plain rolling pass over the whole frame.
+
+    pandas' `groupby(entity).rolling(w, on=time)` gives the same windows to the same Cython
+    kernels, but checks each group's order in a Python loop per entity and per function: 0.84 s
+    of a 1.4 s featurize on 4,000 rows of 2,800 entities (issue 15). Each window's start is
+    found for all rows at once: sorting the queries (entity, t - w) among the rows (entity,
+    time) counts the rows at or before each query, that is the first row inside the window.
+    """
+
+    def __init__(self, codes: np.ndarray, stamps: np.ndarray, seconds: int) -> None:
+        n = len(codes)
+        query = stamps - np.int64(seconds) * 1_000_000_000
+        order = np.lexsort((np.r_[np.zeros(n, np.int8), np.ones(n, np.int8)],  # rows before
+                            np.r_[stamps, query], np.r_[codes, codes]))          # equal queries
+        is_query = order >= n
+        rows_before = np.cumsum(~is_query)[is_query]  # in sorted order, at each query
+        starts = np.empty(n, dtype=np.int64)
+        starts[order[is_query] - n] = rows_before
+        super().__init__(window_size=0, starts=starts)
+
+    def get_window_bounds(self, num_values: int = 0, min_periods: int | None = None,
+                          center: bool | None = None, closed: str | None = None,
+                          step: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.starts, np.arange(1, num_values + 1, dtype=np.int64)
+
+
 def aggregate(view: FeatureView, df: pd.DataFrame) -> pd.DataFrame:
     """Add the view's windowed aggregations to `df` (one or more entities' rows)."""
     spec = view.view_spec()
@@ -81,6 +111,8 @@ def aggregate(view: FeatureView, df: pd.DataFrame) -> pd.DataFrame:
     df = df.loc[df[ent].notna() & df[ts].notna()]
     df = df.sort_values([ent, ts], kind="stable").reset_index(drop=True)
     tie_key = [df[ent], df[ts]]
+    codes = (df[ent] != df[ent].shift()).cumsum().to_numpy()  # sorted: one run per entity
+    stamps = df[ts].to_numpy("datetime64[ns]").astype("int64")
     new: dict[str, pd.Series] = {}
     for agg in spec.aggregations:
         numeric_fns = [f for f in agg.functions if f not in ("count", "last")]
@@ -96,12 +128,7 @@ def aggregate(view: FeatureView, df: pd.DataFrame) -> pd.DataFrame:
             seconds = duration_seconds(window)
             rolled = [f for f in agg.functions if f != "last"]
             if rolled:
-                frame = pd.DataFrame({ent: df[ent], ts: df[ts], "v": values})
-                result = (frame.groupby(ent, sort=False)
-                          .rolling(f"{seconds}s", on=ts, closed="right")["v"]
-                          .agg(rolled))
-                # Rows come back grouped by entity in order of first appearance, each group
-                # in frame order; df is sorted by entity, so positions line up with df's.
+                result = values.rolling(_EntityWindows(codes, stamps, seconds), min_periods=1).agg(rolled)
                 for fn in rolled:
                     col = pd.Series(result[fn].to_numpy(), index=df.index)
                     # A window whose values are all missing still has a count: zero.

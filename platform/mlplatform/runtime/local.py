@@ -145,7 +145,7 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
     return alive
 
 
-def _terminate(procs: list[psutil.Process], timeout: float = 5.0) -> int:
+def _terminate(procs: list[psutil.Process], timeout: float = 2.0) -> int:
     """SIGTERM, then SIGKILL what is left after `timeout`. Measured on Ray 2.60 (issue 15): the
     raylet and its agents exit within a second or two of SIGTERM, but the GCS server and the
     autoscaler monitor were still there 20 s later, which made every `cluster down` take the
