@@ -236,7 +236,8 @@ def _report(settings: Settings, outcomes: list[DayOutcome]) -> Path:
     from mlplatform.rollout import report
     from mlplatform.rollout.store import RolloutStore
 
-    time.sleep(2.5)  # the prediction log is written by the replicas every second
+    if any(o.rollout_id for o in outcomes):  # live traffic: the replicas write its log every second
+        time.sleep(2.5)
     store = RolloutStore(Services(settings).metadata)
     rollouts = [r for r in (store.get(o.rollout_id) for o in outcomes if o.rollout_id) if r is not None]
     days = [report.DayRow(day=o.day, date=str(dt.date.fromisoformat(Path(o.file).stem.split("_")[-1])),

@@ -111,7 +111,7 @@ def aggregate(view: FeatureView, df: pd.DataFrame) -> pd.DataFrame:
     df = df.loc[df[ent].notna() & df[ts].notna()]
     df = df.sort_values([ent, ts], kind="stable").reset_index(drop=True)
     tie_key = [df[ent], df[ts]]
-    codes = (df[ent] != df[ent].shift()).cumsum().to_numpy()  # sorted: one run per entity
+    codes = pd.factorize(df[ent])[0]  # df is sorted: the codes rise entity by entity
     stamps = df[ts].to_numpy("datetime64[ns]").astype("int64")
     new: dict[str, pd.Series] = {}
     for agg in spec.aggregations:
