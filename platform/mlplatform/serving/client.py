@@ -125,19 +125,27 @@ class ServeControl:
                             f"({shown})")
 
     def _replicas_at(self, pipeline: str, generation: int, replicas: int) -> bool:
-        """Whether the replicas answer with `generation` applied. Serve reports the new config as
-        deployed (and the app as healthy) before every replica has run `reconfigure`; a request
-        pinned to a version staged a moment ago would then find an old table. Asked through the
-        HTTP ingress, which spreads requests over the replicas: a few answers in a row each."""
+        """Whether every running replica answers with `generation` applied. Serve reports the new
+        config as deployed (and the app as healthy) before every replica has run `reconfigure`;
+        a request pinned to a version staged a moment ago would then find an old table. Asked
+        through the HTTP ingress, which spreads requests over the replicas: true once each of the
+        `replicas` replica ids has answered at `generation` and none answered older. A fixed
+        number of answers in a row was not enough under load: other clients' requests move the
+        balancer on, so the same replica could answer every time while another still routed to
+        the old weights (seen with the suite in two workers, issue 15)."""
         client = ServeClient(self.settings, pipeline, timeout=5)
-        for _ in range(max(2, 2 * replicas)):
+        seen: set[str] = set()
+        for _ in range(max(2, 8 * replicas)):
             try:
                 resp = client.get("/status")
             except PlatformError:
                 return False
             if resp.status_code != 200 or resp.json().get("generation") != generation:
                 return False
-        return True
+            seen.add(str(resp.json().get("replica")))
+            if len(seen) >= replicas:
+                return True
+        return False  # not every replica answered yet: the caller asks again
 
     def down(self, pipeline: str, *, wait_s: float = 120.0) -> bool:
         """Remove the pipeline's application (Serve drains it: in-flight requests finish and the
