@@ -6,8 +6,8 @@ Window semantics: the aggregate at an event (entity e, time t) covers the events
 with t - window < ts <= t, the event itself included (it is known at t). Events of
 one entity at the same timestamp all get the aggregate over all of them: the state
 "at time t" cannot depend on the order rows arrived in. pandas' rolling windows do
-the work (bounds per entity, _EntityWindows); ties and `last` (the last non-null value within the window,
-which rolling does not offer) are handled around it.
+the work (bounds per entity, _EntityWindows); ties and `last` (the last non-null value
+within the window, which rolling does not offer) are handled around it.
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ def aggregate(view: FeatureView, df: pd.DataFrame) -> pd.DataFrame:
     tie_key = [df[ent], df[ts]]
     codes = pd.factorize(df[ent])[0]  # df is sorted: the codes rise entity by entity
     stamps = df[ts].to_numpy("datetime64[ns]").astype("int64")
+    bounds: dict[int, _EntityWindows] = {}  # per window length: several columns share one
     new: dict[str, pd.Series] = {}
     for agg in spec.aggregations:
         numeric_fns = [f for f in agg.functions if f not in ("count", "last")]
@@ -128,7 +129,9 @@ def aggregate(view: FeatureView, df: pd.DataFrame) -> pd.DataFrame:
             seconds = duration_seconds(window)
             rolled = [f for f in agg.functions if f != "last"]
             if rolled:
-                result = values.rolling(_EntityWindows(codes, stamps, seconds), min_periods=1).agg(rolled)
+                if seconds not in bounds:
+                    bounds[seconds] = _EntityWindows(codes, stamps, seconds)
+                result = values.rolling(bounds[seconds], min_periods=1).agg(rolled)
                 for fn in rolled:
                     col = pd.Series(result[fn].to_numpy(), index=df.index)
                     # A window whose values are all missing still has a count: zero.
