@@ -140,9 +140,10 @@ class ServeControl:
                 resp = client.get("/status")
             except PlatformError:
                 return False
-            if resp.status_code != 200 or resp.json().get("generation") != generation:
+            answer = resp.json() if resp.status_code == 200 else {}
+            if answer.get("generation") != generation:
                 return False
-            seen.add(str(resp.json().get("replica")))
+            seen.add(str(answer.get("replica")))
             if len(seen) >= replicas:
                 return True
         return False  # not every replica answered yet: the caller asks again
