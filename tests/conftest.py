@@ -95,6 +95,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "an S3 server (moto), started for the session (env PLATFORM_TEST_BACKENDS)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist turns `-n 2` (pyproject) into workers
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """`--backends cluster` runs in one process: its PostgreSQL, Redis, S3 server and
+    three-node cluster are started once, by the process that runs the tests."""
+    if config.getoption("--backends") == "cluster" and getattr(config.option, "numprocesses", None):
+        config.option.numprocesses = 0
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     mode = session.config.getoption("--backends")
     if mode != "cluster":
@@ -114,7 +122,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                                   items: list[pytest.Item]) -> None:
     """Tests marked `late` run after all the others, in their own order: a test that checks
     what must still hold a minute after an earlier test (test_metrics.py's gauges) lets the
-    session's other tests fill that minute instead of sleeping through it."""
+    session's other tests fill that minute instead of sleeping through it. Under pytest-xdist
+    (`--dist loadfile --no-loadscope-reorder`, pyproject.toml) the files go to the workers in
+    this order and each worker runs its files whole: a late test runs after the rest of its
+    file, and each worker runs its tests in the order one process would."""
     late = [i for i in items if i.get_closest_marker("late")]
     if late:
         items[:] = [i for i in items if not i.get_closest_marker("late")] + late
@@ -137,7 +148,8 @@ _SESSION_AUTH_ENV = {k: os.environ.get(k) for k in (
 def _session_ray_auth_env() -> Iterator[None]:
     """Every test starts with the session's Ray auth environment. A test that applies another
     home's settings in this process (settings.apply_ray_auth_env sets RAY_AUTH_TOKEN_PATH) must
-    not hand that token to the next test's `platformctl` subprocesses, whichever test that is."""
+    not hand that token to the next test's `platformctl` subprocesses: which test comes next
+    depends on how pytest-xdist spreads the files over its workers."""
     yield
     for key, value in _SESSION_AUTH_ENV.items():
         if value is None:

@@ -298,6 +298,34 @@ def test_demo_against_the_running_cluster(ray_cluster, session_home: Path) -> No
     assert "validation.html" in result.stdout
 
 
+def _serve_ports_apart(ours: list, theirs: list) -> None:
+    """Two clusters on one machine hand Serve no port in common. With HAProxy in front, Serve's
+    Python proxy (HAProxy's backup server) and the replicas' direct ingress bind with
+    SO_REUSEPORT: a port both clusters used would be shared silently, and one cluster's requests
+    answered by the other's application of the same name. Read from each cluster's running GCS
+    (whose environment Serve's controller and replicas inherit), with Ray's own defaults where a
+    setting is absent."""
+    from ray.serve._private import constants
+
+    def ports(procs: list) -> set[int]:
+        gcs = next(p for p in procs if "gcs_server" in p.name())
+        env = gcs.environ()
+        if env.get("RAY_SERVE_ENABLE_HA_PROXY") != "1":
+            return set()  # Serve's own proxy on the cluster's Serve port, a port chosen free
+        out = {int(env.get(f"RAY_SERVE_FALLBACK_PROXY_{kind}_PORT",
+                           getattr(constants, f"RAY_SERVE_FALLBACK_PROXY_{kind}_PORT")))
+               for kind in ("HTTP", "GRPC")}
+        for kind in ("HTTP", "GRPC"):
+            low = env.get(f"RAY_SERVE_DIRECT_INGRESS_MIN_{kind}_PORT")
+            high = env.get(f"RAY_SERVE_DIRECT_INGRESS_MAX_{kind}_PORT")
+            assert low and high, f"{kind} direct-ingress ports left to Ray's fixed range"
+            out |= set(range(int(low), int(high) + 1))
+        return out
+
+    mine, other = ports(ours), ports(theirs)
+    assert not mine & other, sorted(mine & other)
+
+
 def test_down_stops_only_its_own_cluster(ray_cluster, tmp_path: Path) -> None:  # noqa: ANN001
     from mlplatform.runtime.local import cluster_processes, free_port
 
@@ -311,6 +339,7 @@ def test_down_stops_only_its_own_cluster(ray_cluster, tmp_path: Path) -> None:  
     state = json.loads(up.stdout)["state"]
     temp_dir, port = state["temp_dir"], int(state["gcs_address"].rsplit(":", 1)[1])
     assert cluster_processes(temp_dir, port)
+    _serve_ports_apart(cluster_processes(ray_cluster["temp_dir"]), cluster_processes(temp_dir, port))
     listed = platformctl("jobs", "list", "--json", env=other, unset=unset)
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
     down = platformctl("cluster", "down", "--json", env=other, unset=unset)

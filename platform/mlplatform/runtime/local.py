@@ -215,6 +215,12 @@ def serve_env(temp_dir: str, mode: str | None = None) -> dict[str, str]:
             # requests. A block of ports found free now, per cluster, keeps them apart.
             **_port_block("RAY_SERVE_DIRECT_INGRESS_{}_HTTP_PORT"),
             **_port_block("RAY_SERVE_DIRECT_INGRESS_{}_GRPC_PORT"),
+            # With HAProxy in front, Serve's Python proxy moves to a fixed fallback port (8500,
+            # gRPC 9500), HAProxy's backup server for a replica marked down. Both clusters' proxies
+            # bound it (SO_REUSEPORT), so under load one cluster's requests were answered by the
+            # other's application of the same name (the suite in two workers, issue 15).
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+            "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             # A replica going away (serve down, a redeploy) stays open this long before it stops

@@ -31,6 +31,7 @@ class AppState(BaseModel):
     status: str
     message: str = ""
     replicas: int = 0
+    changing: int = 0  # replicas STARTING, UPDATING (in `reconfigure`), RECOVERING or STOPPING
     deployment_status: str | None = None
     config: ServingConfig | None = None
 
@@ -68,9 +69,11 @@ class ServeControl:
         for d in (raw.get("deployed_app_config") or {}).get("deployments") or []:
             if d.get("name") == INGRESS and d.get("user_config"):
                 cfg = ServingConfig.model_validate(d["user_config"])
-        running = [r for r in dep.get("replicas") or [] if r.get("state") == "RUNNING"]
+        states = [r.get("state") for r in dep.get("replicas") or []]
         return AppState(name=pipeline, status=raw.get("status", "?"), message=raw.get("message") or "",
-                        replicas=len(running), deployment_status=dep.get("status"), config=cfg)
+                        replicas=states.count("RUNNING"),
+                        changing=sum(s in ("STARTING", "UPDATING", "RECOVERING", "STOPPING") for s in states),
+                        deployment_status=dep.get("status"), config=cfg)
 
     def deployed_spec(self, pipeline: str) -> PipelineSpec | None:
         """The spec the pipeline's application was deployed with (its config's args)."""
@@ -114,7 +117,7 @@ class ServeControl:
             state = self.app(pipeline)
             if state is not None and state.status == "RUNNING" and state.deployment_status == "HEALTHY" \
                     and state.config is not None and state.config.generation == generation \
-                    and self._replicas_at(pipeline, generation, state.replicas):
+                    and state.changing == 0 and self._replicas_at(pipeline, generation, state.replicas):
                 return state
             if state is not None and state.status in ("DEPLOY_FAILED", "UNHEALTHY"):
                 raise PlatformError(f"Serve application {pipeline!r} is {state.status}: "
@@ -129,10 +132,13 @@ class ServeControl:
         config as deployed (and the app as healthy) before every replica has run `reconfigure`;
         a request pinned to a version staged a moment ago would then find an old table. Asked
         through the HTTP ingress, which spreads requests over the replicas: true once each of the
-        `replicas` replica ids has answered at `generation` and none answered older. A fixed
-        number of answers in a row was not enough under load: other clients' requests move the
-        balancer on, so the same replica could answer every time while another still routed to
-        the old weights (seen with the suite in two workers, issue 15)."""
+        `replicas` replica ids has answered at `generation` and none answered older. The caller
+        first waits until every replica is RUNNING: one still UPDATING is not counted as
+        running, so the replicas already reconfigured could otherwise stand for all of them
+        while it kept routing by the old weights; and a STOPPING one (replaced after a failed
+        health check under load) keeps its old table while the proxies' routers still send it
+        requests. These are the suspected causes of a version at weight 0 answering after a
+        change, seen with the suite in two workers (issue 15)."""
         client = ServeClient(self.settings, pipeline, timeout=5)
         seen: set[str] = set()
         for _ in range(max(2, 8 * replicas)):
