@@ -20,8 +20,10 @@ Measured: the wall time of each subprocess (platform: submit -> the CLI's exit a
 ended; plain: interpreter start -> exit); from the metadata store each step's execution
 (started_at / ended_at), the run's start and end, the gaps between steps, the job's start from Ray
 Jobs, and each step's `execution` summary (local / cluster placement) when it has one; the plain
-script's seconds per stage; the holdout metric of both; the CPU that other processes used during
-each run (the machine is shared: >= 0.25 cores is flagged BUSY). With --repeat N, medians.
+script's seconds per stage; the holdout metric of both; per data set, the Ray Job floor (submit ->
+SUCCEEDED of `python -c pass`, and of a driver that only imports the pipeline's entrypoint); the
+CPU that other processes used during each run (the machine is shared: >= 0.25 cores is flagged
+BUSY). With --repeat N, medians.
 Results: benchmarks/results/pipeline.json; logs: benchmarks/results/logs/pipeline-*.log.
 """
 
@@ -176,6 +178,43 @@ def plain(ctx: JsonDict, current: Path, previous: Path, tag: str, rows: int) -> 
         rec["tail_s"] = round(began + m.wall_s - phases["register end"], 3)
     rec["metric"] = rec["holdout"].get(ctx["metric"])
     return rec
+
+
+def job_floor(ctx: JsonDict, settings: Any, repeat: int = 3) -> JsonDict:
+    """What any Ray Job costs on this cluster before the platform does anything: submit -> the
+    job seen SUCCEEDED (polled every 50 ms) for `python -c pass`, then for a driver that only
+    imports the pipeline's entrypoint (`import jobs.pipeline`: the platform, pandas, pyarrow,
+    scikit-learn, MLflow), each with the runtime env a pipeline job gets (the spec's folder and
+    the platform's packages). The pipeline's own overhead is the rest of its total; the floor
+    says how close to the plain script a small day can get through Ray Jobs at all."""
+    from mlplatform.run_ids import new_run_id
+    from mlplatform.runtime.jobs import build_runtime_env
+
+    out: JsonDict = {}
+    for label, code in (("empty", "pass"), ("imports", "import jobs.pipeline")):
+        times = []
+        for _ in range(repeat):
+            job_id = new_run_id(f"floor-{label}")
+            runtime_env = build_runtime_env(settings, ctx["spec"].parent, job_id)
+            t0 = time.monotonic()
+            ctx["jobs"].submit(f'python -c "{code}"', runtime_env, job_id, {"benchmark": "floor"})
+            while (info := ctx["jobs"].status(job_id)).status not in ("SUCCEEDED", "FAILED", "STOPPED"):
+                time.sleep(0.05)
+            if info.status != "SUCCEEDED":
+                out[label] = {"error": f"{job_id} {info.status}: {info.message}"[:500]}
+                break
+            times.append(time.monotonic() - t0)
+        else:
+            out[label] = {"s": _med(times), "runs": [round(t, 3) for t in times]}
+    return out
+
+
+def print_floor(dataset: str, floor: JsonDict) -> None:
+    rows = [[label, _f((floor.get(key) or {}).get("s")), (floor.get(key) or {}).get("error", "")[:120]]
+            for key, label in (("empty", "Ray Job of `python -c pass`"),
+                               ("imports", "Ray Job of `import jobs.pipeline`"))]
+    h.print_table(f"{dataset}: the Ray Job floor, submit -> SUCCEEDED seen (median of 3, seconds)",
+                  [("job", "left"), ("seconds", "right"), ("error", "left")], rows)
 
 
 # --- one size ---------------------------------------------------------------------------
@@ -349,6 +388,8 @@ def run_dataset(dataset: str, args: argparse.Namespace, res: JsonDict) -> None:
             "plain_threads": args.plain_threads})
         out["spec"] = raw
         ctx["configs"] = trial_configs(raw, work / "job" / "configs.json")
+        out["job_floor"] = job_floor(ctx, settings)
+        print_floor(dataset, out["job_floor"])
         for rows in args.rows:
             result: JsonDict = {"dataset": dataset, "rows": rows, "metric": ctx["metric"], "repeats": []}
             res["results"].append(result)

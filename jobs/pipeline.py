@@ -80,4 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    from mlplatform.process_exit import fast_exit
+
+    fast_exit()
+    sys.exit(code)

@@ -338,10 +338,15 @@ def test_down_stops_only_its_own_cluster(ray_cluster, tmp_path: Path) -> None:  
     assert up.returncode == 0, up.stderr
     state = json.loads(up.stdout)["state"]
     temp_dir, port = state["temp_dir"], int(state["gcs_address"].rsplit(":", 1)[1])
-    assert cluster_processes(temp_dir, port)
-    _serve_ports_apart(cluster_processes(ray_cluster["temp_dir"]), cluster_processes(temp_dir, port))
-    listed = platformctl("jobs", "list", "--json", env=other, unset=unset)
-    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
+    try:
+        assert cluster_processes(temp_dir, port)
+        _serve_ports_apart(cluster_processes(ray_cluster["temp_dir"]), cluster_processes(temp_dir, port))
+        listed = platformctl("jobs", "list", "--json", env=other, unset=unset)
+        assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
+    except BaseException:  # never leave the second cluster running for the rest of the session
+        for proc in cluster_processes(temp_dir, port):
+            proc.kill()
+        raise
     down = platformctl("cluster", "down", "--json", env=other, unset=unset)
     assert down.returncode == 0 and json.loads(down.stdout)["stopped_processes"] > 0
     assert cluster_processes(temp_dir, port) == []

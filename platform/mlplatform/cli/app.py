@@ -72,4 +72,9 @@ def root(
 
 
 def main() -> None:
-    app()
+    from mlplatform.process_exit import fast_exit
+
+    try:
+        app()
+    finally:
+        fast_exit()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -107,22 +107,6 @@ def _schema_for(path: Path | None, pipeline: PipelineSpec, store: MetadataStore,
     return inferred, f"inferred from --reference {reference} (ranges and domains soft)"
 
 
-def _parquet_rows(fs: Any, paths: list[str]) -> int:
-    """Rows of Parquet files from their footers. A file whose footer does not read counts as
-    none: checked here, it fails at once with the reader's error, naming the batch, where the
-    Ray path would first start a Ray to say the same."""
-    import pyarrow.parquet as pq
-
-    total = 0
-    for path in paths:
-        try:
-            with fs.open_input_file(path) as f:
-                total += pq.read_metadata(f).num_rows
-        except (OSError, ValueError):
-            continue
-    return total
-
-
 @handle_errors
 def validate(
     spec: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
@@ -138,6 +122,7 @@ def validate(
     Exits 1 when the pipeline would reject the batch, 2 when there is nothing to check it
     against (no schema and no reference: a batch is never checked against itself)."""
     from mlplatform.data.ingest import batch_files
+    from mlplatform.data.ingest_step import estimated_rows
     from mlplatform.data.reference import latest_stats
     from mlplatform.data.report import column_rows, shift_line, write_reports
     from mlplatform.data.stats import DatasetStats
@@ -156,8 +141,10 @@ def validate(
         console.print(f"schema: {origin}", highlight=False)
     # Parquet batches below the validate step's threshold are checked in this process, as the
     # step would check them (mlplatform.runtime.placement): no Ray to start or connect to.
-    local = fmt == "parquet" and place(pipeline.execution, "validate", _parquet_rows(fs, paths),
-                                       setting=settings.placement).local
+    # A file whose footer does not read counts as none: it fails at once with the reader's
+    # error, naming the batch, where the Ray path would first start a Ray to say the same.
+    rows = estimated_rows(fs, paths, "parquet", skip_unreadable=True) if fmt == "parquet" else 0
+    local = fmt == "parquet" and place(pipeline.execution, "validate", rows, setting=settings.placement).local
     if not local:
         connect(settings, allow_private=True, announce=None if json_ else console.print)
         import ray

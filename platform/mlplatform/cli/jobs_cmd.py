@@ -22,7 +22,7 @@ from mlplatform.cli.output import (
     settings_for,
 )
 from mlplatform.errors import InputError, PlatformError
-from mlplatform.pipeline import new_run_id
+from mlplatform.run_ids import new_run_id
 from mlplatform.runtime.jobs import JobInfo, JobsClient, Submission, submit_pipeline
 from mlplatform.settings import Settings
 from mlplatform.spec_code import check_code

@@ -168,14 +168,20 @@ class _PartNames:
         return manifest.part_name(self.write_id, f"{write_uuid}-{task_index:06d}")
 
 
-def _estimated_rows(fs: pafs.FileSystem, paths: list[str], fmt: str) -> int:
+def estimated_rows(fs: pafs.FileSystem, paths: list[str], fmt: str, *, skip_unreadable: bool = False) -> int:
     """The batch's rows for choosing where to read it: exact from Parquet footers; for CSV an
-    upper estimate from the size (a short line is ~32 bytes), so a big file never lands here."""
+    upper estimate from the size (a short line is ~32 bytes), so a big file never lands here.
+    With `skip_unreadable` a file whose footer does not read counts as none (the caller's reader
+    then fails on it, naming it)."""
     if fmt == "parquet":
         total = 0
         for path in paths:
-            with fs.open_input_file(path) as f:
-                total += pq.read_metadata(f).num_rows
+            try:
+                with fs.open_input_file(path) as f:
+                    total += pq.read_metadata(f).num_rows
+            except (OSError, ValueError):
+                if not skip_unreadable:
+                    raise
         return total
     return sum(fs.get_file_info(p).size or 0 for p in paths) // 32
 
@@ -216,7 +222,7 @@ def _write_snapshot(ctx: StepContext, fs: pafs.FileSystem, paths: list[str], sna
     folder (on any node), then this driver commits them with a manifest. None when they hold
     no rows. Raises _ReadFailed when they cannot be read."""
     fmt = ctx.spec.source.format
-    where = place(ctx.spec.execution, "ingest", _estimated_rows(fs, paths, fmt),
+    where = place(ctx.spec.execution, "ingest", estimated_rows(fs, paths, fmt),
                   setting=ctx.settings.placement)
     ctx.log(f"reading {len(paths)} file(s): {where.line()}")
     ctx.placement = where
