@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlplatform import manifest
+from mlplatform.data.block_checks import REASON
 from mlplatform.data.schema import infer_schema
 from mlplatform.data.synthetic import DemoDataConfig, generate_day
-from mlplatform.data.validation import REASON, validate_dataset
+from mlplatform.data.validation import validate_dataset
 from mlplatform.spec import ColumnSchema, DriftSpec, SchemaSpec
 
 pytestmark = pytest.mark.ray

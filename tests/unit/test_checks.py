@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlplatform.cli.app import app
-from mlplatform.data.validation import CheckPlan, check_block
+from mlplatform.data.block_checks import CheckPlan, check_block
 from mlplatform.errors import InputError
 from mlplatform.metadata.store import MetadataStore
 from mlplatform.pipeline import check_run_id

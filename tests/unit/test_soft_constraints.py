@@ -10,6 +10,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from mlplatform.data.block_checks import CheckPlan, check_block
 from mlplatform.data.report import column_rows, render_html, report_json
 from mlplatform.data.schema import infer_schema, schema_yaml, soften
 from mlplatform.data.stats import (
@@ -20,7 +21,7 @@ from mlplatform.data.stats import (
     finalize,
     numeric_partial,
 )
-from mlplatform.data.validation import CheckPlan, ValidationResult, check_block, combine
+from mlplatform.data.validation import ValidationResult, combine
 from mlplatform.data.verdict import drift_alert, shift_summary, verdict
 from mlplatform.spec import ColumnSchema, PipelineSpec, SchemaSpec
 

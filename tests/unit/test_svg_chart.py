@@ -10,9 +10,10 @@ import numpy as np
 import pyarrow as pa
 
 from mlplatform.data import svg_chart
+from mlplatform.data.block_checks import CheckPlan, check_block
 from mlplatform.data.report import render_html
 from mlplatform.data.schema import infer_schema
-from mlplatform.data.validation import CheckPlan, check_block, combine
+from mlplatform.data.validation import combine
 
 NS = "{http://www.w3.org/2000/svg}"
 

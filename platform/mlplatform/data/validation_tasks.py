@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from mlplatform.data.validation import BlockPartial, CheckPlan, RowFilter, _fragment_check, _merge
+from mlplatform.data.block_checks import BlockPartial, CheckPlan
+from mlplatform.data.validation import RowFilter, _fragment_check, _merge
 
 # Rows a Ray task checks at least: consecutive row groups are batched up to this, so that a
 # file of small row groups does not pay a task (scheduling, a partial to pickle and merge)
