@@ -32,6 +32,7 @@ from mlplatform.redact import redact_text
 from mlplatform.run_ids import check_run_id, new_run_id
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
+from mlplatform.spec_plan import SNAPSHOT_KEY, snapshot
 
 if TYPE_CHECKING:
     from mlplatform.metadata.store import MetadataStore
@@ -193,6 +194,10 @@ def run_pipeline(spec: PipelineSpec, services: Services | Settings, *, run_id: s
     check_run_id(run_id)
     props: dict[str, Any] = {**(properties or {}), "spec_hash": spec_hash(spec),
                              "steps": [d.name for d in steps]}
+    try:  # what `platformctl plan` compares a changed spec with
+        props[SNAPSHOT_KEY] = snapshot(spec).model_dump(mode="json")
+    except PlatformError as exc:  # a transformation that does not import: featurize says so
+        log(f"spec snapshot not recorded: {exc.message}")
     if job_id:
         props["job_id"] = job_id
     try:

@@ -15,6 +15,7 @@ from mlplatform.cli import (
     jobs_cmd,
     models_cmd,
     monitor_cmd,
+    plan_cmd,
     rollout_cmd,
     runs_cmd,
     serve_cmd,
@@ -47,6 +48,7 @@ app.add_typer(monitor_cmd.monitor_app, name="monitor")
 app.command("init")(spec_cmd.init)
 app.command("validate")(data_cmd.validate)
 app.command("submit")(jobs_cmd.submit)
+app.command("plan")(plan_cmd.plan)
 app.command("train")(train_cmd.train)
 app.command("tune")(train_cmd.tune)
 app.command("ui")(train_cmd.ui)
