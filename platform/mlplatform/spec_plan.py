@@ -78,11 +78,8 @@ def snapshot(spec: PipelineSpec) -> SpecSnapshot:
 
 def recorded(store: MetadataStore, pipeline: str) -> tuple[str, SpecSnapshot] | None:
     """The newest run of the pipeline that recorded a snapshot: (run id, snapshot)."""
-    for run in store.runs(pipeline):  # newest first
-        raw = run.properties.get(SNAPSHOT_KEY)
-        if isinstance(raw, dict):
-            return run.run_id, SpecSnapshot.model_validate(raw)
-    return None
+    found = store.newest_run_property(pipeline, SNAPSHOT_KEY)
+    return None if found is None else (found[0], SpecSnapshot.model_validate(found[1]))
 
 
 def _leaves(a: Any, b: Any, path: str) -> list[tuple[str, Any, Any]]:

@@ -295,6 +295,13 @@ class MetadataStore:
             ).all()
             return [self._run_out(r, pipeline) for r in rows]
 
+    def newest_run_property(self, pipeline: str, key: str) -> tuple[str, Any] | None:
+        """The newest run of the pipeline that recorded run property `key`: (run id, value)."""
+        for run in self.runs(pipeline):  # newest first
+            if key in run.properties:
+                return run.run_id, run.properties[key]
+        return None
+
     def pipelines(self) -> list[str]:
         with self.session() as s:
             return list(s.scalars(select(ContextRow.name).where(ContextRow.type == "pipeline")))
