@@ -58,7 +58,7 @@ class CheckPlan:
 
 
 def add_failure(part: BlockPartial, column: str | None, check: str, level: str, count: int,
-          samples: list[Any] = (), row_ids: list[Any] = (), detail: str = "") -> None:  # type: ignore[assignment]
+                samples: list[Any] = (), row_ids: list[Any] = (), detail: str = "") -> None:  # type: ignore[assignment]
     acc = part.failures.setdefault((column, check, level), FailureCount(detail=detail))
     acc.count += count
     acc.samples.extend(list(samples)[: MAX_SAMPLES - len(acc.samples)])
@@ -149,7 +149,7 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
     expected = {c.name for c in schema.columns}
     for extra in sorted(present - expected) if schema.strict else []:
         add_failure(part, extra, "unexpected column", "schema", n,
-              detail=f"column {extra!r} is not in the schema (strict)")
+                    detail=f"column {extra!r} is not in the schema (strict)")
     rng = np.random.default_rng([plan.seed, n, zlib.crc32(repr(tbl.slice(0, 2).to_pylist()).encode())])
     sample_rows = _sample_rows(rng, n, plan.sample_rate)
     row_checks: list[tuple[np.ndarray, str]] = []
@@ -157,12 +157,12 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
         if col.name not in present:
             if col.required:
                 add_failure(part, col.name, "missing column", "schema", n,
-                      detail=f"required column {col.name!r} is missing")
+                            detail=f"required column {col.name!r} is missing")
             continue
         arr = tbl.column(col.name)
         if not type_matches(col.type, arr.type):
             add_failure(part, col.name, "type", "schema", n, samples=arr.slice(0, 3).to_pylist(),
-                  detail=f"expected {col.type}, got {arr.type} ({arrow_kind(arr.type)})")
+                        detail=f"expected {col.type}, got {arr.type} ({arrow_kind(arr.type)})")
             continue
         nulls = arr.null_count
         if col.type in ("int", "float"):
@@ -211,7 +211,7 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
                             _row_check(part, tbl, plan, col, "domain", unseen, flat, row_checks)
                         else:
                             add_failure(part, col.name, "unseen share", "dataset", int(unseen.sum()),
-                                  _as_py(flat, unseen))
+                                        _as_py(flat, unseen))
             if col.regex is not None and col.type == "string":
                 text = flat.cast(flat.type.value_type) if pa.types.is_dictionary(flat.type) else flat
                 ok = pc.match_substring_regex(text, pattern=f"^(?:{col.regex})$").fill_null(True)
@@ -246,7 +246,7 @@ def check_block(tbl: pa.Table, plan: CheckPlan) -> tuple[pa.Table | None, pa.Tab
 
 
 def write_part(part: BlockPartial, output: str, table: pa.Table | None, sink: manifest.PartSink | None,
-           key: str | None = None) -> None:
+               key: str | None = None) -> None:
     """Write one block's rows as a part of `sink` and note it in the partial (the driver's
     manifest lists exactly the parts the partials report). A key derived from the input makes
     a retried task overwrite its own earlier part instead of adding one."""
