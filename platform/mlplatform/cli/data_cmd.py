@@ -143,8 +143,9 @@ def validate(
     # step would check them (mlplatform.runtime.placement): no Ray to start or connect to.
     # A file whose footer does not read counts as none: it fails at once with the reader's
     # error, naming the batch, where the Ray path would first start a Ray to say the same.
-    rows = estimated_rows(fs, paths, "parquet", skip_unreadable=True) if fmt == "parquet" else 0
-    local = fmt == "parquet" and place(pipeline.execution, "validate", rows, setting=settings.placement).local
+    local = fmt == "parquet" and place(pipeline.execution, "validate",
+                                       estimated_rows(fs, paths, "parquet", skip_unreadable=True),
+                                       setting=settings.placement).local
     if not local:
         connect(settings, allow_private=True, announce=None if json_ else console.print)
         import ray
