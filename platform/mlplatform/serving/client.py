@@ -135,10 +135,10 @@ class ServeControl:
         `replicas` replica ids has answered at `generation` and none answered older. The caller
         first waits until every replica is RUNNING: one still UPDATING is not counted as
         running, so the replicas already reconfigured could otherwise stand for all of them
-        while it kept routing by the old weights; and a STOPPING one (replaced after a failed
-        health check under load) keeps its old table while the proxies' routers still send it
-        requests. These are the suspected causes of a version at weight 0 answering after a
-        change, seen with the suite in two workers (issue 15)."""
+        while it kept routing by the old weights; and a STOPPING one keeps its old table while
+        the proxies' routers may still send it requests. (A version at weight 0 answering after
+        a change, seen with the suite in two workers, turned out to be another cluster's
+        application behind a shared fallback-proxy port: runtime.local.serve_env, issue 15.)"""
         client = ServeClient(self.settings, pipeline, timeout=5)
         seen: set[str] = set()
         for _ in range(max(2, 8 * replicas)):
