@@ -282,24 +282,31 @@ class MetadataStore:
                    job_id=props.get("job_id"), spec_file=props.get("spec_file"),
                    attempts=int(props.get("attempts", 0)), properties=props)
 
+    def _run_rows(self, s: Session, pipeline: str) -> Any:
+        """A pipeline's run rows, newest first, read as they are iterated."""
+        pipe = self._context(s, "pipeline", pipeline, create=False)
+        if pipe is None:
+            return iter(())
+        return s.scalars(
+            select(ContextRow)
+            .where(ContextRow.parent_id == pipe.id, ContextRow.type == "pipeline_run")
+            .order_by(ContextRow.created_at.desc(), ContextRow.id.desc())
+            .execution_options(yield_per=50)
+        )
+
     def runs(self, pipeline: str) -> list[Run]:
         """Runs of a pipeline, newest first."""
         with self.session() as s:
-            pipe = self._context(s, "pipeline", pipeline, create=False)
-            if pipe is None:
-                return []
-            rows = s.scalars(
-                select(ContextRow)
-                .where(ContextRow.parent_id == pipe.id, ContextRow.type == "pipeline_run")
-                .order_by(ContextRow.created_at.desc(), ContextRow.id.desc())
-            ).all()
-            return [self._run_out(r, pipeline) for r in rows]
+            return [self._run_out(r, pipeline) for r in self._run_rows(s, pipeline)]
 
     def newest_run_property(self, pipeline: str, key: str) -> tuple[str, Any] | None:
-        """The newest run of the pipeline that recorded run property `key`: (run id, value)."""
-        for run in self.runs(pipeline):  # newest first
-            if key in run.properties:
-                return run.run_id, run.properties[key]
+        """The newest run of the pipeline that recorded run property `key`: (run id, value).
+        Stops at the first such run: older runs' properties (each holds its spec snapshot) are
+        never read."""
+        with self.session() as s:
+            for row in self._run_rows(s, pipeline):
+                if key in (row.properties or {}):
+                    return row.name, row.properties[key]
         return None
 
     def pipelines(self) -> list[str]:
