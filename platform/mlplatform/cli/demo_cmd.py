@@ -284,7 +284,7 @@ def demo(
                   break_day=break_day if break_day and break_day <= days else None,
                   noise_day=noise_day if noise_day and noise_day <= days else None)
     bad_day = bad_model_day if bad_model_day and bad_model_day <= days else None
-    say = (lambda *_: None) if json_ else console.print
+    say = (lambda *_, **__: None) if json_ else console.print
     say("[bold]1/3[/] local Ray cluster")
     if bad_day:  # the operator's allow-list: the demo starts the cluster, so it is the operator
         _allow_estimator_module(FAULT_MODULE)
