@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
@@ -45,6 +46,9 @@ from mlplatform.features.offline_store import time_range
 from mlplatform.pipeline import StepContext, StepResult, step
 from mlplatform.runtime.placement import place
 from mlplatform.spec import SchemaSpec, duration_seconds
+
+if TYPE_CHECKING:
+    from mlplatform.features.store import FeatureStore
 
 TRAINING_DATA = "data.parquet"
 STATS_SAMPLE_SIZE = 20_000  # the validate step's: training and batch statistics are alike
@@ -159,6 +163,55 @@ def _aggregate_group(df: pd.DataFrame, view: FeatureView) -> pd.DataFrame:
     return aggregate(view, df)
 
 
+def _featurize_batch(ctx: StepContext, fstore: FeatureStore, view: FeatureView, batch: ValidatedBatch,
+                     lo: dt.datetime, hi: dt.datetime, local: bool, outputs: list[FeatureRows]
+                     ) -> tuple[int, int]:
+    """One batch's rows of one view at its version, written to the offline store (one
+    idempotent write per batch and version); returns (rows, history rows the windows used)."""
+    snap = (batch.content_hash or "unknown")[:16]
+    windows = [duration_seconds(w) for a in view.view_spec().aggregations for w in a.windows]
+    history = _history(ctx, batch, view, lo - dt.timedelta(seconds=max(windows)), hi) if windows else []
+    df = compute_view(view, batch.uri, history, local=local)
+    result = fstore.write(view.name, df, f"{snap}-{view.version}")
+    outputs.append(FeatureRows(uri=fstore.offline.view_uri(view.name), content_hash=result.content_hash,
+                               view=view.name, version=view.version, rows=result.rows,
+                               write_id=result.write_id, dates=result.dates, files=result.files,
+                               snapshot=snap))
+    history_rows = sum(len(t) for t in history)
+    ctx.log(f"{view.name} v{view.version}: batch {snap}: {result.rows} rows -> "
+            f"{fstore.offline.view_uri(view.name)} (windows used {history_rows} earlier rows)")
+    return result.rows, history_rows
+
+
+def _backfill(ctx: StepContext, fstore: FeatureStore, view: FeatureView, current: ValidatedBatch,
+              newest: dt.datetime, local: bool) -> list[FeatureRows]:
+    """The earlier validated batches inside the training window that have no rows at the
+    view's current version (its code or definition changed since they were featurized, or
+    the view is new): computed now, oldest first, so the training set joins every row with
+    features of one version, never old rows with the old code's values."""
+    window = ctx.spec.features.training_window
+    start = newest - dt.timedelta(seconds=duration_seconds(window)) if window else None
+    done = {(a.view, a.version, a.snapshot)
+            for _, _, a in ctx.metadata.outputs_of(FeatureRows, pipeline=ctx.spec.name, step="featurize")}
+    out: list[FeatureRows] = []
+    batches = ctx.metadata.outputs_of(ValidatedBatch, pipeline=ctx.spec.name, step="validate")
+    for _, _, art in reversed(batches):
+        snap = (art.content_hash or "unknown")[:16]
+        if art.uri == current.uri or (view.name, view.version, snap) in done:
+            continue
+        try:
+            bounds = pc.min_max(_read(art.uri, view.timestamp_column,
+                                      columns=[view.timestamp_column])[view.timestamp_column]).as_py()
+        except (FileNotFoundError, OSError):  # no valid rows, or its files were cleaned up
+            continue
+        lo, hi = (pd.Timestamp(bounds[k]).to_pydatetime() for k in ("min", "max"))
+        if (start is not None and hi < start) or lo > newest:
+            continue
+        _featurize_batch(ctx, fstore, view, art, lo, hi, local, out)
+        done.add((view.name, view.version, snap))
+    return out
+
+
 @step("featurize", consumes=(ValidatedBatch,), produces=(FeatureRows, FeatureViewDefinition))
 def featurize(ctx: StepContext) -> StepResult:
     if not ctx.spec.features.views:
@@ -183,24 +236,20 @@ def featurize(ctx: StepContext) -> StepResult:
         import ray
 
         ray.data.DataContext.get_current().enable_progress_bars = False
-    outputs, summary, lines = [], {}, []
+    outputs: list[FeatureRows | FeatureViewDefinition] = []
+    summary: dict = {}
+    lines: list[str] = []
     for view in fstore.views.values():
-        windows = [duration_seconds(w) for a in view.view_spec().aggregations for w in a.windows]
-        history = _history(ctx, batch, view, lo - dt.timedelta(seconds=max(windows)), hi) if windows else []
-        df = compute_view(view, batch.uri, history, local=where.local)
-        result = fstore.write(view.name, df, f"{snap}-{view.version}")
-        outputs += [
-            FeatureRows(uri=fstore.offline.view_uri(view.name), content_hash=result.content_hash,
-                        view=view.name, version=view.version, rows=result.rows, write_id=result.write_id,
-                        dates=result.dates, files=result.files, snapshot=snap),
-            FeatureViewDefinition(uri=f"feature-view://{ctx.spec.name}/{view.name}",
-                                  content_hash=view.version, **view.model_dump(mode="json")),
-        ]
-        summary[view.name] = {"rows": result.rows, "history_rows": sum(len(t) for t in history),
-                              "version": view.version}
-        lines.append(f"{view.name}: {result.rows} rows (v{view.version})")
-        ctx.log(f"{view.name} v{view.version}: {result.rows} rows -> {fstore.offline.view_uri(view.name)} "
-                f"(windows used {summary[view.name]['history_rows']} earlier rows)")
+        rows_out: list[FeatureRows] = []
+        backfilled = _backfill(ctx, fstore, view, batch, hi, where.local)
+        rows, history_rows = _featurize_batch(ctx, fstore, view, batch, lo, hi, where.local, rows_out)
+        outputs += [*rows_out, *backfilled]
+        outputs.append(FeatureViewDefinition(uri=f"feature-view://{ctx.spec.name}/{view.name}",
+                                             content_hash=view.version, **view.model_dump(mode="json")))
+        summary[view.name] = {"rows": rows, "history_rows": history_rows, "version": view.version,
+                              "backfilled_batches": len(backfilled)}
+        lines.append(f"{view.name}: {rows} rows (v{view.version})"
+                     + (f", {len(backfilled)} earlier batch(es) backfilled" if backfilled else ""))
     for rep in fstore.materialize():
         summary.setdefault(rep.view, {})["online_entities"] = rep.entities_written
         ctx.log(f"{rep.view}: {rep.entities_written} entities materialised to {fstore.online.url}")
