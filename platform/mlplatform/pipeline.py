@@ -32,7 +32,7 @@ from mlplatform.redact import redact_text
 from mlplatform.run_ids import check_run_id, new_run_id
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
-from mlplatform.spec_plan import SNAPSHOT_KEY, snapshot
+from mlplatform.spec_plan import SNAPSHOT_KEY, applies, snapshot
 
 if TYPE_CHECKING:
     from mlplatform.metadata.store import MetadataStore
@@ -194,8 +194,9 @@ def run_pipeline(spec: PipelineSpec, services: Services | Settings, *, run_id: s
     check_run_id(run_id)
     props: dict[str, Any] = {**(properties or {}), "spec_hash": spec_hash(spec),
                              "steps": [d.name for d in steps]}
-    try:  # what `platformctl plan` compares a changed spec with
-        props[SNAPSHOT_KEY] = snapshot(spec).model_dump(mode="json")
+    applied: dict[str, Any] = {}
+    try:  # what `platformctl plan` compares a changed spec with, once this run has trained on it
+        applied[SNAPSHOT_KEY] = snapshot(spec).model_dump(mode="json")
     except PlatformError as exc:  # a transformation that does not import: featurize says so
         log(f"spec snapshot not recorded: {exc.message}")
     if job_id:
@@ -234,7 +235,8 @@ def run_pipeline(spec: PipelineSpec, services: Services | Settings, *, run_id: s
         if report.stop_run:
             stopped = report.message or f"step {name!r} ended the run"
     message = stopped or "all steps complete"
-    store.finish_run(run_id, "SUCCEEDED", message)
+    store.finish_run(run_id, "SUCCEEDED", message,
+                     applied if applies([d.name for d in steps], stopped is not None) else None)
     metrics.record_run(spec.name, str(props.get("cause") or "manual"), "SUCCEEDED")
     _after_run(services, spec.name, run_id, None, log)
     log(f"run {run_id} SUCCEEDED: {message}")

@@ -1,11 +1,14 @@
 """What applying a spec and its code would change, against what the platform last ran
 (`platformctl plan`, as `terraform plan` and `feast plan` do).
 
-Every pipeline run records a snapshot of the spec it ran (the spec as loaded, its schema
-file read in, and each feature view's version: a hash of the view's definition and of its
-transformation's source, mlplatform.features.definitions). A plan compares the spec on disk,
-with the code it names, to the newest run's snapshot and says what differs and what that
-causes:
+A pipeline run that trained records a snapshot of the spec it ran (the spec as loaded, its
+schema file read in, and each feature view's version: a hash of the view's definition and of
+its transformation's source, mlplatform.features.definitions), when it ends successfully: a
+run that failed, or stopped before training ("nothing new to ingest", a schema break), did not
+put a changed feature view or model into effect, so the next plan still reports the change.
+`platformctl apply` records one too for changes that need no run (mlplatform.spec_apply). A
+plan compares the spec on disk, with the code it names, to the newest snapshot and says what
+differs and what that causes:
 
 - a feature view whose definition or transformation changed has a new version: its
   features must be computed again (a backfill of the offline store) and the model retrained
@@ -29,6 +32,7 @@ from mlplatform.metadata.store import MetadataStore
 from mlplatform.spec import PipelineSpec
 
 SNAPSHOT_KEY = "spec_snapshot"  # the run property that holds it
+TRAIN_STEP = "train"
 
 Area = Literal["features", "schema", "model", "evaluation", "deploy", "triggers", "other"]
 EffectKind = Literal["backfill", "retraining", "next_run", "rollout", "watcher"]
@@ -74,6 +78,12 @@ def snapshot(spec: PipelineSpec) -> SpecSnapshot:
 
     return SpecSnapshot(spec=spec.model_dump(mode="json", by_alias=True, exclude_none=True),
                         view_versions={n: v.version for n, v in resolve_views(spec).items()})
+
+
+def applies(steps: list[str], stopped_early: bool) -> bool:
+    """Whether a successful run put its spec into effect: it trained (its features and model
+    are the spec's) and was not stopped before its last step."""
+    return TRAIN_STEP in steps and not stopped_early
 
 
 def recorded(store: MetadataStore, pipeline: str) -> tuple[str, SpecSnapshot] | None:

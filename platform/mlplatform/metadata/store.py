@@ -266,13 +266,16 @@ class MetadataStore:
             run.properties = props
             return self._run_out(run, pipeline)
 
-    def finish_run(self, run_id: str, status: RunStatus, message: str = "") -> None:
+    def finish_run(self, run_id: str, status: RunStatus, message: str = "",
+                   properties: dict[str, Any] | None = None) -> None:
+        """Mark the run ended; `properties` are what only an ended run can say (the spec it
+        applied, mlplatform.spec_plan)."""
         with self.session() as s:
             run = self._context(s, "pipeline_run", run_id, create=False)
             if run is None:
                 raise KeyError(run_id)
-            run.properties = {**run.properties, "status": status, "message": message,
-                              "ended_at": utcnow().isoformat()}
+            run.properties = {**run.properties, **(properties or {}), "status": status,
+                              "message": message, "ended_at": utcnow().isoformat()}
 
     @staticmethod
     def _run_out(row: ContextRow, pipeline: str) -> Run:
