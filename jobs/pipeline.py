@@ -3,9 +3,11 @@
     python -m jobs.pipeline --spec SPEC --run-id RUN [--step STEP ...] [--base-dir DIR]
                             [--cause CAUSE] [--cause-detail TEXT] [--retrain]
 
-`--cause` says what started the run (manual, or the trigger that fired: new_data, schedule,
-drift, live_drift, quality) and `--cause-detail` why; both are run properties. `--retrain`
-trains on the pipeline's validated data without ingesting (mlplatform.triggers.retrain).
+`--cause` says what started the run (manual, the trigger that fired: new_data, schedule,
+drift, live_drift, quality, or code_change from `platformctl apply`) and `--cause-detail` why;
+both are run properties. `--retrain` trains on the pipeline's validated data without ingesting
+(mlplatform.triggers.retrain); with `--refeaturize` it computes the features of that data
+again first (a feature view whose code changed has a new version).
 
 Exits 0 when the run succeeded (including "nothing new to ingest"), 1 when a step
 failed, 2 when the spec is invalid; the reason is the last line of the job's logs.
@@ -34,10 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-dir", type=Path, default=None,
                         help="folder the spec's relative paths resolve against")
     parser.add_argument("--cause", default="manual",
-                        choices=["manual", "new_data", "schedule", "drift", "live_drift", "quality"])
+                        choices=["manual", "new_data", "schedule", "drift", "live_drift", "quality",
+                                 "code_change"])
     parser.add_argument("--cause-detail", default="")
     parser.add_argument("--retrain", action="store_true",
                         help="retrain on the validated data: the steps after featurize")
+    parser.add_argument("--refeaturize", action="store_true",
+                        help="with --retrain: featurize the validated data again first")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -56,13 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         services = Services(settings)
         properties = {"spec_file": str(spec_file), "cause": args.cause, "cause_detail": args.cause_detail}
         only = args.step
+        if args.refeaturize and not args.retrain:
+            raise InputError("--refeaturize: only with --retrain")
         if args.retrain:
             from mlplatform.run_ids import new_run_id
             from mlplatform.triggers.retrain import adopt_validated_batch, retrain_steps
 
             args.run_id = args.run_id or new_run_id(spec.name)
             adopt_validated_batch(spec, services, args.run_id, {**properties, "job_id": job_id})
-            only = [s for s in retrain_steps() if not args.step or s in args.step]
+            steps = ["featurize", *retrain_steps()] if args.refeaturize else retrain_steps()
+            only = [s for s in steps if not args.step or s in args.step]
             if not only:  # an empty list would mean every step, ingest included
                 raise InputError(f"--retrain with --step {' '.join(args.step)}: none of them is a "
                                  f"retraining step ({', '.join(retrain_steps())})")

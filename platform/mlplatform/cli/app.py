@@ -7,10 +7,12 @@ import typer
 from mlplatform import __version__
 from mlplatform.cli import (
     alerts_cmd,
+    ci_cmd,
     cluster_cmd,
     config_cmd,
     data_cmd,
     demo_cmd,
+    dryrun_cmd,
     features_cmd,
     jobs_cmd,
     models_cmd,
@@ -49,6 +51,9 @@ app.command("init")(spec_cmd.init)
 app.command("validate")(data_cmd.validate)
 app.command("submit")(jobs_cmd.submit)
 app.command("plan")(plan_cmd.plan)
+app.command("apply")(plan_cmd.apply)
+app.command("dry-run")(dryrun_cmd.dry_run)
+app.command("ci")(ci_cmd.ci)
 app.command("train")(train_cmd.train)
 app.command("tune")(train_cmd.tune)
 app.command("ui")(train_cmd.ui)

@@ -31,9 +31,14 @@ def template(name: str, file: str) -> str:
 @handle_errors
 def init(name: Annotated[str, typer.Argument(help="Pipeline name (lowercase, digits, - _).")],
          out: Annotated[Path | None, typer.Option(help="File to write (default NAME.yaml).")] = None,
+         ci: Annotated[str | None, typer.Option("--ci", help="Also write a CI workflow that runs "
+                       "`platformctl ci` on pull requests and `platformctl apply` on main: github.",
+                       show_default=False)] = None,
          force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
          json_: JsonOpt = False) -> None:
-    """Write a commented example pipeline spec to start from."""
+    """Write a commented example pipeline spec to start from (and, with --ci, its CI workflow)."""
+    if ci is not None and ci != "github":
+        raise InputError(f"--ci {ci}: not a CI system the platform writes a workflow for; choose github")
     path = out or Path(f"{name}.yaml")
     if path.exists() and not force:
         raise InputError(f"{path} exists; pass --force to overwrite it")
@@ -45,10 +50,18 @@ def init(name: Annotated[str, typer.Argument(help="Pipeline name (lowercase, dig
         path.write_text(text)
     except OSError as exc:
         raise InputError(f"--out {path}: cannot write: {exc.strerror}") from None
+    flow = None
+    if ci is not None:
+        from mlplatform.cli.ci_cmd import write_workflow
+
+        flow = write_workflow(path, name, Path.cwd(), force)
     if json_:
-        print_json({"written": str(path), "name": name})
+        print_json({"written": str(path), "name": name, "workflow": str(flow) if flow else None})
     else:
         console.print(f"wrote {path}; check it with `platformctl spec check {path}`")
+        if flow:
+            console.print(f"wrote {flow}: `platformctl ci {path}` on pull requests, "
+                          f"`platformctl apply {path} --wait` on main")
 
 
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]]*): ")

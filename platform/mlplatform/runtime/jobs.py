@@ -272,7 +272,7 @@ def check_stores_reach_cluster(settings: Settings) -> None:
 def submit_pipeline(settings: Settings, spec_file: Path, *, run_id: str, pipeline: str,
                     steps: list[str] | None = None, working_dir: Path | None = None,
                     cause: str = "manual", cause_detail: str = "", retrain: bool = False,
-                    base_dir: Path | None = None) -> Submission:
+                    refeaturize: bool = False, base_dir: Path | None = None) -> Submission:
     """Submit `python -m jobs.pipeline` for a spec as a Ray Job running the local code.
 
     The working directory and the local `mlplatform` and `jobs` packages travel in the
@@ -280,7 +280,8 @@ def submit_pipeline(settings: Settings, spec_file: Path, *, run_id: str, pipelin
     relative paths resolve against its folder here (`--base-dir`), as `spec check` did, or
     against `base_dir` (a trigger watcher's upload of the spec keeps the original folder).
     `cause` (manual, or the trigger that fired) and `cause_detail` become run properties;
-    `retrain` retrains on the pipeline's validated data instead of ingesting.
+    `retrain` retrains on the pipeline's validated data instead of ingesting; `refeaturize`
+    computes that data's features again first (a feature view with a new version).
     """
     check_stores_reach_cluster(settings)  # from the address alone, before connecting
     client = JobsClient(settings)
@@ -300,7 +301,7 @@ def submit_pipeline(settings: Settings, spec_file: Path, *, run_id: str, pipelin
     if cause_detail:
         entrypoint += f" --cause-detail {q(cause_detail[:500])}"
     if retrain:
-        entrypoint += " --retrain"
+        entrypoint += " --retrain" + (" --refeaturize" if refeaturize else "")
     for s in steps or []:
         entrypoint += f" --step {q(s)}"
     job_id = f"{run_id}-{int(time.time()) % 100000:05d}"
