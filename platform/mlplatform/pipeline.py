@@ -236,7 +236,7 @@ def run_pipeline(spec: PipelineSpec, services: Services | Settings, *, run_id: s
             stopped = report.message or f"step {name!r} ended the run"
     message = stopped or "all steps complete"
     store.finish_run(run_id, "SUCCEEDED", message,
-                     applied if applies([d.name for d in steps], stopped is not None) else None)
+                     applied if applies({r.step: r.status for r in reports}) else None)
     metrics.record_run(spec.name, str(props.get("cause") or "manual"), "SUCCEEDED")
     _after_run(services, spec.name, run_id, None, log)
     log(f"run {run_id} SUCCEEDED: {message}")

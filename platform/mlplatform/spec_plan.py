@@ -80,10 +80,10 @@ def snapshot(spec: PipelineSpec) -> SpecSnapshot:
                         view_versions={n: v.version for n, v in resolve_views(spec).items()})
 
 
-def applies(steps: list[str], stopped_early: bool) -> bool:
+def applies(step_status: dict[str, str]) -> bool:
     """Whether a successful run put its spec into effect: it trained (its features and model
-    are the spec's) and was not stopped before its last step."""
-    return TRAIN_STEP in steps and not stopped_early
+    are the spec's), whatever the gate then decided; a run stopped before training did not."""
+    return step_status.get(TRAIN_STEP) in ("COMPLETE", "RESUMED")
 
 
 def recorded(store: MetadataStore, pipeline: str) -> tuple[str, SpecSnapshot] | None:

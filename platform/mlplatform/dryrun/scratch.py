@@ -18,7 +18,6 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any, Literal
@@ -56,29 +55,37 @@ def run(folder: Path) -> ScratchResult:
     from mlplatform.errors import PlatformError
     from mlplatform.pipeline import run_pipeline
     from mlplatform.runtime import local
+    from mlplatform.runtime.starting import start_in_background
     from mlplatform.settings import load_settings
     from mlplatform.spec import PipelineSpec
 
     request = ScratchRequest.model_validate_json((folder / REQUEST).read_text())
     spec = PipelineSpec.model_validate(request.spec)
     settings = load_settings()
-    t0 = time.perf_counter()
+    port, dashboard_port = local.free_port(), local.free_port()
+
+    def up() -> None:
+        result = local.up(settings, num_cpus=request.num_cpus, port=port, dashboard_port=dashboard_port,
+                          object_store_mb=request.object_store_mb)
+        _log(f"[dry-run] {result.message}")
+
+    # Started beside the first steps, which need no cluster for a sample's size; whatever
+    # reaches the cluster waits for it (mlplatform.runtime.starting).
+    starting = start_in_background(up)
+    run_settings = settings.model_copy(update={"ray_address": f"http://127.0.0.1:{dashboard_port}",
+                                               "ray_auth_mode": "token"})
     try:
-        up = local.up(settings, num_cpus=request.num_cpus, port=local.free_port(),
-                      dashboard_port=local.free_port(), object_store_mb=request.object_store_mb)
-        cluster_s = time.perf_counter() - t0
-        _log(f"[dry-run] {up.message} ({cluster_s:.1f}s)")
-        report = run_pipeline(spec, load_settings(), log=_log, properties={"cause": "dry_run"})
+        report = run_pipeline(spec, run_settings, log=_log, properties={"cause": "dry_run"})
         return ScratchResult(status="SUCCEEDED" if report.status == "SUCCEEDED" else "FAILED",
                              message=report.message, run_id=report.run_id, steps=report.steps,
-                             cluster_s=round(cluster_s, 2))
+                             cluster_s=round(starting.seconds, 2))
     except PlatformError as exc:
         return ScratchResult(status="FAILED", message=exc.message)
     finally:
+        starting.thread.join()  # a failing early step: the cluster still comes down whole
         state = local.read_state(settings)
         local.down(settings)
-        if state is not None:  # the scratch cluster's logs and sockets go with it
-            shutil.rmtree(state.temp_dir, ignore_errors=True)
+        shutil.rmtree(state.temp_dir if state else local._temp_dir(settings.home), ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

@@ -41,6 +41,9 @@ def connect(settings: Settings, *, allow_private: bool = False,
 
     if ray.is_initialized():
         return
+    from mlplatform.runtime.starting import wait_until_started
+
+    wait_until_started()  # a cluster this process is starting (the dry-run's): its GCS once up
     apply_ray_auth_env(settings)
     address = gcs_address(settings)
     if address is None:

@@ -27,6 +27,9 @@ def auth_headers(settings: Settings) -> dict[str, str]:
 
 
 def require_address(settings: Settings) -> str:
+    from mlplatform.runtime.starting import wait_until_started
+
+    wait_until_started()  # a cluster this process is starting: reached once it is up
     if not settings.ray_address:
         raise ClusterUnreachable(
             "no Ray cluster configured",
