@@ -68,6 +68,8 @@ def scratch_env(home: Path, settings: Settings, spec_dir: Path) -> dict[str, str
         "PLATFORM_ESTIMATOR_MODULES": settings.estimator_modules,
         "PLATFORM_TRANSFORMATION_MODULES": settings.transformation_modules,
         "PLATFORM_SERVE_PORT": str(free_port()), "PLATFORM_SERVE_PROXY_LOCATION": "HeadOnly",
+        "PLATFORM_SERVE_FASTPATH": "off",  # Serve's own proxy: one process less to start, and
+        # infra validation needs a replica's answers, not HAProxy's throughput
         "PYTHONPATH": os.pathsep.join(paths),
     })
     return env
