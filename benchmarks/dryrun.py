@@ -53,7 +53,8 @@ def _timed(cmd: list[str]) -> tuple[float, dict[str, Any]]:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - began
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])} exited {proc.returncode}: {proc.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd[:3])} exited {proc.returncode}: {proc.stderr[-2000:]}"
+                           f"{proc.stdout[-3000:]}")
     return seconds, json.loads(proc.stdout)
 
 
@@ -77,16 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings, cluster = env.start(work, fastpath="auto")
         spec = env.demo_spec({"strategy": "direct"})
-        spec_file = HERE / "results" / "dryrun-demo.yaml"  # under the working directory a job uploads
+        spec_file = work / "job" / "demo.yaml"  # the job's working directory (its code travels too)
         spec_file.parent.mkdir(parents=True, exist_ok=True)
         spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
         _write_day(settings.home, args.rows, 1)
         print("warm-up: the first production run (schema, Serve, a champion)", flush=True)
-        _timed([PLATFORMCTL, "submit", str(spec_file), "--wait", "--json"])
+        submit = [PLATFORMCTL, "submit", str(spec_file), "--working-dir", str(spec_file.parent), "--wait",
+                  "--json"]
+        _timed(submit)
         for i in range(args.repeat):
             _write_day(settings.home, args.rows, i + 2)
             steps = [a for s in BASELINE_STEPS for a in ("--step", s)]
-            base_s, base = _timed([PLATFORMCTL, "submit", str(spec_file), "--wait", "--json", *steps])
+            base_s, base = _timed([*submit, *steps])
             dry_s, dry = _timed([PLATFORMCTL, "dry-run", str(spec_file), "--sample", str(args.rows), "--json",
                                  "--quiet"])
             by_step = {s["step"]: s["duration_s"] for s in dry["steps"]}
