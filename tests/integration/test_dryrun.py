@@ -28,7 +28,9 @@ def prod(demo_runs: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     raw = demo_runs["spec"].model_dump(mode="json", by_alias=True, exclude_none=True)
     spec_file = folder / "demo.yaml"
     spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return {"spec": spec_file, "env": demo_runs["env"], "home": demo_runs["home"],
+    unserved = folder / "unserved.yaml"  # no deploy section: a dry-run that needs no cluster
+    unserved.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k != "deploy"}, sort_keys=False))
+    return {"spec": spec_file, "unserved": unserved, "env": demo_runs["env"], "home": demo_runs["home"],
             "control": ServeControl(demo_runs["settings"]), "data": demo_runs["home"] / "demo" / "data"}
 
 
@@ -69,10 +71,11 @@ def test_a_batch_that_breaks_the_schema_fails_at_validate(prod: dict, tmp_path: 
     batch = tmp_path / "broken.parquet"
     broken.to_parquet(batch)
     before = settled_state(prod["home"])
-    r = platformctl("dry-run", str(prod["spec"]), "--batch", str(batch), "--json", env=prod["env"])
+    r = platformctl("dry-run", str(prod["unserved"]), "--batch", str(batch), "--json", env=prod["env"])
     assert r.returncode == 1, (r.stdout[-3000:], r.stderr[-3000:])
     out = json.loads(r.stdout)
     assert out["failed_step"] == "validate" and "income" in out["message"], out["message"]
+    assert out["cluster_s"] == 0  # nothing asked for a cluster: none was started
     assert [s["status"] for s in out["steps"]][:2] == ["COMPLETE", "FAILED"]
     assert out["sample"]["batch"] == str(batch)
     assert changed(before, home_state(prod["home"])) == []

@@ -62,9 +62,10 @@ def dry_run(
         for s in report.steps:
             table.add_row(s.step, s.status, fmt_duration(s.duration_s), s.message[:120])
         console.print(table)
+        cluster = f"scratch cluster {report.cluster_s:.1f}s" if report.cluster_s else "no cluster needed"
         console.print(f"sample: {report.sample.rows} of {report.sample.batch_rows} rows of "
-                      f"{report.sample.batch}; schema: {report.schema_from}; scratch cluster "
-                      f"{report.cluster_s:.1f}s; total {report.seconds:.1f}s", highlight=False)
+                      f"{report.sample.batch}; schema: {report.schema_from}; {cluster}; "
+                      f"total {report.seconds:.1f}s", highlight=False)
         if report.scratch:
             console.print(f"scratch home kept: {report.scratch}", highlight=False)
         if report.status == "SUCCEEDED":

@@ -5,7 +5,8 @@ What is read from production, and only read: the sample's batch and the schema t
 recorded (so a batch that would break production's schema breaks the dry-run too, where the
 spec does not declare one). Everything else is the scratch home's own: its metadata, MLflow
 registry, offline and online stores, and a Ray cluster whose Serve replica infra-validates
-the would-be model over real HTTP. The pipeline runs in a child process whose environment
+the would-be model over real HTTP (started beside the first steps when the spec serves,
+otherwise only if a step needs a cluster). The pipeline runs in a child process whose environment
 is rebuilt without production's settings (`scratch_env`), so that isolation holds by
 construction, not by every step remembering to use the right settings.
 
@@ -48,7 +49,7 @@ class DryRunReport(BaseModel):
     schema_from: str = Field(description="Where the validation schema came from: the spec, "
                              "production's recorded schema, or inferred from the sample.")
     steps: list[StepReport]
-    cluster_s: float = Field(description="Seconds to start the scratch Ray cluster.")
+    cluster_s: float = Field(description="Seconds to start the scratch Ray cluster (0: no step needed one).")
     seconds: float
     scratch: str | None = Field(None, description="The scratch home, when kept (--keep).")
 

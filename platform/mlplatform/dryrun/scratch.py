@@ -40,7 +40,7 @@ class ScratchResult(BaseModel):
     message: str
     run_id: str | None = None
     steps: list[StepReport] = Field(default_factory=list)
-    cluster_s: float = Field(0.0, description="Seconds to start the scratch Ray cluster.")
+    cluster_s: float = Field(0.0, description="Seconds to start the scratch Ray cluster (0: none started).")
 
 
 def _log(message: str) -> None:
@@ -55,7 +55,7 @@ def run(folder: Path) -> ScratchResult:
     from mlplatform.errors import PlatformError
     from mlplatform.pipeline import run_pipeline
     from mlplatform.runtime import local
-    from mlplatform.runtime.starting import start_in_background
+    from mlplatform.runtime.starting import register
     from mlplatform.settings import load_settings
     from mlplatform.spec import PipelineSpec
 
@@ -69,9 +69,10 @@ def run(folder: Path) -> ScratchResult:
                           object_store_mb=request.object_store_mb)
         _log(f"[dry-run] {result.message}")
 
-    # Started beside the first steps, which need no cluster for a sample's size; whatever
-    # reaches the cluster waits for it (mlplatform.runtime.starting).
-    starting = start_in_background(up)
+    # A spec that serves needs the cluster for its rollout: started beside the first steps,
+    # which need none at a sample's size. Otherwise only if a step reaches for it
+    # (mlplatform.runtime.starting).
+    starting = register(up, now=spec.deploy is not None)
     run_settings = settings.model_copy(update={"ray_address": f"http://127.0.0.1:{dashboard_port}",
                                                "ray_auth_mode": "token"})
     try:
@@ -82,10 +83,13 @@ def run(folder: Path) -> ScratchResult:
     except PlatformError as exc:
         return ScratchResult(status="FAILED", message=exc.message)
     finally:
-        starting.thread.join()  # a failing early step: the cluster still comes down whole
-        state = local.read_state(settings)
+        if starting.started:
+            starting.thread.join()  # a failing early step: the cluster still comes down whole
         local.down(settings)
-        shutil.rmtree(state.temp_dir if state else local._temp_dir(settings.home), ignore_errors=True)
+        # Also a cluster whose start failed after `ray start` (no cluster.json): by its temp dir.
+        temp_dir = local._temp_dir(settings.home)
+        local._terminate(local.cluster_processes(temp_dir))
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

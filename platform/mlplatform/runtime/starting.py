@@ -1,8 +1,9 @@
-"""A cluster this process is still starting in the background: the dry-run starts its scratch
-cluster while its first steps run (they need no cluster below the placement thresholds), so
-the cluster's start-up overlaps them instead of coming first. Everything that reaches a
-cluster (`runtime.connect.connect`, `runtime.dashboard.require_address`) waits for it here
-first; without one started this way, nothing waits.
+"""A cluster this process starts when it is first needed, or in the background: the dry-run's
+scratch cluster. Its first steps need no cluster below the placement thresholds, so a spec
+that serves starts it beside them (the rollout will need it) and one that does not starts it
+only if a step asks (a sample's run may never need one). Everything that reaches a cluster
+(`runtime.connect.connect`, `runtime.dashboard.require_address`) waits for it here first;
+without one registered, nothing waits.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ class Starting:
         self.error: BaseException | None = None
         self.seconds = 0.0
         self.thread = threading.Thread(target=self._run, name="cluster-start", daemon=True)
+        self.started = False
+        self._lock = threading.Lock()
+
+    def start(self) -> Starting:
+        with self._lock:
+            if not self.started:
+                self.started = True
+                self.thread.start()
+        return self
 
     def _run(self) -> None:
         began = time.perf_counter()
@@ -34,6 +44,7 @@ class Starting:
     def wait(self) -> Any:
         if threading.current_thread() is self.thread:
             return None  # the start itself asks the cluster whether it is up yet
+        self.start()
         self.thread.join()
         if isinstance(self.error, PlatformError):
             raise self.error
@@ -45,11 +56,11 @@ class Starting:
 _current: Starting | None = None
 
 
-def start_in_background(start: Callable[[], Any]) -> Starting:
+def register(start: Callable[[], Any], *, now: bool) -> Starting:
+    """`start` runs in the background now, or on the first wait for it (`now=False`)."""
     global _current
     _current = Starting(start)
-    _current.thread.start()
-    return _current
+    return _current.start() if now else _current
 
 
 def wait_until_started() -> None:
