@@ -56,6 +56,7 @@ def test_a_dry_run_runs_every_step_and_leaves_production_untouched(prod: dict, t
     assert out["sample"] == {"batch": str(day), "batch_rows": len(pd.read_parquet(day)), "rows": 500,
                              "path": out["sample"]["path"]}
     assert out["schema_from"] == "production's recorded schema"
+    assert out["cluster_s"] > 0  # the spec serves: its scratch cluster was started
     assert changed(before, home_state(prod["home"])) == []
     assert _served(prod) == served
     # The scratch cluster is stopped and its home holds the run (kept: --keep).

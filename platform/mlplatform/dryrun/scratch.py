@@ -65,9 +65,9 @@ def run(folder: Path) -> ScratchResult:
     port, dashboard_port = local.free_port(), local.free_port()
 
     def up() -> None:
-        result = local.up(settings, num_cpus=request.num_cpus, port=port, dashboard_port=dashboard_port,
-                          object_store_mb=request.object_store_mb)
-        _log(f"[dry-run] {result.message}")
+        started = local.up(settings, num_cpus=request.num_cpus, port=port, dashboard_port=dashboard_port,
+                           object_store_mb=request.object_store_mb)
+        _log(f"[dry-run] {started.message}")
 
     # A spec that serves needs the cluster for its rollout: started beside the first steps,
     # which need none at a sample's size. Otherwise only if a step reaches for it
@@ -77,11 +77,10 @@ def run(folder: Path) -> ScratchResult:
                                                "ray_auth_mode": "token"})
     try:
         report = run_pipeline(spec, run_settings, log=_log, properties={"cause": "dry_run"})
-        return ScratchResult(status="SUCCEEDED" if report.status == "SUCCEEDED" else "FAILED",
-                             message=report.message, run_id=report.run_id, steps=report.steps,
-                             cluster_s=round(starting.seconds, 2))
+        result = ScratchResult(status="SUCCEEDED" if report.status == "SUCCEEDED" else "FAILED",
+                               message=report.message, run_id=report.run_id, steps=report.steps)
     except PlatformError as exc:
-        return ScratchResult(status="FAILED", message=exc.message)
+        result = ScratchResult(status="FAILED", message=exc.message)
     finally:
         if starting.started:
             starting.thread.join()  # a failing early step: the cluster still comes down whole
@@ -90,6 +89,8 @@ def run(folder: Path) -> ScratchResult:
         temp_dir = local._temp_dir(settings.home)
         local._terminate(local.cluster_processes(temp_dir))
         shutil.rmtree(temp_dir, ignore_errors=True)
+    result.cluster_s = round(starting.seconds, 2)  # known once its start, if any, has ended
+    return result
 
 
 def main(argv: list[str]) -> int:
