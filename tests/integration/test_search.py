@@ -20,7 +20,8 @@ from sklearn.datasets import make_classification
 
 from mlplatform.spec import ModelSpec
 from mlplatform.training.data import SplitData
-from mlplatform.training.search import SearchResult, final_fit, run_search, rung_plan
+from mlplatform.training.search import SearchResult, final_fit, run_search
+from mlplatform.training.trial import rung_plan
 
 pytestmark = pytest.mark.ray
 SPACE = {"learning_rate": {"type": "loguniform", "low": 0.02, "high": 0.3},
@@ -89,7 +90,7 @@ def test_binning_once_per_search_grows_the_same_trees() -> None:
     private _bin_data): every fit of every trial must come out as without it."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from mlplatform.training.search import _binned_once
+    from mlplatform.training.trial import _binned_once
 
     X, y = make_classification(4000, 6, random_state=0)
     bins: dict = {}

@@ -1,7 +1,7 @@
 """The search and the final fit in the job's own process, for training sets below the train
 step's placement threshold (mlplatform.runtime.placement).
 
-Each trial is the same work a Tune trial does (`search.holdout_score`, `fold_score`,
+Each trial is the same work a Tune trial does (`trial.holdout_score`, `fold_score`,
 `fit_final`), run one after another as scikit-learn's RandomizedSearchCV does with its
 default n_jobs: the estimators use every core themselves. What Tune adds — trial actors,
 checkpoints, retries from a checkpoint, early stopping — costs seconds of fixed overhead
@@ -22,11 +22,9 @@ import numpy as np
 from mlplatform.settings import DEFAULT_ESTIMATOR_MODULES
 from mlplatform.spec import ModelSpec
 from mlplatform.training.data import SplitData
-from mlplatform.training.search import (
-    SearchResult,
-    TrialRecord,
+from mlplatform.training.search import SearchResult, TrialRecord, best_trial
+from mlplatform.training.trial import (
     TrialSetup,
-    best_trial,
     cv_folds,
     fit_final,
     fold_score,
