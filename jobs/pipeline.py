@@ -25,7 +25,7 @@ from mlplatform.pipeline import run_pipeline
 from mlplatform.redact import redact_text
 from mlplatform.services import Services
 from mlplatform.settings import load_settings
-from mlplatform.spec_loader import load_spec
+from mlplatform.spec_code import load_for
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             url = own_dashboard(settings)
             settings = settings.model_copy(update={
                 "ray_address": url, "sources": {**settings.sources, "ray_address": "this job's cluster"}})
-        env = {**os.environ, "PLATFORM_HOME": str(settings.home)}
-        spec = load_spec(args.spec, env=env, base_dir=args.base_dir)
+        spec = load_for(args.spec, settings, base_dir=args.base_dir)
         job_id = os.environ.get("PLATFORM_JOB_ID")
         spec_file = (args.base_dir or args.spec.parent).resolve() / args.spec.name
         services = Services(settings)

@@ -19,7 +19,6 @@ pytest's own report (merged in) is read the same way.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -115,8 +114,8 @@ def run_ci(spec_file: Path, settings: Settings, *, sample_rows: int, tests: Path
            log: Callable[[str], None]) -> CiReport:
     """Every stage, in order; never raises for a failing stage (its case and exit code say it)."""
     from mlplatform.dryrun.run import dry_run
-    from mlplatform.spec_code import code_problems
-    from mlplatform.spec_loader import SpecError, load_spec
+    from mlplatform.spec_code import code_problems, load_for
+    from mlplatform.spec_loader import SpecError
 
     t0 = time.perf_counter()
     report = CiReport(pipeline=None, spec=str(spec_file), passed=False, exit_code=1)
@@ -132,7 +131,7 @@ def run_ci(spec_file: Path, settings: Settings, *, sample_rows: int, tests: Path
 
     started = time.perf_counter()
     try:
-        spec = load_spec(spec_file, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
+        spec = load_for(spec_file, settings)
     except SpecError as exc:
         text = "\n".join(i.render(str(spec_file)) for i in exc.issues)
         report.cases.append(Case(stage="spec", name="spec check", outcome="failed",

@@ -17,7 +17,6 @@ the user's name (the run's properties, the MLflow tags, the champion history's a
 from __future__ import annotations
 
 import getpass
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,9 +88,9 @@ class Platform:
         """One pipeline: by name, with the spec its newest training run (or `apply`) recorded, or
         from a spec file (`spec`), as `platformctl` loads it."""
         if spec is not None:
-            from mlplatform.spec_loader import load_spec
+            from mlplatform.spec_code import load_for
 
-            loaded = load_spec(spec, env={**os.environ, "PLATFORM_HOME": str(self.settings.home)})
+            loaded = load_for(spec, self.settings)
             if name is not None and loaded.name != name:
                 raise InputError(f"spec {spec} is pipeline {loaded.name!r}, not {name!r}")
             return PipelineHandle(self, loaded)

@@ -9,6 +9,7 @@ this is the early answer, not the boundary.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from pathlib import Path
 from mlplatform.errors import InputError
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
+from mlplatform.spec_loader import load_spec
 
 
 @contextmanager
@@ -58,3 +60,16 @@ def check_code(spec: PipelineSpec, settings: Settings, spec_dir: Path) -> None:
     problems = code_problems(spec, settings, spec_dir)
     if problems:
         raise InputError("; ".join(problems))
+
+
+def load_for(spec_file: Path | str, settings: Settings, *, base_dir: Path | None = None
+             ) -> PipelineSpec:
+    """The spec as a job on this home reads it: `${PLATFORM_HOME}` is the home's folder."""
+    return load_spec(spec_file, env={**os.environ, "PLATFORM_HOME": str(settings.home)}, base_dir=base_dir)
+
+
+def load_checked(spec_file: Path, settings: Settings) -> PipelineSpec:
+    """The spec and the code it names, checked before any cluster or store work (exit 2)."""
+    spec = load_for(spec_file, settings)
+    check_code(spec, settings, spec_file.parent)
+    return spec

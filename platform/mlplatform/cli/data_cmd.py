@@ -16,7 +16,8 @@ from mlplatform.cli.output import JsonOpt, console, handle_errors, print_json, s
 from mlplatform.errors import InputError
 from mlplatform.services import Services
 from mlplatform.spec import PipelineSpec, SchemaSpec
-from mlplatform.spec_loader import load_spec, validate_document
+from mlplatform.spec_code import load_for
+from mlplatform.spec_loader import validate_document
 
 if TYPE_CHECKING:
     from mlplatform.metadata.store import MetadataStore
@@ -132,7 +133,7 @@ def validate(
     from mlplatform.runtime.placement import place
 
     settings = settings_for()
-    pipeline = load_spec(spec, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
+    pipeline = load_for(spec, settings)
     fmt, src = pipeline.source.format, pipeline.source
     store = Services(settings).metadata
     fs, paths = batch_files(batch, fmt, "--batch")

@@ -9,7 +9,6 @@ guardrails judge what they would judge in production.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -130,11 +129,11 @@ def monitor_rollout(settings: Settings, spec_file: Path, state: RolloutState) ->
 
     from mlplatform.monitoring.live_drift import run_live_drift
     from mlplatform.monitoring.quality import run_quality
-    from mlplatform.spec_loader import load_spec
+    from mlplatform.spec_code import load_for
 
     time.sleep(2.5)  # the replicas write their prediction logs every second
     services = Services(settings)
-    spec = load_spec(spec_file, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
+    spec = load_for(spec_file, settings)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     window_s = (now - state.started_at).total_seconds() + 5
     drift = run_live_drift(services, spec, window_s=window_s, now=now, version=state.champion)

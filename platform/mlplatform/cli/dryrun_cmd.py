@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,8 +19,7 @@ from mlplatform.cli.output import (
     print_json,
     settings_for,
 )
-from mlplatform.spec_code import check_code
-from mlplatform.spec_loader import load_spec
+from mlplatform.spec_code import load_checked
 
 DEFAULT_SAMPLE = 2000
 
@@ -47,8 +45,7 @@ def dry_run(
     from mlplatform.dryrun.run import dry_run as run
 
     settings = settings_for()
-    loaded = load_spec(spec, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
-    check_code(loaded, settings, spec.parent)  # a transformation that does not import: exit 2
+    loaded = load_checked(spec, settings)  # a transformation that does not import: exit 2
 
     def log(line: str) -> None:
         if not quiet:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,8 +24,7 @@ from mlplatform.errors import InputError, PlatformError
 from mlplatform.run_ids import new_run_id
 from mlplatform.runtime.jobs import JobInfo, JobsClient, Submission, submit_pipeline
 from mlplatform.settings import Settings
-from mlplatform.spec_code import check_code
-from mlplatform.spec_loader import load_spec
+from mlplatform.spec_code import load_checked
 
 app = typer.Typer(help="Ray Jobs on the cluster.", no_args_is_help=True)
 
@@ -36,8 +34,7 @@ def submit_and_watch(settings: Settings, spec_file: Path, *, steps: list[str] | 
                      working_dir: Path | None = None,
                      quiet: bool = False) -> tuple[Submission, JobInfo | None]:
     """Validate the spec here, submit it, and optionally wait for or follow the job."""
-    spec = load_spec(spec_file, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
-    check_code(spec, settings, spec_file.parent)  # before any cluster work
+    spec = load_checked(spec_file, settings)  # before any cluster work
     run_id = run_id or new_run_id(spec.name)
     sub = submit_pipeline(settings, spec_file, run_id=run_id, pipeline=spec.name, steps=steps,
                           working_dir=working_dir)

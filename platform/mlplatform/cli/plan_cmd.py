@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,8 +14,7 @@ from rich.table import Table
 from mlplatform.cli.output import AddressOpt, JsonOpt, console, handle_errors, print_json, settings_for
 from mlplatform.errors import InputError
 from mlplatform.run_ids import new_run_id
-from mlplatform.spec_code import check_code
-from mlplatform.spec_loader import load_spec
+from mlplatform.spec_code import load_checked
 from mlplatform.spec_plan import SpecPlan
 
 CHANGES_EXIT = 3  # as `terraform plan -detailed-exitcode`: CI tells "changes" from "failed"
@@ -54,8 +52,7 @@ def plan(
     from mlplatform.spec_plan import plan as make_plan
 
     settings = settings_for(address)
-    loaded = load_spec(spec, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
-    check_code(loaded, settings, spec.parent)  # a transformation that does not import: exit 2
+    loaded = load_checked(spec, settings)  # a transformation that does not import: exit 2
     result = make_plan(loaded, MetadataStore(settings.metadata_url))
     if json_:
         print_json({**result.model_dump(mode="json"), "changed": result.changed})
@@ -87,8 +84,7 @@ def apply(
     if wait and follow:
         raise InputError("--wait and --follow: choose one")
     settings = settings_for(address)
-    loaded = load_spec(spec, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
-    check_code(loaded, settings, spec.parent)
+    loaded = load_checked(spec, settings)
     store = MetadataStore(settings.metadata_url)
     result = make_plan(loaded, store)
     action = decide(result, store)

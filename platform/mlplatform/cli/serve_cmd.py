@@ -5,7 +5,6 @@ run that changes the champion."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +18,7 @@ from mlplatform.serving.client import ServeClient, ServeControl
 from mlplatform.serving.deployer import change
 from mlplatform.serving.predictions import read_predictions
 from mlplatform.spec import PipelineSpec
-from mlplatform.spec_loader import load_spec
+from mlplatform.spec_code import load_for
 
 app = typer.Typer(help="Serve models over HTTP on Ray Serve: deploy, split traffic, status.",
                   no_args_is_help=True)
@@ -71,7 +70,7 @@ def deploy(spec_file: Annotated[Path, typer.Argument(help="The pipeline spec (it
            json_: JsonOpt = False) -> None:
     """Deploy (or update) the pipeline's application: new versions are infra-validated first."""
     services = services_for()
-    spec = load_spec(str(spec_file), env={**os.environ, "PLATFORM_HOME": str(services.settings.home)})
+    spec = load_for(spec_file, services.settings)
     if spec.deploy is None:
         raise InputError(f"{spec_file}: the spec has no deploy section; add `deploy:` to serve it")
     champion = services.models.champion(spec.name)

@@ -33,7 +33,7 @@ from mlplatform.redact import redact_url
 from mlplatform.services import Services
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
-from mlplatform.spec_loader import load_spec
+from mlplatform.spec_code import load_for
 
 SpecArg = Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")]
 
@@ -60,7 +60,7 @@ def precheck(settings: Settings, spec: PipelineSpec) -> TrainingSet:
 
 
 def _spec(path: Path, settings: Settings) -> PipelineSpec:
-    return load_spec(path, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
+    return load_for(path, settings)
 
 
 @handle_errors

@@ -7,7 +7,6 @@ Register in app.py with:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +16,7 @@ from rich.table import Table
 
 from mlplatform.cli.output import AddressOpt, JsonOpt, console, handle_errors, print_json, settings_for
 from mlplatform.errors import InputError
-from mlplatform.spec_code import check_code
-from mlplatform.spec_loader import load_spec
+from mlplatform.spec_code import check_code, load_for
 from mlplatform.triggers import claims
 
 
@@ -50,7 +48,7 @@ def watch(
         return
     if spec is None:
         raise InputError("SPEC: give the pipeline spec to watch (or --stop NAME)")
-    loaded = load_spec(spec, env={**os.environ, "PLATFORM_HOME": str(settings.home)})
+    loaded = load_for(spec, settings)
     if loaded.triggers is None:
         raise InputError(f"spec {spec}: no `triggers` section: nothing to watch",
                          hint="add e.g. `triggers: {new_data: true}` (see `platformctl init`)")

@@ -14,7 +14,6 @@ is in the metadata store, so a restarted loop goes on where the old one stopped.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ class WatcherActor:
     def __init__(self, spec_file: str, base_dir: str, name: str):
         from mlplatform.runtime.connect import own_dashboard
         from mlplatform.settings import load_settings
-        from mlplatform.spec_loader import load_spec
+        from mlplatform.spec_code import load_for
         from mlplatform.triggers.watcher import Watcher
 
         settings = load_settings()
@@ -45,8 +44,7 @@ class WatcherActor:
         if url:
             settings = settings.model_copy(update={
                 "ray_address": url, "sources": {**settings.sources, "ray_address": "the watcher's cluster"}})
-        env = {**os.environ, "PLATFORM_HOME": str(settings.home)}
-        spec = load_spec(spec_file, env=env, base_dir=Path(base_dir))
+        spec = load_for(spec_file, settings, base_dir=Path(base_dir))
         self.started_at = dt.datetime.now(dt.UTC)
         self.watcher = Watcher(spec, settings, Path(spec_file), name=name, working_dir=Path.cwd(),
                                base_dir=Path(base_dir))
