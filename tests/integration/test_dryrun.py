@@ -6,6 +6,7 @@ byte-identical (SQLite by content) and its served application is not redeployed.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -39,7 +40,8 @@ def _served(prod: dict) -> dict:
     return {"config": app["deployed_app_config"], "deployed_at": app["last_deployed_time_s"]}
 
 
-def test_a_dry_run_runs_every_step_and_leaves_production_untouched(prod: dict, tmp_path: Path) -> None:
+def test_a_dry_run_runs_every_step_and_leaves_production_untouched(prod: dict, tmp_path: Path,
+                                                                  request: pytest.FixtureRequest) -> None:
     served = _served(prod)
     before = settled_state(prod["home"])
     # The demo's newest day has shuffled labels (its model fails the gate): the day before it.
@@ -48,6 +50,7 @@ def test_a_dry_run_runs_every_step_and_leaves_production_untouched(prod: dict, t
                     env=prod["env"])
     assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
     out = json.loads(r.stdout)
+    request.addfinalizer(lambda: shutil.rmtree(out["scratch"], ignore_errors=True))  # --keep kept it
     steps = {s["step"]: s for s in out["steps"]}
     assert list(steps) == registered_steps()
     assert {s["status"] for s in steps.values()} == {"COMPLETE"}, [(s["step"], s["status"], s["message"])
