@@ -9,7 +9,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel
@@ -18,8 +18,10 @@ from rich.markup import escape
 
 from mlplatform.errors import PlatformError
 from mlplatform.redact import redact_text
-from mlplatform.services import Services
 from mlplatform.settings import Settings, apply_ray_auth_env, load_settings
+
+if TYPE_CHECKING:  # imported where a command asks for the services: SQLAlchemy and pyarrow
+    from mlplatform.services import Services
 
 # Rich assumes 80 columns when output is not a terminal; logs and CI are wider than that.
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -44,6 +46,8 @@ def settings_for(address: str | None = None) -> Settings:
 
 def services_for(address: str | None = None) -> Services:
     """The platform's services for one CLI command (built from the effective settings)."""
+    from mlplatform.services import Services
+
     return Services(settings_for(address))
 
 
