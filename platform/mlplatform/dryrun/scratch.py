@@ -84,11 +84,8 @@ def run(folder: Path) -> ScratchResult:
     finally:
         if starting.started:
             starting.thread.join()  # a failing early step: the cluster still comes down whole
-        local.down(settings)
-        # Also a cluster whose start failed after `ray start` (no cluster.json): by its temp dir.
-        temp_dir = local._temp_dir(settings.home)
-        local._terminate(local.cluster_processes(temp_dir))
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        local.down(settings)  # a start that failed has stopped its own processes (local.up)
+        shutil.rmtree(local._temp_dir(settings.home), ignore_errors=True)
     result.cluster_s = round(starting.seconds, 2)  # known once its start, if any, has ended
     return result
 

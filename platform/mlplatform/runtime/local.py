@@ -292,20 +292,23 @@ def up(settings: Settings, *, num_cpus: int | None = None, port: int = 6379,
     dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     local = settings.model_copy(update={"ray_address": dashboard_url, "ray_auth_mode": "token"})
     deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            version = ray_version_at(local)
-            break
-        except (ClusterUnreachable, requests.HTTPError):
-            if time.monotonic() > deadline:
-                _terminate(cluster_processes(temp_dir, port))
-                raise PlatformError(f"the Ray dashboard did not come up at {dashboard_url} "
-                                    f"within {wait_s:.0f}s; logs under {temp_dir}") from None
-            time.sleep(0.5)
-    state = ClusterState(gcs_address=f"127.0.0.1:{port}", dashboard_url=dashboard_url,
-                         temp_dir=temp_dir, num_cpus=cpus, ray_version=version,
-                         started_at=dt.datetime.now(dt.UTC))
-    settings.cluster_state_path.write_text(state.model_dump_json(indent=2))
+    try:
+        while True:
+            try:
+                version = ray_version_at(local)
+                break
+            except (ClusterUnreachable, requests.HTTPError):
+                if time.monotonic() > deadline:
+                    raise PlatformError(f"the Ray dashboard did not come up at {dashboard_url} "
+                                        f"within {wait_s:.0f}s; logs under {temp_dir}") from None
+                time.sleep(0.5)
+        state = ClusterState(gcs_address=f"127.0.0.1:{port}", dashboard_url=dashboard_url,
+                             temp_dir=temp_dir, num_cpus=cpus, ray_version=version,
+                             started_at=dt.datetime.now(dt.UTC))
+        settings.cluster_state_path.write_text(state.model_dump_json(indent=2))
+    except BaseException:  # timed out, interrupted or anything else: no head left unrecorded
+        _terminate(cluster_processes(temp_dir, port))
+        raise
     server = prometheus.start(settings, temp_dir, metrics_port) if metrics_port is not None else None
     return UpResult(started=True, state=state, metrics=server,
                     message=f"started a local Ray {version} cluster: dashboard {dashboard_url}")
