@@ -23,7 +23,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "jobs": ("jobs_cmd", "app"),
     "runs": ("runs_cmd", "app"),
     "spec": ("spec_cmd", "spec_app"),
-    "config": ("spec_cmd", "config_app"),
+    "config": ("config_cmd", "config_app"),  # spec_cmd's `show`, with config_cmd's `check`
     "schema": ("data_cmd", "schema_app"),
     "alerts": ("alerts_cmd", "alerts_app"),
     "features": ("features_cmd", "app"),
@@ -81,10 +81,7 @@ def build(only: str | None = None) -> typer.Typer:
     )
     for name, (module, attr) in GROUPS.items():
         if only in (None, name):
-            group = _member(module, attr)
-            if name == "config" and "check" not in {c.name for c in group.registered_commands}:
-                group.command("check")(_member("config_cmd", "check"))
-            built.add_typer(group, name=name)
+            built.add_typer(_member(module, attr), name=name)
     for name, (module, attr) in COMMANDS.items():
         if only in (None, name):
             built.command(name)(_member(module, attr))

@@ -8,10 +8,12 @@ import typer
 from rich.table import Table
 
 from mlplatform.cli.output import JsonOpt, console, err_console, handle_errors, print_json
+from mlplatform.cli.spec_cmd import config_app
 from mlplatform.settings import load_settings
 from mlplatform.store_checks import check_stores
 
 
+@config_app.command("check")
 @handle_errors
 def check(json_: JsonOpt = False) -> None:
     """Connect to each store (metadata, MLflow, storage, online) and report ok or the error."""
