@@ -16,8 +16,8 @@ from mlplatform.errors import InputError
 from mlplatform.redact import redact_url
 from mlplatform.settings import load_settings
 from mlplatform.spec import PipelineSpec
-from mlplatform.spec_code import code_problems
-from mlplatform.spec_loader import SpecError, load_spec, validate_document
+from mlplatform.spec_code import code_problems, load_for
+from mlplatform.spec_loader import SpecError, validate_document
 
 spec_app = typer.Typer(help="Pipeline specs.", no_args_is_help=True)
 config_app = typer.Typer(help="The platform's configuration.", no_args_is_help=True)
@@ -79,9 +79,8 @@ def check(file: Annotated[Path, typer.Argument(help="Pipeline spec (YAML).")],
           json_: JsonOpt = False) -> None:
     """Validate a spec: every problem with its YAML path and line; exit 2 if any."""
     settings = load_settings()
-    env = {**os.environ, "PLATFORM_HOME": str(settings.home)}
     try:
-        spec = load_spec(file, env=env)
+        spec = load_for(file, settings)
     except SpecError as exc:
         if json_:
             print_json({"valid": False, "file": str(file),
