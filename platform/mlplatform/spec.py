@@ -270,7 +270,7 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _metric(self) -> ModelSpec:
-        from mlplatform.evaluation.metrics import TASK_METRICS, greater_is_better
+        from mlplatform.evaluation.metric_names import TASK_METRICS, greater_is_better
 
         allowed = TASK_METRICS[self.task]
         if self.metric not in allowed:
@@ -476,7 +476,7 @@ _METRIC_RANGE: dict[str, tuple[float | None, float | None]] = {
 
 
 def _check_quality_trigger(q: QualityTrigger, task: str, model_metric: str) -> None:
-    from mlplatform.evaluation.metrics import TASK_METRICS, greater_is_better
+    from mlplatform.evaluation.metric_names import TASK_METRICS, greater_is_better
 
     allowed = list(TASK_METRICS[task])
     if q.metric not in allowed:
@@ -566,7 +566,7 @@ class PipelineSpec(Strict):
             if taken:
                 raise ValueError(f"feature view {view.name!r}: {taken} is a key, timestamp or label "
                                  "column, not a feature")
-        from mlplatform.evaluation.metrics import TASK_METRICS
+        from mlplatform.evaluation.metric_names import TASK_METRICS
 
         for i, t in enumerate(self.evaluation.thresholds):
             allowed = list(TASK_METRICS[self.model.task])

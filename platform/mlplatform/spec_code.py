@@ -18,6 +18,7 @@ from pathlib import Path
 from mlplatform.errors import InputError
 from mlplatform.settings import Settings
 from mlplatform.spec import PipelineSpec
+from mlplatform.spec_code_cache import check_key, passed_before, remember_pass
 from mlplatform.spec_loader import load_spec
 
 
@@ -36,13 +37,16 @@ def _importable_from(folder: Path) -> Iterator[None]:
 def code_problems(spec: PipelineSpec, settings: Settings, spec_dir: Path) -> list[str]:
     """Every problem with the code the spec names (empty: none)."""
     problems: list[str] = []
-    try:
-        # Imported here: scikit-learn is a second of every CLI command's start otherwise.
-        from mlplatform.training.estimators import check_model
+    key = check_key(spec.model, settings.estimator_modules)
+    if not passed_before(key):
+        try:
+            # Imported here: scikit-learn is a second of every CLI command's start otherwise.
+            from mlplatform.training.estimators import check_model
 
-        check_model(spec.model, settings.estimator_modules)
-    except InputError as exc:
-        problems.append(exc.message)
+            check_model(spec.model, settings.estimator_modules)
+            remember_pass(key)
+        except InputError as exc:
+            problems.append(exc.message)
     with _importable_from(spec_dir):
         for i, view in enumerate(spec.features.views):
             if view.transformation is None:

@@ -11,20 +11,11 @@ from typing import Any, Literal
 import numpy as np
 from sklearn import metrics as skm
 
+from mlplatform.evaluation.metric_names import TASK_METRICS, greater_is_better
+
+__all__ = ["TASK_METRICS", "greater_is_better", "score", "predictions", "evaluate_model"]
+
 Task = Literal["classification", "regression"]
-
-# Every metric the platform knows, with its direction (True: higher is better).
-TASK_METRICS: dict[str, dict[str, bool]] = {
-    "classification": {"roc_auc": True, "log_loss": False, "accuracy": True, "f1": True},
-    "regression": {"rmse": False, "mae": False, "r2": True},
-}
-
-
-def greater_is_better(metric: str) -> bool:
-    for metrics in TASK_METRICS.values():
-        if metric in metrics:
-            return metrics[metric]
-    raise KeyError(f"unknown metric {metric!r}")
 
 
 def _positive_proba(model: Any, X: Any) -> np.ndarray:

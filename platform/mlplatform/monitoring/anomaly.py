@@ -93,7 +93,7 @@ def rule_for(series: str) -> SeriesRule:
         return SeriesRule(direction="high", log=False, floor=0.0, abs_floor=0.005)
     if series.startswith(("metric:", "live_quality:")):
         metric = series.rsplit(":", 1)[-1]
-        from mlplatform.evaluation.metrics import greater_is_better
+        from mlplatform.evaluation.metric_names import greater_is_better
 
         try:
             better_high = greater_is_better(metric)

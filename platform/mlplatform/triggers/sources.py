@@ -226,7 +226,7 @@ def check_live_drift(spec: PipelineSpec, services: Services, seen: TriggerState,
 def check_quality(spec: PipelineSpec, services: Services, seen: TriggerState,
                   now: dt.datetime) -> Proposal | None:
     """The live metric against the trigger's bound (realised, or the estimate when asked)."""
-    from mlplatform.evaluation.metrics import greater_is_better
+    from mlplatform.evaluation.metric_names import greater_is_better
     from mlplatform.monitoring.quality import run_quality
     from mlplatform.spec_types import duration_seconds
 
