@@ -75,7 +75,8 @@ def write_config(work: Path, spec: JsonDict, rows_per_day: int) -> None:
 # --- the cluster -----------------------------------------------------------------------------
 
 
-def isolate(work: Path, *, fastpath: str, estimator_modules: str = "sklearn") -> Any:
+def isolate(work: Path, *, fastpath: str, estimator_modules: str = "sklearn",
+            extra_env: dict[str, str] | None = None) -> Any:
     """Point this process's environment at a throwaway PLATFORM_HOME under `work` (free Serve
     port, token auth, no Ray or platform settings of the caller's shell); returns its settings."""
     from mlplatform.runtime.local import free_port
@@ -88,16 +89,17 @@ def isolate(work: Path, *, fastpath: str, estimator_modules: str = "sklearn") ->
                       RAY_AUTH_TOKEN_PATH=str(home / "ray" / "auth_token"),
                       PLATFORM_SERVE_PORT=str(free_port()), PLATFORM_SERVE_FASTPATH=fastpath,
                       PLATFORM_ESTIMATOR_MODULES=estimator_modules)
+    os.environ.update(extra_env or {})
     return load_settings()
 
 
 def start(work: Path, *, fastpath: str, estimator_modules: str = "sklearn", num_cpus: int = 2,
-          object_store_mb: int = 300) -> tuple[Any, JsonDict]:
+          object_store_mb: int = 300, extra_env: dict[str, str] | None = None) -> tuple[Any, JsonDict]:
     """Isolate, start the cluster; returns the settings that reach it (Serve's REST API through the
     dashboard, as a CLI finds it from the cluster state) and a record of the cluster."""
     from mlplatform.runtime.local import free_port, up
 
-    settings = isolate(work, fastpath=fastpath, estimator_modules=estimator_modules)
+    settings = isolate(work, fastpath=fastpath, estimator_modules=estimator_modules, extra_env=extra_env)
     print(f"cluster up (num_cpus={num_cpus}), PLATFORM_HOME={settings.home}", flush=True)
     began = time.monotonic()
     state = up(settings, num_cpus=num_cpus, port=free_port(), dashboard_port=free_port(),

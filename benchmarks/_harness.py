@@ -152,11 +152,12 @@ class ProcessSetSampler(threading.Thread):
     file, however many workers map it). The member set is rescanned every `rescan` seconds.
     """
 
-    def __init__(self, root_pid: int, marker: str | None = None, interval: float = 0.05,
+    def __init__(self, root_pid: int, marker: str | Sequence[str] | None = None, interval: float = 0.05,
                  rescan: float = 0.25):
         super().__init__(name="mem-sampler", daemon=True)
         self.root_pid = root_pid
-        self.marker = marker.encode() if marker else None
+        marks = [marker] if isinstance(marker, str) else list(marker or [])
+        self.markers = [m.encode() for m in marks if m]
         self.interval = interval
         self.rescan = rescan
         self.samples: list[Sample] = []
@@ -190,9 +191,10 @@ class ProcessSetSampler(threading.Thread):
             ppid = int(fields[1])
             ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
             children.setdefault(ppid, []).append(pid)
-            if self.marker is not None:
+            if self.markers:
                 if pid not in self._marked:
-                    self._marked[pid] = self.marker in (_read(f"/proc/{pid}/cmdline") or b"")
+                    cmdline = _read(f"/proc/{pid}/cmdline") or b""
+                    self._marked[pid] = any(m in cmdline for m in self.markers)
                 if self._marked[pid]:
                     roots.append(pid)
         self._marked = {pid: v for pid, v in self._marked.items() if pid in alive}
@@ -332,7 +334,8 @@ class Measured:
         }
 
 
-def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None, marker: str | None = None,
+def run_measured(cmd: Sequence[str], *, env: dict[str, str] | None = None,
+                 marker: str | Sequence[str] | None = None,
                  interval: float = 0.05, log_path: Path, echo: bool = False) -> Measured:
     """Run `cmd`, sample its memory until it exits, collect its phases and its result."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

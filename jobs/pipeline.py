@@ -20,15 +20,17 @@ import os
 import sys
 from pathlib import Path
 
-from mlplatform.errors import InputError, PlatformError
-from mlplatform.pipeline import run_pipeline
-from mlplatform.redact import redact_text
-from mlplatform.services import Services
-from mlplatform.settings import load_settings
-from mlplatform.spec_code import load_for
-
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here, not above: a driver that hands its run to the node's warm process
+    # (mlplatform.runtime.warm_driver) never needs them.
+    from mlplatform.errors import InputError, PlatformError
+    from mlplatform.pipeline import run_pipeline
+    from mlplatform.redact import redact_text
+    from mlplatform.services import Services
+    from mlplatform.settings import load_settings
+    from mlplatform.spec_code import load_for
+
     parser = argparse.ArgumentParser(prog="python -m jobs.pipeline")
     parser.add_argument("--spec", required=True, type=Path)
     parser.add_argument("--run-id", default=None)
@@ -44,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refeaturize", action="store_true",
                         help="with --retrain: featurize the validated data again first")
     args = parser.parse_args(argv)
+    from mlplatform.runtime.warm_driver import CHILD_FLAG
+
+    if os.environ.get(CHILD_FLAG):
+        print(f"driver: running in the node's warm driver process (pid {os.getpid()}): its imports "
+              "were done before this job started", flush=True)
     try:
         settings = load_settings()
         if os.environ.get("PLATFORM_JOB_ID") and settings.sources.get("ray_address") == "env RAY_ADDRESS":
@@ -87,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from mlplatform.runtime.warm_driver import exit_like, run_warm
+
+    warm = run_warm("jobs.pipeline", sys.argv[1:])  # None: no warm process, run it here
+    if warm is not None:
+        exit_like(warm)
     code = main()
     from mlplatform.process_exit import fast_exit
 
