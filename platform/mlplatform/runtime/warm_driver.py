@@ -145,8 +145,11 @@ def run_warm(module: str, argv: list[str]) -> int | None:
         def relay(signum: int, _frame: Any) -> None:
             try:
                 os.killpg(child, signum)
-            except ProcessLookupError:
-                pass
+            except ProcessLookupError:  # not yet its own group leader (setsid comes first thing)
+                try:
+                    os.kill(child, signum)
+                except ProcessLookupError:
+                    pass
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, relay)

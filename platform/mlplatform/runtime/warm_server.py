@@ -23,6 +23,7 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from typing import Any
@@ -107,8 +108,12 @@ def _run_child(request: dict[str, Any], fds: list[int]) -> int:
     except BaseException:  # noqa: BLE001 - as an interpreter would: the traceback, status 1
         traceback.print_exc()
         code = 1
-    # The interpreter's own exit would unwind the server's frames too: run what it would
-    # (atexit: Ray's disconnect, the metrics' flush), then leave.
+    # The interpreter's own exit would unwind the server's frames too: do what it does (wait
+    # for the run's non-daemon threads, then the atexit functions: Ray's disconnect, the
+    # metrics' flush), then leave.
+    shutdown_threads = getattr(threading, "_shutdown", None)
+    if shutdown_threads is not None:
+        shutdown_threads()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -125,6 +130,11 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.children: dict[int, socket.socket] = {}
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # A child's exit wakes the loop at once (SIGCHLD through the wakeup fd), so its driver
+        # hears the status without waiting for the next tick.
+        self.wake_r, self.wake_w = socket.socketpair()
+        for end in (self.wake_r, self.wake_w):
+            end.setblocking(False)
 
     def bind(self) -> None:
         if self.path.exists():
@@ -134,6 +144,9 @@ class Server:
         self.listener.listen(16)
         self.inode = self.path.stat().st_ino
         self.sel.register(self.listener, selectors.EVENT_READ)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        signal.set_wakeup_fd(self.wake_w.fileno())
+        signal.signal(signal.SIGCHLD, lambda *_: None)
 
     def _fork(self, conn: socket.socket) -> None:
         try:
@@ -146,8 +159,11 @@ class Server:
         if pid == 0:
             code = 1
             try:
+                signal.set_wakeup_fd(-1)  # the server's: before its socket is closed here
                 self.sel.close()
                 self.listener.close()
+                self.wake_r.close()
+                self.wake_w.close()
                 for other in self.children.values():
                     other.close()
                 conn.close()
@@ -196,6 +212,13 @@ class Server:
                     conn, _ = self.listener.accept()
                     conn.settimeout(5)  # a request is one message; a driver that stalls is dropped
                     self._fork(conn)
+                    continue
+                if selected.data == "wake":
+                    try:
+                        while self.wake_r.recv(512):
+                            pass
+                    except BlockingIOError:
+                        pass
                     continue
                 pid = selected.data
                 try:
