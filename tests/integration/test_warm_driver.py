@@ -48,6 +48,15 @@ if sys.argv[1] == "graceful":  # a run that ends on a stop by itself
         open("stopped", "w").write(str(signum))
         sys.exit(143)
     signal.signal(signal.SIGTERM, stopped)
+if sys.argv[1] == "oom":  # killed outright, as by the kernel's OOM killer
+    os.kill(os.getpid(), 9)
+if sys.argv[1] == "interrupt":  # a SIGINT stop is KeyboardInterrupt, as in any interpreter
+    open("child.pid", "w").write(str(os.getpid()))
+    try:
+        time.sleep(120)
+    except KeyboardInterrupt:
+        open("stopped", "w").write("interrupted")
+        sys.exit(130)
 if sys.argv[1] in ("sleep", "graceful"):
     open("child.pid", "w").write(str(os.getpid()))
     time.sleep(120)
@@ -156,6 +165,24 @@ def test_a_run_killed_by_a_signal_ends_its_driver_by_that_signal(warm: Path) -> 
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGTERM  # as Ray would have seen the driver end
     _wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 10, "the run to end")
+
+
+def test_a_run_killed_outright_ends_its_driver_the_same_way(warm: Path) -> None:
+    proc = _client(warm, "oom", "0")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, out + err
+    assert "Traceback" not in err
+
+
+def test_a_sigint_stop_is_a_keyboard_interrupt_in_the_run(warm: Path) -> None:
+    (warm / "child.pid").unlink(missing_ok=True)
+    (warm / "stopped").unlink(missing_ok=True)
+    proc = _client(warm, "interrupt", "0")
+    _wait_for((warm / "child.pid").exists, 30, "the run to start")
+    proc.send_signal(signal.SIGINT)  # RAY_JOB_STOP_SIGNAL=SIGINT
+    proc.communicate(timeout=30)
+    assert (warm / "stopped").read_text() == "interrupted"
+    assert proc.returncode == 130
 
 
 def test_a_killed_driver_takes_its_run_with_it(warm: Path) -> None:

@@ -35,6 +35,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
 import sysconfig
 import tempfile
@@ -98,6 +99,26 @@ def disabled() -> bool:
     return os.environ.get(OFF_VAR, "").strip().lower() in ("off", "0", "false", "no")
 
 
+def _own_folder() -> bool:
+    """Whether the socket folder is this user's alone (or absent, then made so): a folder of
+    the same name made first by another user could hold their socket, which would receive a
+    driver's environment and its output, or links that turn our writes onto our own files."""
+    folder = socket_dir()
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            return False
+        st = os.lstat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
 # -- the driver's side ------------------------------------------------------------------------
 
 
@@ -116,7 +137,7 @@ def run_warm(module: str, argv: list[str]) -> int | None:
     """Run `python -m module argv` in a warm child of this node's server and return its exit
     status; None when there is no server to take it (this process runs it, and one is started
     for the next run)."""
-    if os.environ.get(CHILD_FLAG) or disabled() or not hasattr(socket, "send_fds"):
+    if os.environ.get(CHILD_FLAG) or disabled() or not hasattr(socket, "send_fds") or not _own_folder():
         return None
     cwd = os.getcwd()
     key = warm_key(dict(os.environ), cwd)
@@ -134,8 +155,10 @@ def run_warm(module: str, argv: list[str]) -> int | None:
         request = json.dumps({"module": module, "argv": argv, "env": dict(os.environ), "cwd": cwd})
         pending = bytearray()
         try:
+            sock.settimeout(30)  # the pid comes right after the fork; a wedged server is no server
             socket.send_fds(sock, [request.encode() + b"\n"], [0, 1, 2])
             started = _read_line(sock, pending)
+            sock.settimeout(None)  # the run's status comes when the run ends
         except OSError:
             started = None
         if started is None:  # the server ended before it forked: nothing ran
@@ -148,8 +171,10 @@ def run_warm(module: str, argv: list[str]) -> int | None:
             except ProcessLookupError:  # not yet its own group leader (setsid comes first thing)
                 try:
                     os.kill(child, signum)
-                except ProcessLookupError:
+                except OSError:
                     pass
+            except OSError:
+                pass
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, relay)
@@ -176,7 +201,6 @@ def _runs_come_often(key: str) -> bool:
     except OSError:
         recent = False
     try:
-        marker.parent.mkdir(mode=0o700, exist_ok=True)
         marker.touch()
     except OSError:
         return False
@@ -187,8 +211,13 @@ def exit_like(status: int) -> None:
     """End this process as the child ended: its exit code, or the signal that killed it (a
     negative status), so Ray reports a stopped or killed driver as it would have."""
     if status < 0:
-        signal.signal(-status, signal.SIG_DFL)
-        os.kill(os.getpid(), -status)
+        signum = -status
+        try:
+            signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # SIGKILL and SIGSTOP keep their default action anyway
+        os.kill(os.getpid(), signum)
+        sys.exit(128 + signum)  # a signal whose default action is not to end the process
     sys.exit(status)
 
 
@@ -204,8 +233,7 @@ def start_server(key: str) -> None:
         if os.fork() != 0:
             os._exit(0)
         folder = socket_dir()
-        folder.mkdir(mode=0o700, exist_ok=True)
-        log = os.open(folder / f"{key}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        log = os.open(folder / f"{key}.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)

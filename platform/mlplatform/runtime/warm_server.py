@@ -12,6 +12,7 @@ replaced, or when the cluster's GCS stops answering.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import fcntl
 import gc
 import importlib
@@ -22,6 +23,7 @@ import runpy
 import selectors
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -31,6 +33,7 @@ from typing import Any
 from mlplatform.runtime.warm_driver import CHILD_FLAG, IDLE_S, WARM_MODULES, job_path, socket_path
 
 _GCS_CHECK_S = 5.0
+_RELAYED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 # The server's import path less its own directory and PYTHONPATH (set in `main`): a child puts
 # its driver's directory and PYTHONPATH in front, as `python -m` in that directory would.
 _BASE_PATH: list[str] = []
@@ -51,40 +54,78 @@ def warm_up() -> None:
     gc.freeze()
 
 
-def _gcs_answers(address: str) -> bool:
+def _gcs_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a GCS address `host:port`; None for anything else (then no probe)."""
     host, _, port = address.rpartition(":")
+    return (host, int(port)) if host and port.isdigit() else None
+
+
+def _gcs_answers(where: tuple[str, int]) -> bool:
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=2):
+        with socket.create_connection(where, timeout=2):
             return True
-    except (OSError, ValueError):
+    except OSError:
         return False
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # not yet its own group (setsid is its first act): it alone
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    except OSError:
+        pass
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """The socket is the user's own (0600 in a 0700 folder); its peer's uid, checked besides."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return bool(struct.unpack("3i", creds)[1] == os.getuid())
 
 
 def _recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
-    buf = bytearray(data)
-    while b"\n" not in buf:
-        more = conn.recv(1 << 16)
-        if not more:
-            raise ConnectionError("the driver closed its connection mid-request")
-        buf.extend(more)
-    return json.loads(bytes(buf).partition(b"\n")[0]), list(fds)
+    try:
+        buf = bytearray(data)
+        while b"\n" not in buf:
+            more = conn.recv(1 << 16)
+            if not more:
+                raise ConnectionError("the driver closed its connection mid-request")
+            buf.extend(more)
+        request = json.loads(bytes(buf).partition(b"\n")[0])
+        if len(fds) != 3:
+            raise ValueError(f"{len(fds)} file descriptors, not 3")
+        return request, list(fds)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 def _run_child(request: dict[str, Any], fds: list[int]) -> int:
     """In the forked child: become the driver's process (its stdio, directory, environment,
     import path) and run its module as `python -m` would."""
     os.setsid()  # its own group: a stop reaches it and everything it starts
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+    # A fresh interpreter's dispositions (Ctrl-C or a SIGINT stop is KeyboardInterrupt, so
+    # `finally` blocks run), then the signals the server blocked around the fork are let in.
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _RELAYED)
     for target, fd in enumerate(fds[:3]):
         os.dup2(fd, target)
     for fd in fds:
         if fd > 2:
             os.close(fd)
     # Fresh streams on the driver's descriptors, written through, as PYTHONUNBUFFERED gives a driver.
-    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True)
-    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True,
+                                  encoding=sys.__stdout__.encoding if sys.__stdout__ else None)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True,
+                                  encoding=sys.__stderr__.encoding if sys.__stderr__ else None,
+                                  errors="backslashreplace")
     env: dict[str, str] = request["env"]
     cwd: str = request["cwd"]
     os.chdir(cwd)
@@ -120,13 +161,19 @@ def _run_child(request: dict[str, Any], fds: list[int]) -> int:
             stream.flush()
         except (OSError, ValueError):
             pass
+    try:  # what C extensions wrote through C's stdio (os._exit does not flush it)
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
     return code
 
 
 class Server:
-    def __init__(self, key: str, gcs: str):
+    def __init__(self, key: str, gcs: str, lock_fd: int):
         self.path = socket_path(key)
-        self.gcs = gcs
+        self.gcs = _gcs_port(gcs)
+        self.gcs_failures = 0
+        self.lock_fd = lock_fd
         self.sel = selectors.DefaultSelector()
         self.children: dict[int, socket.socket] = {}
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -150,12 +197,25 @@ class Server:
 
     def _fork(self, conn: socket.socket) -> None:
         try:
+            if not _same_user(conn):
+                raise PermissionError("a connection from another user")
             request, fds = _recv_request(conn)
         except (OSError, ValueError, ConnectionError) as exc:
             print(f"a request was dropped: {exc}", flush=True)
             conn.close()
             return
-        pid = os.fork()
+        # The server's own handlers (SIGTERM ends the server) must never run in the child: the
+        # signals a driver relays are held until the child has its own dispositions.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _RELAYED)
+        try:
+            pid = os.fork()
+        except OSError as exc:  # e.g. a pids limit: the driver hears nothing and runs its job itself
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _RELAYED)
+            print(f"fork failed: {exc}", flush=True)
+            for fd in fds:
+                os.close(fd)
+            conn.close()
+            return
         if pid == 0:
             code = 1
             try:
@@ -164,12 +224,14 @@ class Server:
                 self.listener.close()
                 self.wake_r.close()
                 self.wake_w.close()
+                os.close(self.lock_fd)  # a new server may start while this run goes on
                 for other in self.children.values():
                     other.close()
                 conn.close()
                 code = _run_child(request, fds)
             finally:
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _RELAYED)
         for fd in fds:
             os.close(fd)
         try:
@@ -204,50 +266,61 @@ class Server:
         except OSError:
             return False
 
+    def _handle(self, selected: selectors.SelectorKey) -> None:
+        if selected.fileobj is self.listener:
+            conn, _ = self.listener.accept()
+            conn.settimeout(5)  # a request is one message; a driver that stalls is dropped
+            self._fork(conn)
+            return
+        if selected.data == "wake":
+            try:
+                while self.wake_r.recv(512):
+                    pass
+            except BlockingIOError:
+                pass
+            return
+        pid = selected.data
+        try:
+            gone = not selected.fileobj.recv(1)  # type: ignore[union-attr]
+        except OSError:
+            gone = True
+        if gone and pid in self.children:  # the driver died (killed, or its node lost)
+            _kill_group(pid)
+            self.sel.unregister(self.children[pid])
+
+    def _cluster_gone(self) -> bool:
+        """Three probes in a row found nothing at the GCS port (a GCS restart or a blip is not
+        the cluster's end). Asked only while no run is under way: runs are never ended for it."""
+        if self.gcs is None:
+            return False
+        self.gcs_failures = 0 if _gcs_answers(self.gcs) else self.gcs_failures + 1
+        return self.gcs_failures >= 3
+
     def serve(self) -> None:
         idle_since = last_gcs = time.monotonic()
         while True:
-            for selected, _ in self.sel.select(timeout=0.25):
-                if selected.fileobj is self.listener:
-                    conn, _ = self.listener.accept()
-                    conn.settimeout(5)  # a request is one message; a driver that stalls is dropped
-                    self._fork(conn)
-                    continue
-                if selected.data == "wake":
-                    try:
-                        while self.wake_r.recv(512):
-                            pass
-                    except BlockingIOError:
-                        pass
-                    continue
-                pid = selected.data
-                try:
-                    gone = not selected.fileobj.recv(1)  # type: ignore[union-attr]
-                except OSError:
-                    gone = True
-                if gone and pid in self.children:  # the driver died (killed, or its node lost)
-                    try:
-                        os.killpg(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    self.sel.unregister(self.children[pid])
-            self._reap()
+            # One failure (a fork refused, a descriptor limit) is that request's, not every run's.
+            try:
+                for selected, _ in self.sel.select(timeout=0.25):
+                    self._handle(selected)
+                self._reap()
+            except Exception as exc:  # noqa: BLE001
+                print(f"serving: {type(exc).__name__}: {exc}", flush=True)
+                time.sleep(0.1)
             now = time.monotonic()
             if self.children:
                 idle_since = now
-            elif now - idle_since > IDLE_S or not self._still_ours():
+                continue
+            if now - idle_since > IDLE_S or not self._still_ours():
                 return
-            if self.gcs and now - last_gcs > _GCS_CHECK_S:
+            if now - last_gcs > _GCS_CHECK_S:
                 last_gcs = now
-                if not _gcs_answers(self.gcs):
+                if self._cluster_gone():
                     return
 
     def close(self) -> None:
         for pid in list(self.children):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill_group(pid)
         if self._still_ours():
             self.path.unlink()
 
@@ -255,7 +328,7 @@ class Server:
 def main(argv: list[str]) -> int:
     key, gcs = argv[0], (argv[1] if len(argv) > 1 else "")
     path = socket_path(key)
-    lock = open(path.with_suffix(".lock"), "w")  # noqa: SIM115 - held for the server's life
+    lock = os.fdopen(os.open(path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600), "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -264,7 +337,7 @@ def main(argv: list[str]) -> int:
     own = set(os.environ.get("PYTHONPATH", "").split(os.pathsep))
     _BASE_PATH[:] = [p for p in sys.path[1:] if p and p not in own]
     warm_up()
-    server = Server(key, gcs)
+    server = Server(key, gcs, lock.fileno())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server.bind()
     print(f"serving {path} (warm in {time.monotonic() - started:.1f}s, pid {os.getpid()})", flush=True)
