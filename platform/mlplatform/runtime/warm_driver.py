@@ -122,6 +122,20 @@ def _own_folder() -> bool:
 # -- the driver's side ------------------------------------------------------------------------
 
 
+def signal_run(pid: int, signum: int) -> None:
+    """Send `signum` to a warm child's process group (the run and what it started); before the
+    child's setsid, its first act, to the child alone. A run already gone is no error."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+    except OSError:
+        pass
+
+
 def _read_line(sock: socket.socket, pending: bytearray) -> dict[str, Any] | None:
     while b"\n" not in pending:
         chunk = sock.recv(4096)
@@ -166,15 +180,7 @@ def run_warm(module: str, argv: list[str]) -> int | None:
         child = int(started["pid"])
 
         def relay(signum: int, _frame: Any) -> None:
-            try:
-                os.killpg(child, signum)
-            except ProcessLookupError:  # not yet its own group leader (setsid comes first thing)
-                try:
-                    os.kill(child, signum)
-                except OSError:
-                    pass
-            except OSError:
-                pass
+            signal_run(child, signum)
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, relay)
@@ -183,7 +189,7 @@ def run_warm(module: str, argv: list[str]) -> int | None:
         except OSError:
             ended = None
         if ended is None:  # the server died with the run under way: end the run, say so
-            relay(signal.SIGKILL, None)
+            signal_run(child, signal.SIGKILL)
             print("error: the warm driver process ended before the run did; submit the run again "
                   "to resume it", file=sys.stderr, flush=True)
             return 1

@@ -30,7 +30,7 @@ import time
 import traceback
 from typing import Any
 
-from mlplatform.runtime.warm_driver import CHILD_FLAG, IDLE_S, WARM_MODULES, job_path, socket_path
+from mlplatform.runtime.warm_driver import CHILD_FLAG, IDLE_S, WARM_MODULES, job_path, signal_run, socket_path
 
 _GCS_CHECK_S = 5.0
 _RELAYED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
@@ -66,18 +66,6 @@ def _gcs_answers(where: tuple[str, int]) -> bool:
             return True
     except OSError:
         return False
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:  # not yet its own group (setsid is its first act): it alone
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    except OSError:
-        pass
 
 
 def _same_user(conn: socket.socket) -> bool:
@@ -285,7 +273,7 @@ class Server:
         except OSError:
             gone = True
         if gone and pid in self.children:  # the driver died (killed, or its node lost)
-            _kill_group(pid)
+            signal_run(pid, signal.SIGKILL)
             self.sel.unregister(self.children[pid])
 
     def _cluster_gone(self) -> bool:
@@ -320,7 +308,7 @@ class Server:
 
     def close(self) -> None:
         for pid in list(self.children):
-            _kill_group(pid)
+            signal_run(pid, signal.SIGKILL)
         if self._still_ours():
             self.path.unlink()
 
