@@ -129,6 +129,19 @@ def warm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     assert server and not alive, "the server outlived its socket"
 
 
+def _started(folder: Path, mode: str) -> tuple[subprocess.Popen[str], psutil.Process]:
+    """A driver whose run (`mode`: sleep, graceful, interrupt) has started: both processes."""
+    (folder / "child.pid").unlink(missing_ok=True)
+    (folder / "stopped").unlink(missing_ok=True)
+    proc = _client(folder, mode, "0")
+    _wait_for((folder / "child.pid").exists, 30, "the run to start")
+    return proc, psutil.Process(int((folder / "child.pid").read_text()))
+
+
+def _ended(child: psutil.Process) -> None:
+    _wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 10, "the run to end")
+
+
 def test_the_run_writes_to_the_drivers_output_and_its_status_is_the_drivers(warm: Path) -> None:
     proc = _client(warm, "print", "3", env=_env(warm, PLATFORM_JOB_MARK="m1"))
     out, err = proc.communicate(timeout=60)
@@ -146,10 +159,8 @@ def test_the_jobs_own_code_is_imported_afresh(warm: Path) -> None:
 
 
 def test_a_stop_reaches_the_run_and_the_driver_ends_as_it_did(warm: Path) -> None:
-    (warm / "child.pid").unlink(missing_ok=True)
-    proc = _client(warm, "graceful", "0")
-    _wait_for((warm / "child.pid").exists, 30, "the run to start")
-    assert int((warm / "child.pid").read_text()) != proc.pid  # the run is the warm process's child
+    proc, child = _started(warm, "graceful")
+    assert child.pid != proc.pid  # the run is the warm process's child
     proc.send_signal(signal.SIGTERM)  # what Ray's `stop_job` sends the driver
     proc.communicate(timeout=30)
     assert (warm / "stopped").read_text() == str(int(signal.SIGTERM))  # the run saw the stop itself
@@ -157,14 +168,11 @@ def test_a_stop_reaches_the_run_and_the_driver_ends_as_it_did(warm: Path) -> Non
 
 
 def test_a_run_killed_by_a_signal_ends_its_driver_by_that_signal(warm: Path) -> None:
-    (warm / "child.pid").unlink(missing_ok=True)
-    proc = _client(warm, "sleep", "0")
-    _wait_for((warm / "child.pid").exists, 30, "the run to start")
-    child = psutil.Process(int((warm / "child.pid").read_text()))
+    proc, child = _started(warm, "sleep")
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGTERM  # as Ray would have seen the driver end
-    _wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 10, "the run to end")
+    _ended(child)
 
 
 def test_a_run_killed_outright_ends_its_driver_the_same_way(warm: Path) -> None:
@@ -175,10 +183,7 @@ def test_a_run_killed_outright_ends_its_driver_the_same_way(warm: Path) -> None:
 
 
 def test_a_sigint_stop_is_a_keyboard_interrupt_in_the_run(warm: Path) -> None:
-    (warm / "child.pid").unlink(missing_ok=True)
-    (warm / "stopped").unlink(missing_ok=True)
-    proc = _client(warm, "interrupt", "0")
-    _wait_for((warm / "child.pid").exists, 30, "the run to start")
+    proc, _ = _started(warm, "interrupt")
     proc.send_signal(signal.SIGINT)  # RAY_JOB_STOP_SIGNAL=SIGINT
     proc.communicate(timeout=30)
     assert (warm / "stopped").read_text() == "interrupted"
@@ -186,13 +191,10 @@ def test_a_sigint_stop_is_a_keyboard_interrupt_in_the_run(warm: Path) -> None:
 
 
 def test_a_killed_driver_takes_its_run_with_it(warm: Path) -> None:
-    (warm / "child.pid").unlink(missing_ok=True)
-    proc = _client(warm, "sleep", "0")
-    _wait_for((warm / "child.pid").exists, 30, "the run to start")
-    child = psutil.Process(int((warm / "child.pid").read_text()))
+    proc, child = _started(warm, "sleep")
     proc.kill()  # SIGKILL: a driver lost with its node, or killed after Ray's stop timeout
     proc.communicate(timeout=30)
-    _wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 10, "the run to end")
+    _ended(child)
 
 
 def test_turned_off_the_driver_runs_its_job_itself(warm: Path) -> None:
