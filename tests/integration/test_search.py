@@ -173,8 +173,14 @@ def test_a_killed_trial_resumes_from_its_checkpoint(ray_connected, tmp_path: Pat
     for lines, _ in _reports(result.path).values():
         assert {i for i, _ in lines} <= set(plan), lines
         resumed = [i for i, restored in lines if restored >= 1]
-        if resumed:  # its first report after the restore is the rung after one it reported before
-            assert resumed[0] > plan[0] and plan[plan.index(resumed[0]) - 1] in [i for i, _ in lines], lines
+        if resumed:
+            # Its first report after the restore is a later rung than the first (it went on from a
+            # checkpoint, not from scratch), and what it reported before the kill is the rungs before
+            # it, in order, none repeated after it. The last of those may be missing: on a restart
+            # Tune copies result.json back from the storage path, which can lag the driver's lines.
+            before = [i for i, restored in lines if restored == 0]
+            assert resumed[0] > plan[0] and before == plan[:len(before)], lines
+            assert plan.index(resumed[0]) >= len(before), lines
 
 
 def test_one_model_per_segment_in_parallel(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
