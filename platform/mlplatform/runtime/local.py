@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -166,13 +167,23 @@ def _terminate(procs: list[psutil.Process], timeout: float = 2.0) -> int:
     return len(procs)
 
 
+# Where a port block for Serve's direct ingress is looked for: above Ray's worker ports (10002-19999
+# by default) and below Linux's ephemeral range (32768-60999), which every outgoing connection
+# draws its local port from. A block taken from the ephemeral range was found in use on a busy
+# machine (two multi-node test sessions: 50 random starts, none with 16 free ports after it),
+# and a port of it could be taken by a client connection between this check and Serve's bind.
+_BLOCK_RANGE = (20000, 32767)
+
+
 def _port_block(template: str, size: int = 16) -> dict[str, str]:
     """MIN/MAX settings for a run of `size` consecutive ports that are free on 127.0.0.1 now."""
-    for _ in range(50):
-        start = free_port()
-        if start + size < 65535 and all(_port_free(p) for p in range(start, start + size)):
+    rng = random.SystemRandom()
+    for _ in range(200):
+        start = rng.randrange(_BLOCK_RANGE[0], _BLOCK_RANGE[1] - size)
+        if all(_port_free(p) for p in range(start, start + size)):
             return {template.format("MIN"): str(start), template.format("MAX"): str(start + size - 1)}
-    raise PlatformError(f"found no {size} consecutive free ports for Ray Serve's direct ingress")
+    raise PlatformError(f"found no {size} consecutive free ports in {_BLOCK_RANGE[0]}-{_BLOCK_RANGE[1]} "
+                        "for Ray Serve's direct ingress")
 
 
 def serve_env(temp_dir: str, mode: str | None = None) -> dict[str, str]:
