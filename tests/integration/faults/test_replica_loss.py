@@ -25,7 +25,14 @@ pytestmark = [pytest.mark.ray, pytest.mark.skipif(
     "second run, on the multi-node cluster)")]
 
 
-MIN_REQUESTS = 2000  # the share of failed requests is taken over at least this many
+# The share of failed requests is taken over at least this many. What fails, in 4 of 11 runs: one
+# request in flight when the replica dies, answered by HAProxy closing the client's keep-alive
+# connection with no response (requests: RemoteDisconnected, ~0.3 s after the kill). That is
+# HAProxy's documented answer when a reused server connection closes before any response and it
+# cannot replay the request itself: it tells an HTTP/1.1 client the request is safe to retry
+# (haproxy/haproxy#1423, #3414). Ray's template offers no `option http-buffer-request`, which
+# its L7 retries would need to replay a POST (haproxy/haproxy#2751).
+MIN_REQUESTS = 2000
 
 
 def _replica_pids(temp_dir: str, app: str) -> list[int]:
