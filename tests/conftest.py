@@ -14,6 +14,7 @@ otherwise decide token auth from whatever ~/.ray holds on this machine.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -124,11 +125,48 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     what must still hold a minute after an earlier test (test_metrics.py's gauges) lets the
     session's other tests fill that minute instead of sleeping through it. Under pytest-xdist
     (`--dist loadfile --no-loadscope-reorder`, pyproject.toml) the files go to the workers in
-    this order and each worker runs its files whole: a late test runs after the rest of its
-    file, and each worker runs its tests in the order one process would."""
+    this order and each worker runs its work units whole: a late test runs after the rest of
+    its unit (its file, or all the files that take `demo_runs`: pytest_xdist_make_scheduler),
+    and each worker runs its tests in the order one process would."""
     late = [i for i in items if i.get_closest_marker("late")]
     if late:
         items[:] = [i for i in items if not i.get_closest_marker("late")] + late
+
+
+# Test files that take this session fixture (tests/integration/conftest.py) run on one xdist worker,
+# one after another (pytest_xdist_make_scheduler below).
+SHARED_SCOPE_FIXTURE = "demo_runs"
+
+
+@functools.cache
+def _takes_shared_fixture(path: str) -> bool:
+    """Whether the test file at `path` (a node id's file part) names the shared fixture. Read from
+    the source rather than from the collected items: the scheduler runs in pytest-xdist's
+    controller, which sees only node ids."""
+    file = ROOT / path
+    return file.suffix == ".py" and SHARED_SCOPE_FIXTURE in file.read_text(encoding="utf-8")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """pytest-xdist's `loadfile`, except that the files taking `demo_runs` are one work unit.
+
+    Why: a session fixture is built once per worker, and `demo_runs` (three pipeline days served
+    on the worker's cluster) took 28-30 s of setup in each worker that ran one of its files. As one
+    unit they are also one process's files in their collection order, so test_metrics.py's `late`
+    test, last in the unit, runs after the other files of the unit instead of sleeping through
+    its wait right after its own file (46 s). pytest-xdist's `loadgroup` marker would say the same,
+    but it does not group on pytest 9.2 (pytest-xdist#1386). The unit is dispatched where its first
+    file comes in the collection, like any other."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return f"<{SHARED_SCOPE_FIXTURE}>" if _takes_shared_fixture(path) else path
+
+    return SharedFixtureScheduling(config, log)  # type: ignore[arg-type]
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -46,6 +46,7 @@ from mlplatform.errors import InputError, PlatformError
 from mlplatform.metadata.champion import Action, Champion, ChampionConflict, ChampionEvent
 from mlplatform.metadata.schema import utcnow
 from mlplatform.metadata.store import MetadataStore
+from mlplatform.models import mlflow_schema
 from mlplatform.redact import redact_url
 from mlplatform.settings import (
     MLFLOW_SET_MARK,
@@ -153,11 +154,26 @@ class ModelRegistry:
             from mlflow import MlflowClient
 
             _reachable(self.uri)
+
+            def open_store() -> None:
+                client = MlflowClient(self.uri)
+                client.search_experiments(max_results=1)
+                client.search_registered_models(max_results=1)
+
             try:
-                with _first_open_lock(self.uri):
-                    client = MlflowClient(self.uri)
-                    client.search_experiments(max_results=1)
-                    client.search_registered_models(max_results=1)
+                with _first_open_lock(self.uri) as creating:
+                    if creating is None:
+                        open_store()
+                    elif mlflow_schema.seed(creating):  # a copy of a database MLflow migrated before
+                        try:
+                            open_store()
+                        except Exception:  # the copy is not left behind: the next open creates it afresh
+                            mlflow_schema.forget()
+                            creating.unlink(missing_ok=True)
+                            raise
+                    else:
+                        open_store()
+                        mlflow_schema.keep(creating)
             except Exception as exc:  # noqa: BLE001 - the store is unusable: say which and why
                 raise PlatformError(f"MLflow tracking store {self.uri} cannot be opened: {exc}") from None
             _READY.add(self.uri)
@@ -568,12 +584,13 @@ def _reachable(uri: str) -> None:
 
 
 @contextmanager
-def _first_open_lock(uri: str) -> Iterator[None]:
+def _first_open_lock(uri: str) -> Iterator[Path | None]:
     """For a SQLite tracking database, hold `<db>.lock` (next to it) exclusively while MLflow
     opens a database it has not created yet (its first open creates and migrates the
-    tables); an initialised one needs no lock. Nothing for a tracking server."""
+    tables); an initialised one needs no lock. Nothing for a tracking server. Yields the
+    database's path when this process creates it (under the exclusive lock), else None."""
     if not uri.startswith("sqlite:///") or uri.endswith(":memory:"):
-        yield
+        yield None
         return
     import fcntl
 
@@ -583,11 +600,11 @@ def _first_open_lock(uri: str) -> Iterator[None]:
         fcntl.flock(handle, fcntl.LOCK_SH)  # waits while another process creates the database
         if _mlflow_db_created(db):
             fcntl.flock(handle, fcntl.LOCK_UN)
-            yield
+            yield None
             return
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_EX)  # not atomic with the shared one: look again
         try:
-            yield
+            yield None if _mlflow_db_created(db) else db
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
