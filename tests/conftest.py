@@ -147,6 +147,7 @@ def _takes_shared_fixture(path: str) -> bool:
     return file.suffix == ".py" and SHARED_SCOPE_FIXTURE in file.read_text(encoding="utf-8")
 
 
+@pytest.hookimpl(optionalhook=True)  # a run without pytest-xdist (`-p no:xdist`) has no such hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """pytest-xdist's `loadfile`, except that the files taking `demo_runs` are one work unit.
 
