@@ -362,6 +362,12 @@ def on_allow_list(path: str, modules: str) -> bool:
     return any(path == p or path.startswith(p + ".") for p in prefixes)
 
 
+def user_cache_dir() -> Path:
+    """The platform's folder in the user's cache (XDG): what only saves time, keyed by its inputs
+    whatever the home, and safe to delete."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlplatform"
+
+
 def setting_name(key: str) -> str:
     """How a user sets `key`: `metadata_url (PLATFORM_METADATA_URL)`, for error messages."""
     return f"{key} ({ENV_VARS[key][0]})" if key in ENV_VARS else key

@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
+from mlplatform.settings import user_cache_dir
 from mlplatform.spec import ModelSpec
 
 _CHECKER = Path(__file__).resolve().parent / "training" / "estimators.py"
@@ -57,8 +57,7 @@ def _entry(key: str) -> Path:
     """In the user's cache folder (XDG), not PLATFORM_HOME: a key names its inputs whatever the
     home, and a command refused before it touches the home (a remote cluster with local stores)
     leaves nothing there."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mlplatform" / "model-checks" / key
+    return user_cache_dir() / "model-checks" / key
 
 
 def passed_before(key: str | None) -> bool:

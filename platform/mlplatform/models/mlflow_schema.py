@@ -24,6 +24,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from mlplatform.settings import user_cache_dir
+
 # The row MLflow seeds into a new database that belongs to that database (its artifact location);
 # MLflow recreates it on open when it is missing. Its tags go with it.
 _SEEDED = ("DELETE FROM experiment_tags WHERE experiment_id = 0",
@@ -32,13 +34,16 @@ _SEEDED = ("DELETE FROM experiment_tags WHERE experiment_id = 0",
 
 def template_path() -> Path:
     """In the user's cache folder (XDG), keyed by MLflow's version: the schema is MLflow's."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mlplatform" / "mlflow-schema" / f"mlflow-{importlib.metadata.version('mlflow')}.db"
+    return user_cache_dir() / "mlflow-schema" / f"mlflow-{importlib.metadata.version('mlflow')}.db"
 
 
-def _revision(db: Path) -> str | None:
+def revision(db: Path) -> str | None:
+    """The Alembic revision MLflow recorded in the SQLite database `db`; None for a missing or
+    empty file, or one MLflow has not finished creating."""
+    if not db.exists() or db.stat().st_size == 0:
+        return None
     try:
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
         try:
             row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         finally:
@@ -66,7 +71,7 @@ def seed(db: Path) -> bool:
     if not template.is_file() or (db.exists() and db.stat().st_size > 0):
         return False
     head = _mlflow_head()
-    if head is None or _revision(template) != head:  # damaged, or from another build of this version
+    if head is None or revision(template) != head:  # damaged, or from another build of this version
         forget()
         return False
     partial = db.with_name(f"{db.name}.seed-{os.getpid()}")

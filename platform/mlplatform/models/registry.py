@@ -612,15 +612,4 @@ def _first_open_lock(uri: str) -> Iterator[Path | None]:
 def _mlflow_db_created(db: Path) -> bool:
     """MLflow finished creating this database (its Alembic revision is recorded); only
     meaningful under the lock, which a process creating it holds exclusively."""
-    import sqlite3
-
-    if not db.exists() or db.stat().st_size == 0:
-        return False
-    try:
-        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-        try:
-            return conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return False
+    return mlflow_schema.revision(db) is not None
