@@ -175,12 +175,20 @@ def test_a_killed_trial_resumes_from_its_checkpoint(ray_connected, tmp_path: Pat
         resumed = [i for i, restored in lines if restored >= 1]
         if resumed:
             # Its first report after the restore is a later rung than the first (it went on from a
-            # checkpoint, not from scratch), and what it reported before the kill is the rungs before
-            # it, in order, none repeated after it. The last of those may be missing: on a restart
-            # Tune copies result.json back from the storage path, which can lag the driver's lines.
+            # checkpoint, not from scratch), what it reported before the kill is the rungs before
+            # it, in order, and from there it reports each later rung once, in order.
+            # At the seam, one line each way is Tune's, not ours:
+            # - The last line before the kill may be missing: on a restart Tune copies result.json
+            #   back from the storage path, which can lag the driver's lines.
+            # - The last rung before the kill may be reported again: Tune logs a result before it
+            #   registers the checkpoint that came with it (TuneController._process_trial_result,
+            #   then a save future), so a kill in between restores from the rung before it (seen
+            #   in a suite run: 3, 6, 12, killed, 12, 24, 48).
             before = [i for i, restored in lines if restored == 0]
             assert resumed[0] > plan[0] and before == plan[:len(before)], lines
-            assert plan.index(resumed[0]) >= len(before), lines
+            start = plan.index(resumed[0])
+            assert len(before) - 1 <= start <= len(before) + 1, lines
+            assert resumed == plan[start:start + len(resumed)], lines
 
 
 def test_one_model_per_segment_in_parallel(ray_connected, tmp_path: Path) -> None:  # noqa: ANN001
