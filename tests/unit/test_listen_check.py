@@ -19,6 +19,9 @@ from tests.conftest import cli
 
 _LISTEN = """
 import socket, sys
+if len(sys.argv) > 2:  # titled as Ray titles a worker process
+    import ray._raylet
+    ray._raylet.setproctitle(sys.argv[2])
 s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], 0)); s.listen()
@@ -31,8 +34,8 @@ sys.stdin.read()
 def listener() -> Iterator:
     procs: list[subprocess.Popen] = []
 
-    def start(host: str) -> tuple[psutil.Process, int]:
-        proc = subprocess.Popen([sys.executable, "-c", _LISTEN, host], stdin=subprocess.PIPE,
+    def start(host: str, *title: str) -> tuple[psutil.Process, int]:
+        proc = subprocess.Popen([sys.executable, "-c", _LISTEN, host, *title], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
         procs.append(proc)
         return psutil.Process(proc.pid), int(proc.stdout.readline())
@@ -58,6 +61,15 @@ def test_a_socket_on_every_interface_is_reported_loopback_is_not(listener) -> No
     found = exposed_listeners([wide, local])
     assert [(e.pid, e.address, e.port) for e in found] == [(wide.pid, "0.0.0.0", wide_port)]
     assert found[0].process == wide.name() and "127.0.0.1" in found[0].fix
+
+
+def test_a_ray_actor_is_named_by_its_class_not_the_call_it_is_in(listener) -> None:  # noqa: ANN001
+    busy, _ = listener("0.0.0.0", "ray::ServeController.listen_for_change")
+    idle, _ = listener("0.0.0.0", "ray::ServeController")
+    task, _ = listener("0.0.0.0", "ray::IDLE")
+    names = {e.pid: e.process for e in exposed_listeners([busy, idle, task])}
+    assert names == {busy.pid: "ray::ServeController", idle.pid: "ray::ServeController",
+                     task.pid: "ray::IDLE"}
 
 
 @pytest.mark.skipif(not _ipv6(), reason="no IPv6 on this machine")

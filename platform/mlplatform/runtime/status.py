@@ -76,6 +76,13 @@ def _beyond_loopback(ip: str) -> bool:
     return not (mapped or addr).is_loopback
 
 
+def _process_name(name: str) -> str:
+    """Ray retitles an actor's process `ray::Class.method` while a call runs and `ray::Class`
+    between calls: the class is the process (two looks a moment apart named one Serve
+    controller two ways), the method only what it was doing then."""
+    return name.split(".", 1)[0] if name.startswith("ray::") else name
+
+
 def exposed_listeners(procs: list[psutil.Process]) -> list[Exposure]:
     """The listening TCP sockets of `procs` that are not on a loopback address (0.0.0.0 and ::
     included), sorted by port. Processes that exit meanwhile are skipped."""
@@ -84,7 +91,7 @@ def exposed_listeners(procs: list[psutil.Process]) -> list[Exposure]:
         try:
             conns = proc.net_connections(kind="tcp")
             cmdline = " ".join(proc.cmdline()) or proc.name()
-            name = proc.name()
+            name = _process_name(proc.name())
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
         for c in conns:
