@@ -169,10 +169,10 @@ def _terminate(procs: list[psutil.Process], timeout: float = 2.0) -> int:
 
 # How long the head's raylet keeps an idle worker process once more than num_cpus exist.
 # Ray's default is 1 s, and a pipeline's work comes in bursts: each step's tasks, a search's
-# trials, a deploy's build task found the previous burst's workers killed and started new
-# ones, each about a CPU second on 2 cores. Kept 10 s, the next burst of the same job reuses
-# them, for ~100 MB of memory each meanwhile. Measured on the test suite (README stage, 2
-# cores, with Ray's first-driver prestart also off): 925 -> 844 busy CPU s, 8:19 -> 7:37.
+# trials, a deploy's build task found the previous burst's extra workers killed and started
+# new ones, about a CPU second each on 2 cores. Kept 10 s, the next burst of the same job
+# reuses them, for ~100 MB of memory each meanwhile. benchmarks/worker_reuse.py: 0.26x the
+# CPU and half the wall time per burst; the test suite's README stage: 925 -> 859 busy CPU s.
 WORKER_IDLE_KEEP_ENV = "RAY_idle_worker_killing_time_threshold_ms"
 WORKER_IDLE_KEEP_MS = 10_000
 
