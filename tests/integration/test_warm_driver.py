@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mlplatform.runtime.local import _gone  # exited: no such process, or an unreaped zombie
 from mlplatform.runtime.warm_driver import socket_path, warm_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,17 +145,8 @@ def _started(folder: Path, mode: str) -> tuple[subprocess.Popen[str], psutil.Pro
     return proc, psutil.Process(int((folder / "child.pid").read_text()))
 
 
-def _exited(child: psutil.Process) -> bool:
-    """Gone (its pid maybe taken by another) or a zombie. It can exit between the two psutil
-    calls, and then `status` raises: that is an end too (CI saw it once)."""
-    try:
-        return not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def _ended(child: psutil.Process) -> None:
-    _wait_for(lambda: _exited(child), 10, "the run to end")
+    _wait_for(lambda: _gone(child), 10, "the run to end")
 
 
 def test_the_run_writes_to_the_drivers_output_and_its_status_is_the_drivers(warm: Path) -> None:
@@ -316,7 +308,7 @@ def test_a_pipeline_job_runs_in_the_warm_process_and_stops_as_a_ray_job(
         child = psutil.Process(int(next(p.stem for p in marks.glob("*.ran") if p.stem not in ran)))
         stopped = cli("jobs", "stop", held["job_id"])
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        _wait_for(lambda: _exited(child), 30, "the stopped run's process to end")
+        _wait_for(lambda: _gone(child), 30, "the stopped run's process to end")
 
         def job_status() -> str:
             return str(json.loads(cli("jobs", "status", held["job_id"], "--json").stdout)["status"])
