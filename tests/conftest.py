@@ -84,15 +84,8 @@ def _build_each_app_once() -> None:
 
     if not callable(getattr(typer.testing, "_get_command", None)):
         return
-    built: dict[int, tuple[object, object]] = {}
-
-    def get_command(app: typer.Typer) -> object:
-        hit = built.get(id(app))
-        if hit is None or hit[0] is not app:  # the app is kept: its id is never reused
-            hit = built[id(app)] = (app, typer.main.get_command(app))
-        return hit[1]
-
-    typer.testing._get_command = get_command
+    # A Typer hashes by identity, and the cache keeps each app it has seen alive.
+    typer.testing._get_command = functools.cache(typer.main.get_command)
 
 
 _build_each_app_once()
