@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from mlplatform.process_start import raise_gc_thresholds
+
+    raise_gc_thresholds()
     from mlplatform.runtime.warm_driver import exit_like, run_warm
 
     warm = run_warm("jobs.pipeline", sys.argv[1:])  # None: no warm process, run it here

@@ -109,6 +109,9 @@ def __getattr__(name: str) -> Any:
 
 def main() -> None:
     from mlplatform.process_exit import fast_exit
+    from mlplatform.process_start import raise_gc_thresholds
+
+    raise_gc_thresholds()
 
     try:
         build(_command_word(sys.argv[1:]))()

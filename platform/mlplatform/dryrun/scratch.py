@@ -104,6 +104,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from mlplatform.process_start import raise_gc_thresholds
+
+    raise_gc_thresholds()
     code = main(sys.argv[1:])
     from mlplatform.process_exit import fast_exit
 

@@ -338,4 +338,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from mlplatform.process_start import raise_gc_thresholds
+
+    raise_gc_thresholds()
     sys.exit(main(sys.argv[1:]))
