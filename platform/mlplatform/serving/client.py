@@ -42,7 +42,11 @@ class ServeControl:
 
     # -- the dashboard's Serve REST API ------------------------------------------------------
 
-    def _request(self, method: str, body: Any = None, timeout: float = 30.0) -> Any:
+    def _request(self, method: str, body: Any = None, timeout: tuple[float, float] = (10.0, 120.0)) -> Any:
+        """(connect, read) timeouts: a dashboard that is not there fails at once, and one that is
+        starting Serve for this request (the controller, then a proxy on every node) is waited for:
+        seen over 30 s on a fresh three-node cluster on 2 cores (.ci/run's second run). Ray's own
+        `serve deploy` client sets no read timeout at all."""
         url = require_address(self.settings) + _API
         try:
             resp = requests.request(method, url, json=body, headers=auth_headers(self.settings),
