@@ -52,14 +52,14 @@ if sys.argv[1] == "graceful":  # a run that ends on a stop by itself
 if sys.argv[1] == "oom":  # killed outright, as by the kernel's OOM killer
     os.kill(os.getpid(), 9)
 if sys.argv[1] == "interrupt":  # a SIGINT stop is KeyboardInterrupt, as in any interpreter
-    open("child.pid", "w").write(str(os.getpid()))
+    open("child.tmp", "w").write(str(os.getpid())); os.replace("child.tmp", "child.pid")  # whole, at once
     try:
         time.sleep(120)
     except KeyboardInterrupt:
         open("stopped", "w").write("interrupted")
         sys.exit(130)
 if sys.argv[1] in ("sleep", "graceful"):
-    open("child.pid", "w").write(str(os.getpid()))
+    open("child.tmp", "w").write(str(os.getpid())); os.replace("child.tmp", "child.pid")  # whole, at once
     time.sleep(120)
 sys.exit(int(sys.argv[2]))
 """
